@@ -1,0 +1,26 @@
+//! The one place the host generates bindings for the `plugin` world in `wit/`.
+//!
+//! Exports are async so that every call into a guest can be cut off by a
+//! deadline even while the guest is blocked in a host import. Imports that
+//! can outlast a call's deadline (`sleep-ms`, `wait`) are async and
+//! trappable: they end the call when the deadline passes. Every other
+//! import returns a WIT value and never traps.
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../wit",
+    imports: {
+        "steward:resource/host.sleep-ms": async | trappable,
+        "steward:resource/process.wait": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
+});
+
+pub use exports::steward::resource::resource_type::{self as guest, Guest as ResourceTypeGuest};
+pub use steward::resource::host::{LogLevel, NodeIdentity};
+pub use steward::resource::process::{ProcessError, ProcessStatus, Signal, SpawnRequest};
+pub use steward::resource::types::{
+    CallContext, Capability, CheckLevel, ClusterEvent, Error as PluginError, GroupMove, Health, Problem, PropertyKind,
+    PropertySpec, Timing, TypeInfo,
+};

@@ -1,0 +1,113 @@
+//! Capability grants: what one resource may reach beyond its own memory.
+//!
+//! Deny by default. With an empty [`Grants`] a resource:
+//! - spawns no program (the `process` capability refuses every path);
+//! - sees no directory (no WASI preopens), so no host file at all;
+//! - has no network (WASI sockets are not granted; a later issue adds
+//!   address grants);
+//! - has no environment variables, arguments or stdin; its stdout is
+//!   discarded and its stderr is kept (bounded) for failure reports.
+//!
+//! Each grant has a lifecycle: [`Grants::configure`] checks it once, when
+//! the configuration is read (what `steward validate` runs), and
+//! [`Grants::prepare`] builds the per-instance state for each new store.
+
+use std::path::PathBuf;
+
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+use crate::error::{Error, Result};
+use crate::guest_log::StderrTail;
+use crate::process::ProcessTable;
+
+/// A host directory made visible to a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryGrant {
+    /// The directory on the host (absolute).
+    pub host_path: PathBuf,
+    /// Where the plugin sees it (absolute, for example `/state`).
+    pub guest_path: String,
+    /// Whether the plugin may only read.
+    pub read_only: bool,
+}
+
+/// Everything a resource is allowed to reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Programs the resource may spawn, by absolute path.
+    pub programs: Vec<PathBuf>,
+    /// Directories preopened for the resource.
+    pub directories: Vec<DirectoryGrant>,
+}
+
+impl DirectoryGrant {
+    /// Parses `HOST:GUEST` or `HOST:GUEST:ro` (the CLI's form).
+    pub fn parse(text: &str) -> Option<DirectoryGrant> {
+        let mut parts = text.split(':');
+        let host_path = PathBuf::from(parts.next()?);
+        let guest_path = parts.next()?.to_string();
+        let read_only = match parts.next() {
+            None => false,
+            Some("ro") => true,
+            Some(_) => return None,
+        };
+        parts.next().is_none().then_some(DirectoryGrant { host_path, guest_path, read_only })
+    }
+}
+
+impl Grants {
+    /// Checks every grant of `resource` once: absolute paths, programs that
+    /// exist and directories that exist. Errors name the grant and the fix.
+    pub fn configure(&self, resource: &str) -> Result<()> {
+        let invalid = |grant: String, reason: &str| Error::InvalidGrant {
+            resource: resource.to_string(),
+            grant,
+            reason: reason.to_string(),
+        };
+        for program in &self.programs {
+            let grant = format!("programs: {}", program.display());
+            if !program.is_absolute() {
+                return Err(invalid(grant, "a program must be named by its absolute path"));
+            }
+            if !program.is_file() {
+                return Err(invalid(grant, "no such file; install the program or fix the path"));
+            }
+        }
+        for directory in &self.directories {
+            let grant = format!("directories: {}:{}", directory.host_path.display(), directory.guest_path);
+            if !directory.host_path.is_absolute() {
+                return Err(invalid(grant, "the host directory must be an absolute path"));
+            }
+            if !directory.host_path.is_dir() {
+                return Err(invalid(grant, "the host directory does not exist; create it first"));
+            }
+            if !directory.guest_path.starts_with('/') {
+                return Err(invalid(grant, "the guest path must be absolute, for example /state"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the WASI context of a new instance: only the granted
+    /// directories, stderr into `stderr`, nothing else.
+    pub fn prepare_wasi(&self, resource: &str, stderr: &StderrTail) -> Result<WasiCtx> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.stderr(stderr.clone());
+        for directory in &self.directories {
+            let perms = if directory.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            builder.preopened_dir(&directory.host_path, &directory.guest_path, perms).map_err(|e| {
+                Error::InvalidGrant {
+                    resource: resource.to_string(),
+                    grant: format!("directories: {}", directory.host_path.display()),
+                    reason: format!("cannot open it: {e:#}"),
+                }
+            })?;
+        }
+        Ok(builder.build())
+    }
+
+    /// The process table of a new instance: only the granted programs.
+    pub fn prepare_processes(&self) -> ProcessTable {
+        ProcessTable::new(self.programs.clone())
+    }
+}

@@ -1,0 +1,21 @@
+//! Steward's host: the monitor that runs resource types (WebAssembly
+//! components implementing `wit/`) in sandboxes, and what surrounds it.
+//!
+//! Entry points: [`runtime::Runtime`] (the wasmtime engine, built once per
+//! process), [`plugin::Plugin`] (a loaded resource type) and
+//! [`monitor::Monitor`] (opens resources and calls into them under
+//! deadlines). `ARCHITECTURE.md` at the repository root is the map.
+
+pub mod bindings;
+pub mod error;
+pub mod events;
+pub mod grants;
+pub mod guest_log;
+pub mod monitor;
+pub mod plugin;
+pub mod process;
+pub mod properties;
+pub mod runtime;
+pub mod sandbox;
+
+pub use error::{Error, Result};

@@ -1,0 +1,669 @@
+//! The monitor: hosts resource instances and calls into them under deadlines
+//! and limits, so that a faulty plugin fails only itself.
+//!
+//! Each resource gets its own `Store` (its own memory, memory cap, WASI
+//! context, process table). Calls into one resource are serialized by an
+//! async mutex, as a resource DLL's entry points are never re-entered; calls
+//! into different resources run concurrently on tokio.
+//!
+//! Every call has a deadline, enforced twice: the epoch callback traps a
+//! guest that computes past it, and an async timeout cancels a guest
+//! blocked in a host import. A trap, a deadline, the memory cap or an
+//! oversized return discards the store (which kills every process the
+//! instance spawned) and is reported with its reason; the resource can be
+//! reopened in a fresh store. A plugin that returns an error keeps its
+//! store: it failed the operation, not the sandbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, broadcast};
+use tracing::Instrument;
+use wasmtime::Store;
+use wasmtime::component::ResourceAny;
+
+use crate::bindings::{
+    CallContext, CheckLevel, ClusterEvent, Health, NodeIdentity, Plugin as PluginWorld, PluginError, Timing,
+};
+use crate::error::{Error, Result};
+use crate::events::{EVENT_BACKLOG, EventKind, MonitorEvent};
+use crate::grants::Grants;
+use crate::plugin::Plugin;
+use crate::runtime::{MAX_MEMORY_LIMIT_BYTES, one_line};
+use crate::sandbox::{DeadlineInImport, SandboxState};
+
+/// The memory cap of a resource that sets none.
+pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 64 << 20;
+
+/// The longest `is-alive` reason kept: one line for operators, not a dump.
+pub const MAX_REASON_BYTES: usize = 64 << 10;
+
+/// The longest `control` output accepted.
+pub const MAX_CONTROL_OUTPUT_BYTES: usize = 1 << 20;
+
+/// The longest error text a plugin may return; longer text is cut.
+pub const MAX_ERROR_TEXT_BYTES: usize = 8 << 10;
+
+/// How long after its deadline a call blocked in a host import is cancelled.
+/// A computing guest is stopped by the epoch callback at the first tick past
+/// the deadline; this slack lets that path win, so its reason is exact.
+const DEADLINE_SLACK: Duration = Duration::from_millis(2);
+
+/// The operations of the contract, for deadlines and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `metadata`
+    Metadata,
+    /// `validate`
+    Validate,
+    /// `instance.open`
+    Open,
+    /// `instance.online`
+    Online,
+    /// `instance.offline`
+    Offline,
+    /// `instance.terminate`
+    Terminate,
+    /// `instance.looks-alive`
+    LooksAlive,
+    /// `instance.is-alive`
+    IsAlive,
+    /// `instance.control`
+    Control,
+    /// `instance.notify`
+    Notify,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::Metadata => "metadata",
+            Operation::Validate => "validate",
+            Operation::Open => "open",
+            Operation::Online => "online",
+            Operation::Offline => "offline",
+            Operation::Terminate => "terminate",
+            Operation::LooksAlive => "looks-alive",
+            Operation::IsAlive => "is-alive",
+            Operation::Control => "control",
+            Operation::Notify => "notify",
+        })
+    }
+}
+
+/// Why a call into a resource did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The guest trapped (a panic, `unreachable`, a stack overflow).
+    #[error("{operation} trapped: {message}")]
+    Trap {
+        /// The call.
+        operation: Operation,
+        /// The trap, and the tail of the guest's stderr when it wrote one.
+        message: String,
+    },
+    /// The call ran past its deadline and was stopped.
+    #[error("{operation} exceeded its deadline of {} ms and was stopped", limit.as_millis())]
+    Deadline {
+        /// The call.
+        operation: Operation,
+        /// The deadline it had.
+        limit: Duration,
+    },
+    /// The guest tried to grow its memory past its cap.
+    #[error("{operation} hit the memory limit of {} MiB", limit_bytes >> 20)]
+    MemoryLimit {
+        /// The call.
+        operation: Operation,
+        /// The cap.
+        limit_bytes: usize,
+    },
+    /// The guest asked for something its grant does not allow, and failed.
+    #[error("{operation} failed on a denied capability: {detail}")]
+    CapabilityDenied {
+        /// The call.
+        operation: Operation,
+        /// What was refused.
+        detail: String,
+    },
+    /// The guest returned more data than the host accepts.
+    #[error("{operation} returned a {what} of {bytes} bytes, over the limit of {limit}")]
+    OversizedReturn {
+        /// The call.
+        operation: Operation,
+        /// Which value.
+        what: &'static str,
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The plugin returned an error.
+    #[error("{operation} failed: {}", describe_plugin_error(error))]
+    Plugin {
+        /// The call.
+        operation: Operation,
+        /// The plugin's error.
+        error: PluginError,
+    },
+    /// A new sandbox could not be created (for example, the instance pool is full).
+    #[error("cannot instantiate the plugin: {message}")]
+    Instantiate {
+        /// Why.
+        message: String,
+    },
+    /// The instance was discarded after a failure and not reopened.
+    #[error("no live instance; it was discarded after: {last}")]
+    NoInstance {
+        /// The failure that discarded it.
+        last: String,
+    },
+}
+
+/// The kind of a [`CallError`], for decisions and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// See [`CallError::Trap`].
+    Trap,
+    /// See [`CallError::Deadline`].
+    Deadline,
+    /// See [`CallError::MemoryLimit`].
+    MemoryLimit,
+    /// See [`CallError::CapabilityDenied`].
+    CapabilityDenied,
+    /// See [`CallError::OversizedReturn`].
+    OversizedReturn,
+    /// See [`CallError::Plugin`].
+    Plugin,
+    /// See [`CallError::Instantiate`].
+    Instantiate,
+    /// See [`CallError::NoInstance`].
+    NoInstance,
+}
+
+impl CallError {
+    /// The kind of failure.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            CallError::Trap { .. } => FailureKind::Trap,
+            CallError::Deadline { .. } => FailureKind::Deadline,
+            CallError::MemoryLimit { .. } => FailureKind::MemoryLimit,
+            CallError::CapabilityDenied { .. } => FailureKind::CapabilityDenied,
+            CallError::OversizedReturn { .. } => FailureKind::OversizedReturn,
+            CallError::Plugin { .. } => FailureKind::Plugin,
+            CallError::Instantiate { .. } => FailureKind::Instantiate,
+            CallError::NoInstance { .. } => FailureKind::NoInstance,
+        }
+    }
+
+    /// Whether the sandbox itself failed, so its store must be discarded.
+    pub fn discards_instance(&self) -> bool {
+        matches!(
+            self.kind(),
+            FailureKind::Trap | FailureKind::Deadline | FailureKind::MemoryLimit | FailureKind::OversizedReturn
+        )
+    }
+}
+
+/// A plugin error as one line.
+pub fn describe_plugin_error(error: &PluginError) -> String {
+    match error {
+        PluginError::InvalidConfig(text) => format!("invalid configuration: {text}"),
+        PluginError::Transient(text) => format!("transient: {text}"),
+        PluginError::Fatal(text) => format!("fatal: {text}"),
+    }
+}
+
+/// The deadline of each operation of one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `open`.
+    pub open: Duration,
+    /// `online` and `offline` (the pending timeout).
+    pub pending: Duration,
+    /// `terminate`.
+    pub terminate: Duration,
+    /// `looks-alive` and `is-alive`.
+    pub probe: Duration,
+    /// `control`.
+    pub control: Duration,
+    /// `notify`.
+    pub notify: Duration,
+}
+
+impl Default for Timeouts {
+    /// The classic cluster service's pending timeout (180 s); short
+    /// deadlines for what must be quick.
+    fn default() -> Self {
+        Timeouts {
+            open: Duration::from_secs(10),
+            pending: Duration::from_secs(180),
+            terminate: Duration::from_secs(5),
+            probe: Duration::from_secs(5),
+            control: Duration::from_secs(30),
+            notify: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The defaults, with what the type's metadata proposes applied.
+    pub fn for_type(timing: &Timing) -> Self {
+        let mut timeouts = Timeouts::default();
+        if timing.pending_timeout_ms > 0 {
+            timeouts.pending = Duration::from_millis(u64::from(timing.pending_timeout_ms));
+        }
+        if timing.probe_timeout_ms > 0 {
+            timeouts.probe = Duration::from_millis(u64::from(timing.probe_timeout_ms));
+        }
+        timeouts
+    }
+
+    /// The deadline of `operation`.
+    pub fn of(&self, operation: Operation) -> Duration {
+        match operation {
+            Operation::Metadata | Operation::Validate => crate::plugin::METADATA_TIMEOUT,
+            Operation::Open => self.open,
+            Operation::Online | Operation::Offline => self.pending,
+            Operation::Terminate => self.terminate,
+            Operation::LooksAlive | Operation::IsAlive => self.probe,
+            Operation::Control => self.control,
+            Operation::Notify => self.notify,
+        }
+    }
+}
+
+/// One resource to open: its name, properties, grants and limits.
+#[derive(Debug, Clone)]
+pub struct ResourceSpec {
+    /// The resource's name.
+    pub name: String,
+    /// Its properties, as text.
+    pub properties: Vec<(String, String)>,
+    /// What it may reach.
+    pub grants: Grants,
+    /// Its memory cap.
+    pub memory_limit_bytes: usize,
+    /// Its call deadlines.
+    pub timeouts: Timeouts,
+    /// The fencing token handed to it.
+    pub fencing_token: u64,
+}
+
+impl ResourceSpec {
+    /// A resource with no grants, the default memory cap and the type's
+    /// proposed timeouts.
+    pub fn new(name: &str, plugin: &Plugin) -> Self {
+        ResourceSpec {
+            name: name.to_string(),
+            properties: Vec::new(),
+            grants: Grants::default(),
+            memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
+            timeouts: Timeouts::for_type(&plugin.metadata().timing),
+            fencing_token: 0,
+        }
+    }
+}
+
+/// Hosts resource instances for one node.
+pub struct Monitor {
+    node_name: String,
+    events: broadcast::Sender<MonitorEvent>,
+}
+
+impl Monitor {
+    /// A monitor for node `node_name`.
+    pub fn new(node_name: &str) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        Monitor { node_name: node_name.to_string(), events }
+    }
+
+    /// Events about every resource of this monitor, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MonitorEvent> {
+        self.events.subscribe()
+    }
+
+    /// Opens a resource: checks its grants and properties, creates its
+    /// sandbox and calls the plugin's `open`.
+    pub async fn open(&self, plugin: Arc<Plugin>, spec: ResourceSpec) -> Result<ResourceHandle> {
+        spec.grants.configure(&spec.name)?;
+        if spec.memory_limit_bytes > MAX_MEMORY_LIMIT_BYTES {
+            return Err(Error::InvalidGrant {
+                resource: spec.name.clone(),
+                grant: format!("memory limit {} MiB", spec.memory_limit_bytes >> 20),
+                reason: format!("the most a resource may be given is {} MiB", MAX_MEMORY_LIMIT_BYTES >> 20),
+            });
+        }
+        let problems = crate::properties::check(&plugin.metadata().properties, &spec.properties);
+        if !problems.is_empty() {
+            return Err(Error::InvalidProperties { resource: spec.name.clone(), problems });
+        }
+        let span = tracing::info_span!("resource", name = %spec.name, r#type = %plugin.type_name());
+        let handle = ResourceHandle {
+            shared: Arc::new(Shared {
+                span,
+                node_name: self.node_name.clone(),
+                events: self.events.clone(),
+                plugin,
+                spec,
+                slot: Mutex::new(Slot { live: None, last_failure: None }),
+            }),
+        };
+        handle.reopen().await.map_err(|source| Error::Call { resource: handle.name().to_string(), source })?;
+        Ok(handle)
+    }
+}
+
+/// A live resource: the monitor's handle to call into it. Cheap to clone;
+/// clones share the instance.
+#[derive(Clone)]
+pub struct ResourceHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    span: tracing::Span,
+    node_name: String,
+    events: broadcast::Sender<MonitorEvent>,
+    plugin: Arc<Plugin>,
+    spec: ResourceSpec,
+    slot: Mutex<Slot>,
+}
+
+struct Slot {
+    live: Option<Live>,
+    last_failure: Option<CallError>,
+}
+
+struct Live {
+    store: Store<SandboxState>,
+    bindings: PluginWorld,
+    instance: ResourceAny,
+}
+
+/// Runs one guest call on `$live` under the deadline of `$operation`, then
+/// applies `$check` to its value; `settle` discards the store on a sandbox
+/// failure. A macro because the call borrows the store it runs in.
+macro_rules! call_instance {
+    ($self:ident, $operation:expr, |$guest:ident, $store:ident, $instance:ident| $call:expr, |$value:ident, $denials:ident| $check:expr) => {{
+        let operation = $operation;
+        let limit = $self.shared.spec.timeouts.of(operation);
+        let span = tracing::debug_span!(parent: &$self.shared.span, "call", op = %operation);
+        let mut slot = $self.shared.slot.lock().await;
+        let outcome = match slot.live.as_mut() {
+            None => Err(slot.no_instance()),
+            Some(live) => {
+                let $instance = live.instance;
+                let $guest = live.bindings.steward_resource_resource_type().instance();
+                let $store = &mut live.store;
+                begin_call($store, limit);
+                let raw = timed(limit, $call).instrument(span).await;
+                finish_call($store, operation, limit, raw).and_then(|$value| {
+                    let $denials = $store.data_mut().processes.take_denials();
+                    $check
+                })
+            }
+        };
+        $self.settle(&mut slot, outcome)
+    }};
+}
+
+impl ResourceHandle {
+    /// The resource's name.
+    pub fn name(&self) -> &str {
+        &self.shared.spec.name
+    }
+
+    /// Its type.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.shared.plugin
+    }
+
+    /// Whether it has a live sandbox (false after a failure discarded it).
+    pub async fn is_live(&self) -> bool {
+        self.shared.slot.lock().await.live.is_some()
+    }
+
+    /// The failure that last discarded its sandbox, if any.
+    pub async fn last_failure(&self) -> Option<CallError> {
+        self.shared.slot.lock().await.last_failure.clone()
+    }
+
+    /// The processes the instance spawned and still tracks.
+    pub async fn tracked_processes(&self) -> Vec<u32> {
+        let slot = self.shared.slot.lock().await;
+        slot.live.as_ref().map(|live| live.store.data().processes.pids()).unwrap_or_default()
+    }
+
+    /// Creates a fresh sandbox and opens the resource in it, replacing any
+    /// previous one (whose processes are killed).
+    pub async fn reopen(&self) -> Result<(), CallError> {
+        let shared = &self.shared;
+        let mut slot = shared.slot.lock().await;
+        slot.live = None;
+        let outcome = self.instantiate().instrument(shared.span.clone()).await;
+        let outcome = outcome.map(|live| {
+            slot.live = Some(live);
+        });
+        self.settle(&mut slot, outcome)
+    }
+
+    /// Brings the resource online.
+    pub async fn online(&self, context: &CallContext) -> Result<(), CallError> {
+        call_instance!(
+            self,
+            Operation::Online,
+            |guest, store, instance| guest.call_online(&mut *store, instance, context),
+            |result, denials| plugin_result(Operation::Online, result, &denials)
+        )
+    }
+
+    /// Takes the resource offline gracefully.
+    pub async fn offline(&self, context: &CallContext) -> Result<(), CallError> {
+        call_instance!(
+            self,
+            Operation::Offline,
+            |guest, store, instance| guest.call_offline(&mut *store, instance, context),
+            |result, denials| plugin_result(Operation::Offline, result, &denials)
+        )
+    }
+
+    /// Takes the resource offline at once: calls the plugin's `terminate`,
+    /// then kills every process the instance spawned, whatever the plugin did.
+    pub async fn terminate(&self) -> Result<(), CallError> {
+        let outcome = call_instance!(
+            self,
+            Operation::Terminate,
+            |guest, store, instance| guest.call_terminate(&mut *store, instance),
+            |done, _denials| Ok(done)
+        );
+        let mut slot = self.shared.slot.lock().await;
+        if let Some(live) = slot.live.as_mut() {
+            live.store.data_mut().processes.kill_all();
+        }
+        outcome
+    }
+
+    /// The cheap probe.
+    pub async fn looks_alive(&self) -> Result<bool, CallError> {
+        call_instance!(
+            self,
+            Operation::LooksAlive,
+            |guest, store, instance| guest.call_looks_alive(&mut *store, instance),
+            |alive, _denials| Ok(alive)
+        )
+    }
+
+    /// The thorough probe.
+    pub async fn is_alive(&self, level: CheckLevel) -> Result<Health, CallError> {
+        call_instance!(
+            self,
+            Operation::IsAlive,
+            |guest, store, instance| guest.call_is_alive(&mut *store, instance, level),
+            |health, _denials| {
+                bounded_size(Operation::IsAlive, "reason", health.reason.len(), MAX_REASON_BYTES).map(|()| health)
+            }
+        )
+    }
+
+    /// A type-specific operation.
+    pub async fn control(&self, code: &str, input: &str) -> Result<String, CallError> {
+        call_instance!(
+            self,
+            Operation::Control,
+            |guest, store, instance| guest.call_control(&mut *store, instance, code, input),
+            |result, denials| {
+                let output = plugin_result(Operation::Control, result, &denials)?;
+                bounded_size(Operation::Control, "output", output.len(), MAX_CONTROL_OUTPUT_BYTES).map(|()| output)
+            }
+        )
+    }
+
+    /// Tells the resource about a cluster event.
+    pub async fn notify(&self, event: &ClusterEvent) -> Result<(), CallError> {
+        call_instance!(
+            self,
+            Operation::Notify,
+            |guest, store, instance| guest.call_notify(&mut *store, instance, event),
+            |done, _denials| Ok(done)
+        )
+    }
+
+    /// Discards the sandbox, killing the processes it spawned.
+    pub async fn close(&self) {
+        self.shared.slot.lock().await.live = None;
+    }
+
+    async fn instantiate(&self) -> Result<Live, CallError> {
+        let shared = &self.shared;
+        let spec = &shared.spec;
+        let identity = NodeIdentity {
+            node_name: shared.node_name.clone(),
+            cluster_name: String::new(),
+            resource_name: spec.name.clone(),
+        };
+        let state = SandboxState::for_resource(spec, identity, shared.events.clone())
+            .map_err(|e| CallError::Instantiate { message: e.to_string() })?;
+        let mut store = shared.plugin.runtime().new_store(state);
+        let bindings = shared
+            .plugin
+            .pre()
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| CallError::Instantiate { message: one_line(&e) })?;
+        let limit = spec.timeouts.open;
+        begin_call(&mut store, limit);
+        let guest = bindings.steward_resource_resource_type().instance();
+        let call = guest.call_open(&mut store, &spec.name, &spec.properties);
+        let raw = timed(limit, call).await;
+        let result = finish_call(&mut store, Operation::Open, limit, raw)?;
+        let denials = store.data_mut().processes.take_denials();
+        let instance = plugin_result(Operation::Open, result, &denials)?;
+        Ok(Live { store, bindings, instance })
+    }
+
+    /// Records the outcome of a call: a sandbox failure discards the store;
+    /// every failure is logged and sent as an event.
+    fn settle<T>(&self, slot: &mut Slot, outcome: Result<T, CallError>) -> Result<T, CallError> {
+        if let Err(error) = &outcome {
+            let _entered = self.shared.span.enter();
+            if error.discards_instance() {
+                tracing::warn!(%error, "sandbox failed; discarding the instance");
+                slot.live = None;
+                slot.last_failure = Some(error.clone());
+            } else {
+                tracing::info!(%error, "call failed");
+            }
+            let event = MonitorEvent::now(self.name(), EventKind::Failed { error: error.clone() });
+            let _ = self.shared.events.send(event);
+        }
+        outcome
+    }
+}
+
+impl Slot {
+    fn no_instance(&self) -> CallError {
+        let last = match &self.last_failure {
+            Some(failure) => failure.to_string(),
+            None => "it was closed".to_string(),
+        };
+        CallError::NoInstance { last }
+    }
+}
+
+/// Awaits a guest call, cancelling it [`DEADLINE_SLACK`] after `limit`.
+/// The caller starts the clock with [`begin_call`] before creating `call`
+/// and classifies the outcome with [`finish_call`] after.
+pub(crate) async fn timed<R>(
+    limit: Duration,
+    call: impl std::future::Future<Output = wasmtime::Result<R>>,
+) -> std::result::Result<wasmtime::Result<R>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(limit + DEADLINE_SLACK, call).await
+}
+
+pub(crate) fn begin_call(store: &mut Store<SandboxState>, limit: Duration) {
+    let state = store.data_mut();
+    state.clock.begin(limit);
+    state.limiter.hit = false;
+    state.stderr.clear();
+    state.processes.take_denials();
+}
+
+pub(crate) fn finish_call<R>(
+    store: &mut Store<SandboxState>,
+    operation: Operation,
+    limit: Duration,
+    raw: std::result::Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+) -> Result<R, CallError> {
+    let state = store.data_mut();
+    state.clock.end();
+    match raw {
+        Err(_elapsed) => Err(CallError::Deadline { operation, limit }),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(classify(state, operation, limit, &error)),
+    }
+}
+
+fn classify(state: &SandboxState, operation: Operation, limit: Duration, error: &wasmtime::Error) -> CallError {
+    if state.clock.deadline_hit || error.is::<DeadlineInImport>() {
+        return CallError::Deadline { operation, limit };
+    }
+    if state.limiter.hit {
+        return CallError::MemoryLimit { operation, limit_bytes: state.limiter.limit_bytes };
+    }
+    let trap = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => one_line(error),
+    };
+    let stderr = state.stderr.text();
+    let message =
+        if stderr.is_empty() { trap } else { format!("{trap}; guest stderr: {}", stderr.replace('\n', " | ")) };
+    CallError::Trap { operation, message }
+}
+
+/// A plugin's own result: an error after a denied capability is reported as
+/// the denial, since that is what the operator must fix.
+fn plugin_result<T>(
+    operation: Operation,
+    result: std::result::Result<T, PluginError>,
+    denials: &[String],
+) -> Result<T, CallError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(_) if !denials.is_empty() => Err(CallError::CapabilityDenied { operation, detail: denials.join("; ") }),
+        Err(error) => Err(CallError::Plugin { operation, error: cut_plugin_error(error) }),
+    }
+}
+
+fn cut_plugin_error(error: PluginError) -> PluginError {
+    let cut = |text: String| crate::guest_log::truncate(text, MAX_ERROR_TEXT_BYTES);
+    match error {
+        PluginError::InvalidConfig(text) => PluginError::InvalidConfig(cut(text)),
+        PluginError::Transient(text) => PluginError::Transient(cut(text)),
+        PluginError::Fatal(text) => PluginError::Fatal(cut(text)),
+    }
+}
+
+fn bounded_size(operation: Operation, what: &'static str, bytes: usize, limit: usize) -> Result<(), CallError> {
+    if bytes > limit { Err(CallError::OversizedReturn { operation, what, bytes, limit }) } else { Ok(()) }
+}

@@ -1,0 +1,177 @@
+//! A resource type loaded from a `.wasm` file: compiled (or taken from the
+//! cache), linked against the host's imports, and asked for its metadata.
+//!
+//! Loading is where bad files are caught, each with one line that names the
+//! file and says what is wrong: empty, not WebAssembly, a core module rather
+//! than a component, truncated or malformed, a component of another world,
+//! or a plugin whose `metadata` call fails. Nothing here panics on input.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bindings::{Plugin as PluginWorld, PluginPre, Problem, TypeInfo};
+use wasmtime::Store;
+
+use crate::error::{Error, Result};
+use crate::monitor::{CallError, Operation, begin_call, finish_call, timed};
+use crate::runtime::{LoadInfo, Runtime, content_hash, one_line};
+use crate::sandbox::SandboxState;
+
+/// The WIT export every plugin must provide, as operators will read it.
+pub const EXPORT_NAME: &str = "steward:resource/resource-type@0.1.0";
+
+/// The longest a `metadata` or `validate` call may take.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The memory a `metadata` or `validate` call may use.
+const METADATA_MEMORY_BYTES: usize = 64 << 20;
+
+/// Size of the header of a wasm binary: magic and version/layer.
+const WASM_HEADER_BYTES: usize = 8;
+
+/// A loaded resource type, ready to instantiate.
+pub struct Plugin {
+    path: PathBuf,
+    hash: String,
+    pre: PluginPre<SandboxState>,
+    metadata: TypeInfo,
+    load: LoadInfo,
+    runtime: Arc<Runtime>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("path", &self.path).field("type", &self.metadata.name).finish()
+    }
+}
+
+impl Plugin {
+    /// Loads the plugin at `path` and reads its metadata.
+    pub async fn load(runtime: &Arc<Runtime>, path: &Path) -> Result<Plugin> {
+        let bytes = std::fs::read(path).map_err(|source| Error::PluginRead { path: path.to_path_buf(), source })?;
+        let invalid = |reason: String| Error::PluginInvalid { path: path.to_path_buf(), reason };
+        check_header(&bytes).map_err(invalid)?;
+        let (component, load) = runtime
+            .load_component(path, &bytes)
+            .map_err(|e| invalid(format!("malformed or truncated component ({e}); rebuild the plugin")))?;
+        let instance_pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
+            invalid(format!(
+                "not a Steward plugin: it needs an import the host does not provide ({}); build it for the steward:resource/plugin world",
+                one_line(&e)
+            ))
+        })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| {
+            invalid(format!(
+                "not a Steward plugin: it does not export `{EXPORT_NAME}` ({}); build it for the steward:resource/plugin world",
+                one_line(&e)
+            ))
+        })?;
+        let metadata =
+            call_metadata(runtime, &pre).await.map_err(|e| invalid(format!("its `metadata` call failed: {e}")))?;
+        if metadata.name.trim().is_empty() {
+            return Err(invalid("its metadata has an empty type name; set one".to_string()));
+        }
+        Ok(Plugin {
+            path: path.to_path_buf(),
+            hash: content_hash(&bytes),
+            pre,
+            metadata,
+            load,
+            runtime: runtime.clone(),
+        })
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sha256 of the file, in hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// What the type says about itself.
+    pub fn metadata(&self) -> &TypeInfo {
+        &self.metadata
+    }
+
+    /// The type's name.
+    pub fn type_name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    /// How the component was obtained (compiled or cached) and how long it took.
+    pub fn load_info(&self) -> LoadInfo {
+        self.load
+    }
+
+    pub(crate) fn pre(&self) -> &PluginPre<SandboxState> {
+        &self.pre
+    }
+
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Checks `properties` for resource `resource`: first against the
+    /// schema (unknown, missing, wrong kind), then with the plugin's own
+    /// `validate`, in a throwaway sandbox.
+    pub async fn validate(&self, resource: &str, properties: &[(String, String)]) -> Result<(), Error> {
+        let invalid = |problems: Vec<Problem>| Error::InvalidProperties { resource: resource.to_string(), problems };
+        let problems = crate::properties::check(&self.metadata.properties, properties);
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        let call_error = |source| Error::Call { resource: resource.to_string(), source };
+        let (mut store, bindings) = scratch_instance(&self.runtime, &self.pre, resource).await.map_err(call_error)?;
+        begin_call(&mut store, METADATA_TIMEOUT);
+        let properties = properties.to_vec();
+        let call = bindings.steward_resource_resource_type().call_validate(&mut store, &properties);
+        let raw = timed(METADATA_TIMEOUT, call).await;
+        match finish_call(&mut store, Operation::Validate, METADATA_TIMEOUT, raw).map_err(call_error)? {
+            Ok(()) => Ok(()),
+            Err(problems) => Err(invalid(problems)),
+        }
+    }
+}
+
+async fn call_metadata(runtime: &Runtime, pre: &PluginPre<SandboxState>) -> Result<TypeInfo, CallError> {
+    let (mut store, bindings) = scratch_instance(runtime, pre, "(metadata)").await?;
+    begin_call(&mut store, METADATA_TIMEOUT);
+    let call = bindings.steward_resource_resource_type().call_metadata(&mut store);
+    let raw = timed(METADATA_TIMEOUT, call).await;
+    finish_call(&mut store, Operation::Metadata, METADATA_TIMEOUT, raw)
+}
+
+/// A sandbox with no grants, for calls that need no resource.
+async fn scratch_instance(
+    runtime: &Runtime,
+    pre: &PluginPre<SandboxState>,
+    label: &str,
+) -> Result<(Store<SandboxState>, PluginWorld), CallError> {
+    let mut store = runtime.new_store(SandboxState::ungranted(label, METADATA_MEMORY_BYTES));
+    let bindings =
+        pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate { message: one_line(&e) })?;
+    Ok((store, bindings))
+}
+
+/// Rejects what is plainly not a component before the compiler sees it, so
+/// the common mistakes get a precise line.
+fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    if bytes.is_empty() {
+        return Err("the file is empty; expected a WebAssembly component (.wasm) built for Steward".into());
+    }
+    if bytes.len() < WASM_HEADER_BYTES || &bytes[..4] != b"\0asm" {
+        return Err("not a WebAssembly file (no `\\0asm` header); expected a component built for Steward".into());
+    }
+    // Bytes 4..8: a core module has version 1, layer 0; a component has layer 1.
+    if bytes[6..8] == [0, 0] {
+        return Err(
+            "a core WebAssembly module, not a component; build for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
+                .into(),
+        );
+    }
+    Ok(())
+}

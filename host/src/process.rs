@@ -1,0 +1,229 @@
+//! The `process` capability: spawning and supervising programs for a guest.
+//!
+//! Denied by default: a guest may spawn only a program whose absolute path
+//! its grant names, exactly. Every process it spawns starts in a process
+//! group of its own and is tracked here; signals go to the whole group, and
+//! when the table is dropped (the instance was terminated, failed or
+//! dropped) every tracked group is killed and reaped, however wedged the
+//! guest is.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal as OsSignal, kill_process_group};
+
+use crate::bindings::steward::resource::process;
+use crate::bindings::{ProcessError, ProcessStatus, Signal, SpawnRequest};
+use crate::events::EventKind;
+use crate::sandbox::{DeadlineInImport, SandboxState};
+
+/// Processes one instance may track at once: a resource supervises a
+/// handful; a guest spawning in a loop is stopped here.
+pub const MAX_TRACKED_PROCESSES: usize = 64;
+
+/// How often `wait` looks at a process while it waits.
+const WAIT_POLL: Duration = Duration::from_millis(5);
+
+/// The programs a resource may spawn and the processes it has spawned.
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    allowed_programs: Vec<PathBuf>,
+    children: BTreeMap<u32, Child>,
+    denials: Vec<String>,
+}
+
+impl ProcessTable {
+    /// A table that allows exactly `allowed_programs`.
+    pub fn new(allowed_programs: Vec<PathBuf>) -> Self {
+        ProcessTable { allowed_programs, children: BTreeMap::new(), denials: Vec::new() }
+    }
+
+    /// The pids tracked now.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.keys().copied().collect()
+    }
+
+    /// Denials recorded since the last call to this method.
+    pub fn take_denials(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.denials)
+    }
+
+    /// Kills every tracked process group and reaps it.
+    pub fn kill_all(&mut self) {
+        for (pid, mut child) in std::mem::take(&mut self.children) {
+            if let Some(group) = Pid::from_raw(pid as i32) {
+                let _ = kill_process_group(group, OsSignal::KILL);
+            }
+            // SIGKILL cannot be ignored, so this wait is short; it reaps the
+            // child so no zombie is left behind.
+            let _ = child.wait();
+            tracing::debug!(pid, "killed tracked process");
+        }
+    }
+
+    fn spawn(&mut self, request: SpawnRequest) -> Result<u32, ProcessError> {
+        let program = PathBuf::from(&request.program);
+        if !self.allowed_programs.iter().any(|allowed| allowed == &program) {
+            let denial = format!("process: spawn of `{}` is not in the resource's grant", request.program);
+            self.denials.push(denial.clone());
+            return Err(ProcessError::Denied(format!(
+                "{denial}; add it to the resource's `programs` grant to allow it"
+            )));
+        }
+        self.reap_ended();
+        if self.children.len() >= MAX_TRACKED_PROCESSES {
+            return Err(ProcessError::Os(format!(
+                "this instance already tracks {MAX_TRACKED_PROCESSES} processes; stop some first"
+            )));
+        }
+        let mut command = Command::new(&program);
+        command
+            .args(&request.args)
+            .env_clear()
+            .envs(request.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        if let Some(dir) = &request.working_dir {
+            command.current_dir(dir);
+        }
+        let child = command.spawn().map_err(|e| ProcessError::SpawnFailed(format!("{}: {e}", request.program)))?;
+        let pid = child.id();
+        self.children.insert(pid, child);
+        Ok(pid)
+    }
+
+    fn status(&mut self, pid: u32) -> Result<ProcessStatus, ProcessError> {
+        let child = self.children.get_mut(&pid).ok_or(ProcessError::UnknownProcess(pid))?;
+        match child.try_wait() {
+            Ok(Some(status)) => Ok(ended(status)),
+            Ok(None) => Ok(proc_state(pid)),
+            Err(e) => Err(ProcessError::Os(format!("pid {pid}: {e}"))),
+        }
+    }
+
+    fn signal(&mut self, pid: u32, signal: Signal) -> Result<(), ProcessError> {
+        if !self.children.contains_key(&pid) {
+            return Err(ProcessError::UnknownProcess(pid));
+        }
+        let group = Pid::from_raw(pid as i32).ok_or(ProcessError::UnknownProcess(pid))?;
+        match kill_process_group(group, os_signal(signal)) {
+            Ok(()) => Ok(()),
+            // The group is gone: the process ended and is waiting to be reaped.
+            Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(ProcessError::Os(format!("signal to pid {pid}: {e}"))),
+        }
+    }
+
+    /// Forgets processes that ended and whose status was already seen.
+    fn reap_ended(&mut self) {
+        self.children.retain(|_, child| !matches!(child.try_wait(), Ok(Some(_))));
+    }
+}
+
+impl Drop for ProcessTable {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// A monotonic clock shared by every instance of this process.
+pub fn monotonic_now() -> Duration {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+impl process::Host for SandboxState {
+    fn spawn(&mut self, request: SpawnRequest) -> wasmtime::Result<Result<u32, ProcessError>> {
+        let program = request.program.clone();
+        let outcome = self.processes.spawn(request);
+        match &outcome {
+            Ok(pid) => {
+                tracing::info!(resource = %self.identity.resource_name, pid, %program, "spawned process");
+                self.emit(EventKind::ProcessSpawned { pid: *pid, program });
+            }
+            Err(ProcessError::Denied(reason)) => {
+                tracing::warn!(resource = %self.identity.resource_name, %program, "capability denied: {reason}");
+                self.emit(EventKind::CapabilityDenied { detail: reason.clone() });
+            }
+            Err(error) => tracing::warn!(resource = %self.identity.resource_name, %program, ?error, "spawn failed"),
+        }
+        Ok(outcome)
+    }
+
+    fn status(&mut self, pid: u32) -> wasmtime::Result<Result<ProcessStatus, ProcessError>> {
+        Ok(self.processes.status(pid))
+    }
+
+    fn send_signal(&mut self, pid: u32, signal: Signal) -> wasmtime::Result<Result<(), ProcessError>> {
+        Ok(self.processes.signal(pid, signal))
+    }
+
+    async fn wait(
+        &mut self,
+        pid: u32,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Option<ProcessStatus>, ProcessError>> {
+        let (wait_for, cut) = self.clock.bounded(Duration::from_millis(u64::from(timeout_ms)));
+        let until = Instant::now() + wait_for;
+        loop {
+            match self.processes.status(pid) {
+                Ok(status @ (ProcessStatus::Exited(_) | ProcessStatus::Killed(_))) => return Ok(Ok(Some(status))),
+                Ok(_) => {}
+                Err(error) => return Ok(Err(error)),
+            }
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            tokio::time::sleep(WAIT_POLL.min(until - now)).await;
+        }
+        if cut {
+            self.clock.deadline_hit = true;
+            return Err(DeadlineInImport.into());
+        }
+        Ok(Ok(None))
+    }
+
+    fn tracked(&mut self) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.processes.pids())
+    }
+}
+
+fn ended(status: ExitStatus) -> ProcessStatus {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ProcessStatus::Exited(code),
+        (None, Some(signal)) => ProcessStatus::Killed(signal),
+        (None, None) => ProcessStatus::Exited(-1),
+    }
+}
+
+/// Reads the process state letter from `/proc/PID/stat` (the field after the
+/// parenthesised command name, which may itself contain spaces or parens).
+fn proc_state(pid: u32) -> ProcessStatus {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return ProcessStatus::Running;
+    };
+    let state = stat.rfind(')').and_then(|end| stat[end + 1..].trim_start().chars().next());
+    match state {
+        Some('Z') => ProcessStatus::Zombie,
+        Some('T' | 't') => ProcessStatus::Stopped,
+        _ => ProcessStatus::Running,
+    }
+}
+
+fn os_signal(signal: Signal) -> OsSignal {
+    match signal {
+        Signal::Terminate => OsSignal::TERM,
+        Signal::Kill => OsSignal::KILL,
+        Signal::Interrupt => OsSignal::INT,
+        Signal::Hangup => OsSignal::HUP,
+        Signal::User1 => OsSignal::USR1,
+        Signal::User2 => OsSignal::USR2,
+    }
+}

@@ -1,0 +1,292 @@
+//! The narrow wasmtime wrapper: the one place that builds an `Engine`, a
+//! `Linker` or a `Store`, runs the epoch ticker, sizes the pooling allocator
+//! and keeps the compiled-component cache.
+//!
+//! Everything else in the host goes through [`Runtime`], so engine settings
+//! that matter for speed (see `WASMTIME-NOTES.md`: concurrency support off,
+//! pooling) and for containment (epoch deadlines, memory caps, stack size)
+//! are decided here once.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+
+use crate::bindings::Plugin as PluginWorld;
+use crate::error::{Error, Result};
+use crate::sandbox::SandboxState;
+
+/// How often the epoch advances. A call that passes its deadline is stopped
+/// at the next tick, so this bounds how late a hung call is cut off; a
+/// ticker this slow costs nothing measurable.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The largest memory cap a resource may be given. Pooling reserves this
+/// much address space (not memory) per instance slot.
+pub const MAX_MEMORY_LIMIT_BYTES: usize = 256 << 20;
+
+/// The wasm stack a guest may use before it traps with a stack overflow.
+const MAX_WASM_STACK_BYTES: usize = 512 << 10;
+
+/// The native stack each in-flight async call runs on; must exceed the wasm
+/// stack plus the host frames of an import. Only touched pages are resident.
+const ASYNC_STACK_BYTES: usize = 1 << 20;
+
+/// Core instances one component may hold: a Rust component has two or three
+/// (the module and shims); a Python one more than eight.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+
+/// Memories and tables one component may hold.
+const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+const MAX_TABLES_PER_COMPONENT: u32 = 8;
+
+/// How the sandbox engine is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The most instances alive at once in this process (the pooling
+    /// allocator reserves slots for them up front).
+    pub max_live_instances: u32,
+    /// Where compiled components are cached; none disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { max_live_instances: 1_100, cache_dir: None }
+    }
+}
+
+/// Counters that show what the runtime did (for logs, metrics and tests).
+#[derive(Debug, Default)]
+pub struct RuntimeStats {
+    /// Components compiled from `.wasm`.
+    pub compiled: AtomicU64,
+    /// Components loaded from the compile cache.
+    pub loaded_from_cache: AtomicU64,
+}
+
+/// The engine, the linker with every host import, and the epoch ticker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<SandboxState>,
+    cache_dir: Option<PathBuf>,
+    stats: RuntimeStats,
+    ticker: Ticker,
+}
+
+/// How a component was obtained.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadInfo {
+    /// Whether it was compiled now (rather than read from the cache).
+    pub compiled: bool,
+    /// How long loading took.
+    pub elapsed: Duration,
+}
+
+impl Runtime {
+    /// Builds the engine and linker and starts the epoch ticker.
+    pub fn new(config: &RuntimeConfig) -> Result<Arc<Runtime>> {
+        let engine = Engine::new(&engine_config(config)).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        PluginWorld::add_to_linker::<SandboxState, wasmtime::component::HasSelf<SandboxState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        if let Some(dir) = &config.cache_dir {
+            fs::create_dir_all(dir).map_err(|source| Error::Cache { path: dir.clone(), source })?;
+        }
+        let ticker = Ticker::start(engine.clone());
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache_dir: config.cache_dir.clone(),
+            stats: RuntimeStats::default(),
+            ticker,
+        }))
+    }
+
+    /// The engine (for bindings that need it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker holding WASI and Steward's host imports.
+    pub fn linker(&self) -> &Linker<SandboxState> {
+        &self.linker
+    }
+
+    /// What the runtime has done so far.
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.stats
+    }
+
+    /// Compiles `bytes` (read from `path`), or loads the compiled form from
+    /// the cache when the same bytes were compiled by a compatible engine.
+    pub fn load_component(&self, path: &Path, bytes: &[u8]) -> Result<(Component, LoadInfo), String> {
+        let started = Instant::now();
+        let cached = self.cache_dir.as_ref().map(|dir| dir.join(format!("{}.cwasm", self.cache_key(bytes))));
+        if let Some(cached) = cached.as_ref().filter(|file| file.exists()) {
+            // SAFETY: files in the cache directory are written only by
+            // `store_in_cache` below from `Component::serialize` of this
+            // engine configuration (the key includes the engine's
+            // compatibility hash), and are renamed into place only when
+            // complete. A file that fails to load is removed and recompiled.
+            match unsafe { Component::deserialize_file(&self.engine, cached) } {
+                Ok(component) => {
+                    self.stats.loaded_from_cache.fetch_add(1, Ordering::Relaxed);
+                    return Ok((component, LoadInfo { compiled: false, elapsed: started.elapsed() }));
+                }
+                Err(error) => {
+                    tracing::warn!(cache = %cached.display(), %error, "dropping unusable compiled component");
+                    let _ = fs::remove_file(cached);
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| one_line(&e))?;
+        self.stats.compiled.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(plugin = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled component");
+        if let Some(cached) = cached {
+            if let Err(error) = store_in_cache(&component, &cached) {
+                tracing::warn!(cache = %cached.display(), %error, "cannot cache compiled component; continuing without");
+            }
+        }
+        Ok((component, LoadInfo { compiled: true, elapsed: started.elapsed() }))
+    }
+
+    /// A new store for one instance, with its memory cap and the epoch
+    /// callback that ends a call once its deadline has passed.
+    pub fn new_store(&self, state: SandboxState) -> Store<SandboxState> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|mut context| {
+            let state = context.data_mut();
+            if state.clock.deadline_passed() {
+                state.clock.deadline_hit = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Give the executor a turn every tick of a long call, so a
+                // busy guest cannot starve the other resources' tasks.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        store
+    }
+
+    fn cache_key(&self, bytes: &[u8]) -> String {
+        let mut hasher = ShaHasher(Sha256::new());
+        hasher.0.update(bytes);
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        hex(&hasher.0.finalize())
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.stop();
+    }
+}
+
+/// The sha256 of a file's bytes, in hex: a plugin's identity.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// A wasmtime error as one line (its chain joined), for one-line reports.
+pub fn one_line(error: &wasmtime::Error) -> String {
+    format!("{error:#}").replace('\n', " ")
+}
+
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut engine = Config::new();
+    engine.wasm_component_model(true);
+    // Measured: the component-model-async bookkeeping this turns on costs
+    // 2-4x on every call, and the contract uses no async WIT functions.
+    engine.concurrency_support(false);
+    engine.epoch_interruption(true);
+    engine.max_wasm_stack(MAX_WASM_STACK_BYTES);
+    engine.async_stack_size(ASYNC_STACK_BYTES);
+    engine.memory_reservation(MAX_MEMORY_LIMIT_BYTES as u64);
+    let slots = config.max_live_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(3))
+        .total_memories(slots)
+        .total_tables(slots.saturating_mul(2))
+        .total_stacks(slots)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+        .max_memory_size(MAX_MEMORY_LIMIT_BYTES);
+    engine.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    engine
+}
+
+fn store_in_cache(component: &Component, cached: &Path) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(|e| std::io::Error::other(one_line(&e)))?;
+    let partial = cached.with_extension("partial");
+    let mut file = fs::File::create(&partial)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    fs::rename(&partial, cached)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Feeds `Hash` output into sha256, so the engine's compatibility hash has a
+/// stable digest across processes (std's hashers are randomly seeded).
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`].
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("steward-epoch".into())
+            .spawn(move || {
+                while !stop_flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            tracing::error!("cannot start the epoch ticker thread; call deadlines rely on async timeouts alone");
+        }
+        Ticker { stop, thread }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
