@@ -7,6 +7,7 @@
 //! deadlines). `ARCHITECTURE.md` at the repository root is the map.
 
 pub mod bindings;
+pub mod conformance;
 pub mod error;
 pub mod events;
 pub mod grants;
