@@ -90,7 +90,9 @@ pub async fn run(plugin: Arc<Plugin>, spec: ResourceSpec) -> CheckReport {
         let started = Instant::now();
         let health = match handle.is_alive(CheckLevel::Thorough).await {
             Ok(health) if health.alive => Ok(format!("alive: {}", health.reason)),
-            Ok(health) => Err(format!("not alive right after online ({}); online must return only once ready", health.reason)),
+            Ok(health) => {
+                Err(format!("not alive right after online ({}); online must return only once ready", health.reason))
+            }
             Err(error) => Err(error.to_string()),
         };
         if !report.record("is-alive", started, health) {
@@ -117,11 +119,7 @@ pub async fn run(plugin: Arc<Plugin>, spec: ResourceSpec) -> CheckReport {
     report
 }
 
-fn expect_bool(
-    outcome: Result<bool, crate::monitor::CallError>,
-    expected: bool,
-    rule: &str,
-) -> Result<String, String> {
+fn expect_bool(outcome: Result<bool, crate::monitor::CallError>, expected: bool, rule: &str) -> Result<String, String> {
     match outcome {
         Ok(value) if value == expected => Ok(value.to_string()),
         Ok(value) => Err(format!("returned {value}; {rule}")),

@@ -361,6 +361,12 @@ pub struct ResourceHandle {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for ResourceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceHandle").field("name", &self.name()).finish()
+    }
+}
+
 struct Shared {
     span: tracing::Span,
     node_name: String,

@@ -154,10 +154,10 @@ impl Runtime {
         let component = Component::new(&self.engine, bytes).map_err(|e| one_line(&e))?;
         self.stats.compiled.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(plugin = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled component");
-        if let Some(cached) = cached {
-            if let Err(error) = store_in_cache(&component, &cached) {
-                tracing::warn!(cache = %cached.display(), %error, "cannot cache compiled component; continuing without");
-            }
+        if let Some(cached) = cached
+            && let Err(error) = store_in_cache(&component, &cached)
+        {
+            tracing::warn!(cache = %cached.display(), %error, "cannot cache compiled component; continuing without");
         }
         Ok((component, LoadInfo { compiled: true, elapsed: started.elapsed() }))
     }

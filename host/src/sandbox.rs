@@ -66,8 +66,8 @@ impl SandboxState {
     }
 
     /// A sandbox with no grants at all, for calls that serve no resource
-    /// (`metadata`, `validate`); `label` names it in logs.
-    pub(crate) fn ungranted(label: &str, memory_limit_bytes: usize) -> Self {
+    /// (`metadata`, `validate`) and for benchmarks; `label` names it in logs.
+    pub fn ungranted(label: &str, memory_limit_bytes: usize) -> Self {
         let stderr = StderrTail::default();
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         wasi.stderr(stderr.clone());

@@ -155,6 +155,7 @@ macro_rules! export_plugin {
             type Instance = $crate::__private::InstanceAdapter<$resource_type>;
 
             fn metadata() -> $crate::TypeInfo {
+                $crate::__private::install_panic_hook();
                 <$resource_type as $crate::ResourceType>::metadata()
             }
 
@@ -180,7 +181,21 @@ pub mod __private {
     use crate::bindings::exports::steward::resource::resource_type::{self as wit, GuestInstance};
     use crate::{CallContext, CheckLevel, ClusterEvent, Error, Health, Instance, Problem, ResourceType};
 
+    /// Sends a panic's message to the host's log (tagged with the resource)
+    /// before the trap ends the call; stderr alone is easy to miss.
+    pub fn install_panic_hook() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let default_hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                crate::host::log(crate::host::LogLevel::Error, &format!("plugin panicked: {info}"), &[]);
+                default_hook(info);
+            }));
+        });
+    }
+
     pub fn validate<T: ResourceType>(properties: &[(String, String)]) -> Result<(), Vec<Problem>> {
+        install_panic_hook();
         let typed = crate::properties::parse::<T::Properties>(&T::metadata().properties, properties)?;
         T::validate(&typed)
     }
@@ -192,6 +207,7 @@ pub mod __private {
 
     impl<T: ResourceType> GuestInstance for InstanceAdapter<T> {
         fn open(name: String, properties: Vec<(String, String)>) -> Result<wit::Instance, Error> {
+            install_panic_hook();
             let typed = crate::properties::parse::<T::Properties>(&T::metadata().properties, &properties)
                 .map_err(|problems| Error::InvalidConfig(crate::properties::describe(&problems)))?;
             if let Err(problems) = T::validate(&typed) {

@@ -1,1 +1,170 @@
+//! The harness the integration tests share: where the guest components and
+//! the `steward` binary are, one sandbox runtime per test process with a
+//! compile cache, loaded plugins shared between tests, a healthy resource
+//! probed in the background, and process helpers.
+//!
+//! Guests are built once per test run by `cargo xtask guests` (which
+//! `cargo xtask test` runs first); a missing one panics with that hint.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use steward::bindings::CallContext;
+use steward::monitor::{Monitor, ResourceHandle, ResourceSpec};
+use steward::plugin::Plugin;
+use steward::runtime::{Runtime, RuntimeConfig};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The built component of guest crate `name` (underscores, as cargo names files).
+pub fn guest_wasm(name: &str) -> PathBuf {
+    let path = workspace_root().join("target/wasm32-wasip2/guest").join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: run `cargo xtask guests` (or `cargo xtask test`) first", path.display());
+    path
+}
+
+/// The `steward` binary built by `cargo xtask test`.
+pub fn steward_binary() -> PathBuf {
+    let path = workspace_root().join("target/debug/steward");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p steward` (or `cargo xtask test`) first",
+        path.display()
+    );
+    path
+}
+
+/// The sandbox runtime shared by every test of this process, with a compile
+/// cache under `target/`, so each component is compiled once per machine.
+pub fn runtime() -> Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let config = RuntimeConfig {
+                max_live_instances: 256,
+                cache_dir: Some(workspace_root().join("target/test-compile-cache")),
+            };
+            Runtime::new(&config).expect("the sandbox runtime starts")
+        })
+        .clone()
+}
+
+/// Guest crate `name` loaded as a plugin, shared by the tests of this process.
+pub async fn plugin(name: &str) -> Arc<Plugin> {
+    static PLUGINS: OnceLock<Mutex<HashMap<String, Arc<Plugin>>>> = OnceLock::new();
+    let plugins = PLUGINS.get_or_init(Default::default);
+    if let Some(plugin) = plugins.lock().expect("plugin cache lock").get(name) {
+        return plugin.clone();
+    }
+    let loaded = Arc::new(Plugin::load(&runtime(), &guest_wasm(name)).await.expect("the plugin loads"));
+    plugins.lock().expect("plugin cache lock").insert(name.to_string(), loaded.clone());
+    loaded
+}
+
+/// A call context for tests.
+pub fn context() -> CallContext {
+    CallContext { node_name: "test-node".into(), fencing_token: 1, attempt: 1 }
+}
+
+/// A spec for resource `name` of `plugin` with `properties`.
+pub fn spec(name: &str, plugin: &Plugin, properties: &[(&str, &str)]) -> ResourceSpec {
+    let mut spec = ResourceSpec::new(name, plugin);
+    spec.properties = properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    spec
+}
+
+/// What the background prober of a healthy resource saw.
+#[derive(Debug, Clone)]
+pub struct ProbeRecord {
+    /// Probes that returned `true`.
+    pub healthy: u64,
+    /// Probes that failed or returned `false`, with what they returned.
+    pub missed: Vec<String>,
+    /// The longest time between two consecutive successful probes.
+    pub longest_gap: Duration,
+}
+
+/// A healthy `dummy` resource, online, probed every [`HealthyProbe::PERIOD`]
+/// in the background until [`HealthyProbe::stop`].
+pub struct HealthyProbe {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<ProbeRecord>,
+    /// The healthy resource.
+    pub handle: ResourceHandle,
+}
+
+impl HealthyProbe {
+    /// How often the healthy resource is probed.
+    pub const PERIOD: Duration = Duration::from_millis(10);
+
+    /// Opens `healthy` (a `dummy`) on `monitor`, brings it online and starts probing.
+    pub async fn start(monitor: &Monitor) -> HealthyProbe {
+        let dummy = plugin("dummy").await;
+        let handle = monitor.open(dummy.clone(), spec("healthy", &dummy, &[])).await.expect("healthy opens");
+        handle.online(&context()).await.expect("healthy goes online");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (probe_handle, probe_stop) = (handle.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut record = ProbeRecord { healthy: 0, missed: Vec::new(), longest_gap: Duration::ZERO };
+            let mut last_success = Instant::now();
+            let mut ticker = tokio::time::interval(HealthyProbe::PERIOD);
+            while !probe_stop.load(Ordering::Relaxed) {
+                ticker.tick().await;
+                match probe_handle.looks_alive().await {
+                    Ok(true) => {
+                        record.healthy += 1;
+                        record.longest_gap = record.longest_gap.max(last_success.elapsed());
+                        last_success = Instant::now();
+                    }
+                    other => record.missed.push(format!("{other:?}")),
+                }
+            }
+            record
+        });
+        HealthyProbe { stop, task, handle }
+    }
+
+    /// Stops probing and returns what was seen.
+    pub async fn stop(self) -> ProbeRecord {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("the prober does not panic")
+    }
+}
+
+/// Whether process `pid` exists (a zombie counts as gone: it no longer runs).
+pub fn process_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rfind(')').and_then(|end| stat[end + 1..].trim_start().chars().next());
+            !matches!(state, Some('Z' | 'X') | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Sends SIGKILL to `pid`, as an operator or the OOM killer would.
+pub fn kill_from_outside(pid: u32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Waits up to `limit` for `condition`, checking every 10 ms.
+pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

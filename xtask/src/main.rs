@@ -4,7 +4,9 @@
 //!   (`tests/fixtures/*`) as a `wasm32-wasip2` component, once, into
 //!   `target/wasm32-wasip2/guest/`;
 //! - `test`: build the guests and the `steward` binary, then run every test;
-//! - `demo`: build everything and show the sample plugins working.
+//! - `demo`: build everything and show the sample plugins working;
+//! - `bench`: build the guests, run the monitor benchmark (release build),
+//!   which writes `target/bench/monitor.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -20,7 +22,8 @@ fn main() -> ExitCode {
         "guests" => build_guests(),
         "test" => build_guests().and_then(|()| test()),
         "demo" => build_guests().and_then(|()| demo()),
-        _ => Err("usage: cargo xtask guests|test|demo".to_string()),
+        "bench" => build_guests().and_then(|()| bench()),
+        _ => Err("usage: cargo xtask guests|test|demo|bench".to_string()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,6 +53,12 @@ fn guest_crates() -> Result<Vec<String>, String> {
 }
 
 fn build_guests() -> Result<(), String> {
+    // Idempotent and quick when the target is there; makes a fresh machine work.
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let has_target = installed.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l == GUEST_TARGET));
+    if !has_target {
+        run(Command::new("rustup").args(["target", "add", GUEST_TARGET]))?;
+    }
     let mut command = cargo();
     command.args(["build", "--target", GUEST_TARGET, "--profile", GUEST_PROFILE]);
     for name in guest_crates()? {
@@ -79,7 +88,14 @@ fn demo() -> Result<(), String> {
         ("dummy", vec!["--prop".into(), "online-delay-ms=20".into()]),
         (
             "generic_app",
-            vec!["--prop".into(), "program=/bin/sleep".into(), "--prop".into(), "args=300".into(), "--allow-program".into(), "/bin/sleep".into()],
+            vec![
+                "--prop".into(),
+                "program=/bin/sleep".into(),
+                "--prop".into(),
+                "args=300".into(),
+                "--allow-program".into(),
+                "/bin/sleep".into(),
+            ],
         ),
         ("file_marker", vec!["--prop".into(), "path=/state/demo.online".into(), "--grant-dir".into(), state_grant]),
     ];
@@ -89,6 +105,10 @@ fn demo() -> Result<(), String> {
         run(Command::new(&steward).args(["plugin", "check"]).arg(file).args(&args))?;
     }
     Ok(())
+}
+
+fn bench() -> Result<(), String> {
+    run(cargo().args(["bench", "-p", "steward", "--bench", "monitor"]))
 }
 
 fn cargo() -> Command {

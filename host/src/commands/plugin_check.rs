@@ -50,7 +50,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let directories = args
         .directories
         .iter()
-        .map(|text| DirectoryGrant::parse(text).with_context(|| format!("--grant-dir `{text}`: expected HOST:GUEST or HOST:GUEST:ro")))
+        .map(|text| {
+            DirectoryGrant::parse(text)
+                .with_context(|| format!("--grant-dir `{text}`: expected HOST:GUEST or HOST:GUEST:ro"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let runtime = Runtime::new(&RuntimeConfig { max_live_instances: 8, cache_dir: None })?;
@@ -108,7 +111,10 @@ fn print_metadata(plugin: &Plugin) {
             Capability::Network => "network",
         })
         .collect();
-    println!("needs   {}", if capabilities.is_empty() { "no capabilities".to_string() } else { capabilities.join(", ") });
+    println!(
+        "needs   {}",
+        if capabilities.is_empty() { "no capabilities".to_string() } else { capabilities.join(", ") }
+    );
     println!("properties");
     for spec in &info.properties {
         let kind = match spec.kind {

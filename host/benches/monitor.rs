@@ -1,0 +1,329 @@
+//! The monitor benchmark: every figure measured side by side in one run,
+//! written to `target/bench/monitor.json` and printed. Run it with
+//! `cargo xtask bench` (which builds the guest components first).
+//!
+//! Figures (see the foundation issue for targets):
+//! - `looks_alive_ns`: one looks-alive on a warm `dummy` through the
+//!   monitor's own call path (deadline, serialization, classification);
+//! - `bare_call_ns`: the same export on a bare wasmtime instance, called
+//!   synchronously with nothing around it; `bare_async_call_ns` the same
+//!   call made the async way the monitor must make it (for deadlines);
+//! - `native_call_ns`: the same check through a native trait object;
+//! - `ocf_dummy_monitor_ns`: `Dummy monitor` by fork and exec, when
+//!   Debian's `resource-agents` is installed;
+//! - `is_alive_file_ns`: `file-marker`'s is-alive, which reads a small file
+//!   through a preopen;
+//! - `instantiate_us`: a new instance from the cached compiled component,
+//!   store and instantiation alone; `reopen_us` the monitor's whole path
+//!   (store, instantiation and the plugin's `open`);
+//! - `instance_kib`: resident memory per live `dummy` instance after one
+//!   online and is-alive, over 1,000 instances;
+//! - `hang_overrun_ms`: how long past its deadline a looping call returns
+//!   (the worst of several).
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use steward::bindings::{CheckLevel, Plugin as PluginWorld};
+use steward::grants::DirectoryGrant;
+use steward::monitor::{Monitor, ResourceHandle, ResourceSpec};
+use steward::plugin::Plugin;
+use steward::runtime::{Runtime, RuntimeConfig};
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Live instances for the memory figure.
+const DENSITY_INSTANCES: usize = 1_000;
+/// Calls per timed batch; the figure is the median batch.
+const CALLS_PER_BATCH: u32 = 20_000;
+const BATCHES: usize = 15;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
+    let guests = root.join("target/wasm32-wasip2/guest");
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    let cache = tempfile::tempdir().expect("cache dir");
+    let config = RuntimeConfig {
+        max_live_instances: DENSITY_INSTANCES as u32 + 64,
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    let runtime = Runtime::new(&config).expect("runtime");
+    let mut figures = serde_json::Map::new();
+    let mut record = |key: &str, value: f64| {
+        println!("{key:<24} {value:>14.1}");
+        figures.insert(key.to_string(), serde_json::json!((value * 10.0).round() / 10.0));
+    };
+
+    let dummy_path = guests.join("dummy.wasm");
+    let dummy = tokio.block_on(load(&runtime, &dummy_path));
+    let monitor = Monitor::new("bench");
+    let warm = tokio.block_on(async {
+        let handle = monitor.open(dummy.clone(), ResourceSpec::new("warm", &dummy)).await.expect("open");
+        handle.online(&context()).await.expect("online");
+        handle
+    });
+    record("looks_alive_ns", tokio.block_on(monitor_looks_alive_ns(&warm)));
+    record("bare_call_ns", bare_sync_call_ns(&dummy_path));
+    record("bare_async_call_ns", tokio.block_on(bare_async_call_ns(&dummy_path)));
+    record("native_call_ns", native_call_ns());
+    if let Some(ns) = ocf_dummy_monitor_ns() {
+        record("ocf_dummy_monitor_ns", ns);
+    }
+    record("is_alive_file_ns", tokio.block_on(is_alive_file_ns(&runtime, &guests, &monitor)));
+    let (instantiate, reopen) = tokio.block_on(instantiate_us(&runtime, &dummy_path, &warm));
+    record("instantiate_us", instantiate);
+    record("reopen_us", reopen);
+    record("instance_kib", tokio.block_on(instance_kib(&dummy, &monitor)));
+    record("hang_overrun_ms", tokio.block_on(hang_overrun_ms(&runtime, &guests, &monitor)));
+
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    let json = serde_json::to_string_pretty(&serde_json::Value::Object(figures)).expect("json");
+    std::fs::write(out.join("monitor.json"), json + "\n").expect("write monitor.json");
+    println!("wrote {}", out.join("monitor.json").display());
+}
+
+async fn load(runtime: &Arc<Runtime>, path: &Path) -> Arc<Plugin> {
+    Arc::new(Plugin::load(runtime, path).await.unwrap_or_else(|e| panic!("{e} (run `cargo xtask guests` first)")))
+}
+
+fn context() -> steward::bindings::CallContext {
+    steward::bindings::CallContext { node_name: "bench".into(), fencing_token: 1, attempt: 1 }
+}
+
+/// The median of timed batches of `CALLS_PER_BATCH` calls, per call, in ns.
+fn median_ns(mut batch: impl FnMut() -> Duration) -> f64 {
+    let mut per_call: Vec<f64> = (0..BATCHES).map(|_| batch().as_nanos() as f64 / f64::from(CALLS_PER_BATCH)).collect();
+    per_call.sort_by(f64::total_cmp);
+    per_call[BATCHES / 2]
+}
+
+async fn monitor_looks_alive_ns(handle: &ResourceHandle) -> f64 {
+    let mut samples = Vec::new();
+    for _ in 0..BATCHES {
+        let started = Instant::now();
+        for _ in 0..CALLS_PER_BATCH {
+            black_box(handle.looks_alive().await.expect("probe"));
+        }
+        samples.push(started.elapsed());
+    }
+    let mut samples = samples.into_iter();
+    median_ns(|| samples.next().unwrap_or_default())
+}
+
+/// State of the bare instance: WASI only; Steward's imports trap if called
+/// (looks-alive of `dummy` calls none of them).
+struct Bare {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+fn bare_engine() -> Engine {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.concurrency_support(false);
+    Engine::new(&config).expect("engine")
+}
+
+fn bare_store(engine: &Engine) -> Store<Bare> {
+    Store::new(engine, Bare { wasi: WasiCtxBuilder::new().build(), table: ResourceTable::new() })
+}
+
+/// Finds `[method]instance.looks-alive` and `[static]instance.open` of the
+/// resource-type export by name, with nothing of Steward's around them.
+fn bare_sync_call_ns(path: &Path) -> f64 {
+    let engine = bare_engine();
+    let component = Component::from_file(&engine, path).expect("component");
+    let mut linker: Linker<Bare> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
+    linker.define_unknown_imports_as_traps(&component).expect("trap imports");
+    let mut store = bare_store(&engine);
+    let instance = linker.instantiate(&mut store, &component).expect("instantiate");
+    let interface = instance.get_export_index(&mut store, None, steward::plugin::EXPORT_NAME).expect("interface");
+    let open_index = instance.get_export_index(&mut store, Some(&interface), "[static]instance.open").expect("open");
+    let probe_index =
+        instance.get_export_index(&mut store, Some(&interface), "[method]instance.looks-alive").expect("probe");
+    let open = instance
+        .get_typed_func::<(&str, &[(String, String)]), (Result<ResourceAny, steward::bindings::PluginError>,)>(
+            &mut store, open_index,
+        )
+        .expect("typed open");
+    let (opened,) = open.call(&mut store, ("bare", &[])).expect("open call");
+    let resource = opened.expect("opened");
+    let probe = instance.get_typed_func::<(ResourceAny,), (bool,)>(&mut store, probe_index).expect("typed probe");
+    median_ns(|| {
+        let started = Instant::now();
+        for _ in 0..CALLS_PER_BATCH {
+            let (alive,) = probe.call(&mut store, (resource,)).expect("call");
+            black_box(alive);
+        }
+        started.elapsed()
+    })
+}
+
+async fn bare_async_call_ns(path: &Path) -> f64 {
+    let engine = bare_engine();
+    let component = Component::from_file(&engine, path).expect("component");
+    let mut linker: Linker<Bare> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
+    linker.define_unknown_imports_as_traps(&component).expect("trap imports");
+    let mut store = bare_store(&engine);
+    let bindings = PluginWorld::instantiate_async(&mut store, &component, &linker).await.expect("instantiate");
+    let guest = bindings.steward_resource_resource_type().instance();
+    let resource = guest.call_open(&mut store, "bare", &Vec::new()).await.expect("open").expect("opened");
+    let mut samples = Vec::new();
+    for _ in 0..BATCHES {
+        let started = Instant::now();
+        for _ in 0..CALLS_PER_BATCH {
+            black_box(guest.call_looks_alive(&mut store, resource).await.expect("call"));
+        }
+        samples.push(started.elapsed());
+    }
+    let mut samples = samples.into_iter();
+    median_ns(|| samples.next().unwrap_or_default())
+}
+
+trait Probe {
+    fn looks_alive(&mut self) -> bool;
+}
+
+struct NativeDummy {
+    online: bool,
+    probes: u64,
+}
+
+impl Probe for NativeDummy {
+    fn looks_alive(&mut self) -> bool {
+        self.probes += 1;
+        self.online
+    }
+}
+
+fn native_call_ns() -> f64 {
+    let mut native: Box<dyn Probe> = Box::new(NativeDummy { online: true, probes: 0 });
+    let probe: &mut dyn Probe = black_box(native.as_mut());
+    median_ns(|| {
+        let started = Instant::now();
+        for _ in 0..CALLS_PER_BATCH {
+            black_box(probe.looks_alive());
+        }
+        started.elapsed()
+    })
+}
+
+/// `Dummy monitor` by fork and exec, as Pacemaker's executor runs it.
+fn ocf_dummy_monitor_ns() -> Option<f64> {
+    let agent = PathBuf::from("/usr/lib/ocf/resource.d/heartbeat/Dummy");
+    if !agent.is_file() {
+        return None;
+    }
+    let state = tempfile::tempdir().ok()?;
+    let state_file = state.path().join("dummy.state");
+    let run = |action: &str| {
+        std::process::Command::new(&agent)
+            .arg(action)
+            .env("OCF_ROOT", "/usr/lib/ocf")
+            .env("OCF_RESOURCE_INSTANCE", "bench")
+            .env("OCF_RESKEY_state", &state_file)
+            .output()
+    };
+    run("start").ok()?;
+    const RUNS: u32 = 200;
+    let started = Instant::now();
+    for _ in 0..RUNS {
+        let output = run("monitor").ok()?;
+        if output.status.code() != Some(0) {
+            return None;
+        }
+    }
+    let ns = started.elapsed().as_nanos() as f64 / f64::from(RUNS);
+    let _ = run("stop");
+    Some(ns)
+}
+
+async fn is_alive_file_ns(runtime: &Arc<Runtime>, guests: &Path, monitor: &Monitor) -> f64 {
+    let marker = load(runtime, &guests.join("file_marker.wasm")).await;
+    let state = tempfile::tempdir().expect("state dir");
+    let mut spec = ResourceSpec::new("marker", &marker);
+    spec.properties = vec![("path".into(), "/state/marker".into())];
+    spec.grants.directories =
+        vec![DirectoryGrant { host_path: state.path().to_path_buf(), guest_path: "/state".into(), read_only: false }];
+    let handle = monitor.open(marker, spec).await.expect("open");
+    handle.online(&context()).await.expect("online");
+    const RUNS: u32 = 2_000;
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        for _ in 0..RUNS {
+            assert!(handle.is_alive(CheckLevel::Normal).await.expect("probe").alive);
+        }
+        samples.push(started.elapsed().as_nanos() as f64 / f64::from(RUNS));
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+async fn instantiate_us(runtime: &Arc<Runtime>, path: &Path, warm: &ResourceHandle) -> (f64, f64) {
+    // Store and instantiation alone, from the compiled, cached component.
+    let bytes = std::fs::read(path).expect("dummy.wasm");
+    let (component, _) = runtime.load_component(path, &bytes).expect("component");
+    let pre = runtime.linker().instantiate_pre(&component).expect("pre");
+    const RUNS: u32 = 2_000;
+    let started = Instant::now();
+    for _ in 0..RUNS {
+        let mut store = runtime.new_store(steward::sandbox::SandboxState::ungranted("bench", 64 << 20));
+        black_box(pre.instantiate_async(&mut store).await.expect("instantiate"));
+    }
+    let instantiate = started.elapsed().as_secs_f64() * 1e6 / f64::from(RUNS);
+    let started = Instant::now();
+    for _ in 0..RUNS {
+        warm.reopen().await.expect("reopen");
+    }
+    let reopen = started.elapsed().as_secs_f64() * 1e6 / f64::from(RUNS);
+    (instantiate, reopen)
+}
+
+fn resident_bytes() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    pages * 4096.0
+}
+
+async fn instance_kib(dummy: &Arc<Plugin>, monitor: &Monitor) -> f64 {
+    let mut handles = Vec::with_capacity(DENSITY_INSTANCES);
+    let before = resident_bytes();
+    for i in 0..DENSITY_INSTANCES {
+        let handle = monitor.open(dummy.clone(), ResourceSpec::new(&format!("d{i}"), dummy)).await.expect("open");
+        handle.online(&context()).await.expect("online");
+        handle.is_alive(CheckLevel::Normal).await.expect("probe");
+        handles.push(handle);
+    }
+    let after = resident_bytes();
+    black_box(&handles);
+    (after - before) / DENSITY_INSTANCES as f64 / 1024.0
+}
+
+async fn hang_overrun_ms(runtime: &Arc<Runtime>, guests: &Path, monitor: &Monitor) -> f64 {
+    let hostile = load(runtime, &guests.join("hostile.wasm")).await;
+    let deadline = Duration::from_millis(100);
+    let mut worst: f64 = 0.0;
+    for i in 0..5 {
+        let mut spec = ResourceSpec::new(&format!("hang{i}"), &hostile);
+        spec.properties = vec![("fault".into(), "loop-looks-alive".into())];
+        spec.timeouts.probe = deadline;
+        let handle = monitor.open(hostile.clone(), spec).await.expect("open");
+        let started = Instant::now();
+        let _ = handle.looks_alive().await;
+        worst = worst.max((started.elapsed().saturating_sub(deadline)).as_secs_f64() * 1e3);
+    }
+    worst
+}

@@ -1,0 +1,8 @@
+//! Steward's integration and fault tests: one binary, one module per area,
+//! so the 2-core machines link once.
+
+mod cli;
+mod containment;
+mod generic_app;
+mod plugins;
+mod tidy;

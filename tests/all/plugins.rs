@@ -1,0 +1,90 @@
+//! The first-party plugins pass the same conformance life cycle that
+//! `steward plugin check` runs, and the host checks their properties.
+
+use steward::conformance;
+use steward::grants::DirectoryGrant;
+use steward::monitor::{FailureKind, Monitor};
+use steward_tests::{context, plugin, spec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dummy_passes_the_life_cycle() {
+    let dummy = plugin("dummy").await;
+    let report = conformance::run(dummy.clone(), spec("d", &dummy, &[("online-delay-ms", "5")])).await;
+    assert!(report.passed(), "{report:#?}");
+    let steps: Vec<&str> = report.steps.iter().map(|step| step.step).collect();
+    assert_eq!(steps, ["validate", "open", "online", "looks-alive", "is-alive", "offline", "looks-alive", "terminate"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dummy_fails_as_configured() {
+    let dummy = plugin("dummy").await;
+    let monitor = Monitor::new("test-node");
+    for (mode, expected) in
+        [("transient", "transient"), ("fatal", "fatal"), ("invalid-config", "invalid configuration")]
+    {
+        let handle = monitor.open(dummy.clone(), spec("d", &dummy, &[("fail-online", mode)])).await.expect("opens");
+        let error = handle.online(&context()).await.expect_err("online fails");
+        assert_eq!(error.kind(), FailureKind::Plugin);
+        assert!(error.to_string().contains(expected), "{error}");
+        assert!(handle.is_live().await, "a plugin error keeps its sandbox");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_marker_keeps_its_state_in_the_granted_directory() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let marker = plugin("file_marker").await;
+    let mut marker_spec = spec("web", &marker, &[("path", "/state/web.online")]);
+    marker_spec.grants.directories =
+        vec![DirectoryGrant { host_path: state.path().to_path_buf(), guest_path: "/state".into(), read_only: false }];
+    let report = conformance::run(marker.clone(), marker_spec.clone()).await;
+    assert!(report.passed(), "{report:#?}");
+
+    let monitor = Monitor::new("test-node");
+    let handle = monitor.open(marker.clone(), marker_spec).await.expect("opens");
+    handle.online(&context()).await.expect("online");
+    let on_host = state.path().join("web.online");
+    assert_eq!(std::fs::read_to_string(&on_host).expect("the marker is on the host"), "web");
+    std::fs::write(&on_host, "someone else").expect("tamper");
+    let health = handle.is_alive(steward::bindings::CheckLevel::Thorough).await.expect("probe");
+    assert!(!health.alive && health.reason.contains("someone else"), "{health:?}");
+    handle.offline(&context()).await.expect("offline");
+    assert!(!on_host.exists(), "offline removes the marker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_marker_without_a_grant_cannot_go_online() {
+    let marker = plugin("file_marker").await;
+    let monitor = Monitor::new("test-node");
+    let handle =
+        monitor.open(marker.clone(), spec("web", &marker, &[("path", "/state/web.online")])).await.expect("opens");
+    let error = handle.online(&context()).await.expect_err("no directory was granted");
+    assert_eq!(error.kind(), FailureKind::Plugin, "{error}");
+    assert!(error.to_string().contains("/state/web.online"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn properties_are_checked_by_schema_then_by_the_plugin() {
+    let app = plugin("generic_app").await;
+    let error = app.validate("app", &[]).await.expect_err("program is required").to_string();
+    assert!(error.contains("resource `app`") && error.contains("program: required property is missing"), "{error}");
+    let bad_kind = [("program".to_string(), "/bin/sleep".to_string()), ("grace-ms".to_string(), "soon".to_string())];
+    let error = app.validate("app", &bad_kind).await.expect_err("grace-ms is an integer").to_string();
+    assert!(error.contains("grace-ms: `soon` is not an integer"), "{error}");
+    let relative = [("program".to_string(), "sleep".to_string())];
+    let error = app.validate("app", &relative).await.expect_err("the plugin wants an absolute path").to_string();
+    assert!(error.contains("program"), "{error}");
+    let unknown = [("program".to_string(), "/bin/sleep".to_string()), ("colour".to_string(), "red".to_string())];
+    let error = app.validate("app", &unknown).await.expect_err("unknown property").to_string();
+    assert!(error.contains("colour: unknown property"), "{error}");
+    app.validate("app", &[("program".to_string(), "/bin/sleep".to_string())]).await.expect("valid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_load_comes_from_the_compile_cache() {
+    let runtime = steward_tests::runtime();
+    let path = steward_tests::guest_wasm("dummy");
+    steward::plugin::Plugin::load(&runtime, &path).await.expect("loads");
+    let again = steward::plugin::Plugin::load(&runtime, &path).await.expect("loads again");
+    assert!(!again.load_info().compiled, "the second load reads the cached compiled form");
+}
