@@ -29,21 +29,12 @@ impl ResourceType for Dummy {
     type Instance = Dummy;
 
     fn metadata() -> TypeInfo {
-        TypeInfo::new(
-            "dummy",
-            env!("CARGO_PKG_VERSION"),
-            "A resource with configurable delays and failures, for tests.",
-        )
-        .optional("online-delay-ms", PropertyKind::Integer, "0", "How long online takes, in milliseconds.")
-        .optional("offline-delay-ms", PropertyKind::Integer, "0", "How long offline takes, in milliseconds.")
-        .optional("fail-online", PropertyKind::Text, "", "Make online fail: transient, fatal or invalid-config.")
-        .optional(
-            "fail-after-probes",
-            PropertyKind::Integer,
-            "0",
-            "Fail after this many looks-alive probes (0: never).",
-        )
-        .build()
+        TypeInfo::new("dummy", env!("CARGO_PKG_VERSION"), "Configurable delays and failures, for tests.")
+            .optional("online-delay-ms", PropertyKind::Integer, "0", "How long online takes, in milliseconds.")
+            .optional("offline-delay-ms", PropertyKind::Integer, "0", "How long offline takes, in milliseconds.")
+            .optional("fail-online", PropertyKind::Text, "", "Make online fail: transient, fatal or invalid-config.")
+            .optional("fail-after-probes", PropertyKind::Integer, "0", "Fail after N looks-alive probes (0: never).")
+            .build()
     }
 
     fn validate(properties: &Properties) -> Result<(), Vec<Problem>> {
