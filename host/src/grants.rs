@@ -3,8 +3,9 @@
 //! Deny by default. With an empty [`Grants`] a resource:
 //! - spawns no program (the `process` capability refuses every path);
 //! - sees no directory (no WASI preopens), so no host file at all;
-//! - has no network (WASI sockets are not granted; a later issue adds
-//!   address grants);
+//! - has no network: it may open TCP connections only to the exact socket
+//!   addresses its `network` grant names; it may not listen, use UDP or
+//!   look names up;
 //! - has no environment variables, arguments or stdin; its stdout is
 //!   discarded and its stderr is kept (bounded) for failure reports.
 //!
@@ -12,8 +13,11 @@
 //! the configuration is read (what `steward validate` runs), and
 //! [`Grants::prepare`] builds the per-instance state for each new store.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use crate::error::{Error, Result};
@@ -38,6 +42,8 @@ pub struct Grants {
     pub programs: Vec<PathBuf>,
     /// Directories preopened for the resource.
     pub directories: Vec<DirectoryGrant>,
+    /// Socket addresses the resource may open TCP connections to.
+    pub network: Vec<SocketAddr>,
 }
 
 impl DirectoryGrant {
@@ -93,6 +99,17 @@ impl Grants {
     pub fn prepare_wasi(&self, resource: &str, stderr: &StderrTail) -> Result<WasiCtx> {
         let mut builder = WasiCtxBuilder::new();
         builder.stderr(stderr.clone());
+        builder.allow_udp(false).allow_ip_name_lookup(false).allow_tcp(!self.network.is_empty());
+        let allowed: Arc<[SocketAddr]> = self.network.clone().into();
+        builder.socket_addr_check(move |addr, usage| {
+            let permitted = match usage {
+                SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                // A connect binds implicitly to the wildcard address first.
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                _ => false,
+            };
+            Box::pin(async move { permitted })
+        });
         for directory in &self.directories {
             let perms = if directory.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
             builder.preopened_dir(&directory.host_path, &directory.guest_path, perms).map_err(|e| {
@@ -106,8 +123,9 @@ impl Grants {
         Ok(builder.build())
     }
 
-    /// The process table of a new instance: only the granted programs.
-    pub fn prepare_processes(&self) -> ProcessTable {
-        ProcessTable::new(self.programs.clone())
+    /// The process table of a new instance: only the granted programs, and
+    /// the still-running processes of `adopt` (from an earlier run).
+    pub fn prepare_processes(&self, adopt: &[crate::process::TrackedProcess]) -> ProcessTable {
+        ProcessTable::new(self.programs.clone(), adopt)
     }
 }

@@ -6,17 +6,22 @@
 //! [`monitor::Monitor`] (opens resources and calls into them under
 //! deadlines). `ARCHITECTURE.md` at the repository root is the map.
 
+pub mod api;
 pub mod bindings;
+pub mod config;
 pub mod conformance;
 pub mod error;
 pub mod events;
 pub mod grants;
 pub mod guest_log;
 pub mod monitor;
+pub mod node;
 pub mod plugin;
+pub mod policy;
 pub mod process;
 pub mod properties;
 pub mod runtime;
 pub mod sandbox;
+pub mod state;
 
 pub use error::{Error, Result};

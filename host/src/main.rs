@@ -7,6 +7,7 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use commands::client::ApiArgs;
 
 /// Steward keeps resources highly available; resource types are WebAssembly components.
 #[derive(Parser)]
@@ -18,20 +19,50 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a node: the cluster service of this machine.
+    Daemon(commands::daemon::Args),
+    /// Check a node's configuration, plugins included, without starting anything.
+    Validate(commands::validate::Args),
+    /// Show groups and resources of a running daemon.
+    Status(ApiArgs),
+    /// Bring a group (or a resource, with what it depends on) online.
+    Online(Target),
+    /// Take a group (or a resource, with what depends on it) offline.
+    Offline(Target),
+    /// Follow a running daemon's events.
+    Events {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Replay the recent events first.
+        #[arg(long)]
+        history: bool,
+    },
     /// Work with plugins (resource types).
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// A group's or a resource's name.
+    name: String,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Load a plugin, print its metadata and run it through its whole life.
     Check(commands::plugin_check::Args),
+    /// List a running daemon's plugins.
+    List(ApiArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if !matches!(cli.command, Command::Daemon(_)) {
+        init_tracing(false, "warn");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -41,7 +72,14 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::Daemon(args) => commands::daemon::run(args).await,
+            Command::Validate(args) => commands::validate::run(args).await,
+            Command::Status(api) => commands::client::status(&api).await,
+            Command::Online(target) => commands::client::change(&target.api, &target.name, true).await,
+            Command::Offline(target) => commands::client::change(&target.api, &target.name, false).await,
+            Command::Events { api, history } => commands::client::events(&api, history).await,
             Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check::run(args).await,
+            Command::Plugin(PluginCommand::List(api)) => commands::client::plugin_list(&api).await,
         }
     });
     match outcome {
@@ -53,9 +91,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` chooses what (warnings by default).
-fn init_tracing() {
+/// Logs to stderr, as text or JSON lines; `RUST_LOG` chooses what, and
+/// `default` when it is unset (warnings for the CLI, info for the daemon).
+pub(crate) fn init_tracing(json: bool, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

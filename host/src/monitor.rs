@@ -288,6 +288,9 @@ pub struct ResourceSpec {
     pub timeouts: Timeouts,
     /// The fencing token handed to it.
     pub fencing_token: u64,
+    /// Processes its previous instance spawned (recorded by the node), to
+    /// adopt if they still run.
+    pub adopt: Vec<crate::process::TrackedProcess>,
 }
 
 impl ResourceSpec {
@@ -301,6 +304,7 @@ impl ResourceSpec {
             memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
             timeouts: Timeouts::for_type(&plugin.metadata().timing),
             fencing_token: 0,
+            adopt: Vec::new(),
         }
     }
 }
@@ -439,6 +443,22 @@ impl ResourceHandle {
     pub async fn tracked_processes(&self) -> Vec<u32> {
         let slot = self.shared.slot.lock().await;
         slot.live.as_ref().map(|live| live.store.data().processes.pids()).unwrap_or_default()
+    }
+
+    /// The still-running processes the instance tracks, for the node to record.
+    pub async fn running_processes(&self) -> Vec<crate::process::TrackedProcess> {
+        let mut slot = self.shared.slot.lock().await;
+        slot.live.as_mut().map(|live| live.store.data_mut().processes.running()).unwrap_or_default()
+    }
+
+    /// Discards the sandbox but leaves the processes it spawned running
+    /// (the node is stopping and was told to leave resources running).
+    pub async fn release(&self) {
+        let mut slot = self.shared.slot.lock().await;
+        if let Some(live) = slot.live.as_mut() {
+            live.store.data_mut().processes.release_all();
+        }
+        slot.live = None;
     }
 
     /// Creates a fresh sandbox and opens the resource in it, replacing any

@@ -28,23 +28,60 @@ pub const MAX_TRACKED_PROCESSES: usize = 64;
 /// How often `wait` looks at a process while it waits.
 const WAIT_POLL: Duration = Duration::from_millis(5);
 
-/// The programs a resource may spawn and the processes it has spawned.
+/// A process as the node records it, to find it again after a restart: the
+/// start time (in clock ticks since boot, from `/proc/PID/stat`) tells a
+/// live process from a later one that reused its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrackedProcess {
+    /// The process id.
+    pub pid: u32,
+    /// Its start time, in clock ticks since boot.
+    pub start_time: u64,
+}
+
+/// The programs a resource may spawn and the processes it tracks: children
+/// it spawned, and processes adopted from an earlier run of the node.
 #[derive(Debug, Default)]
 pub struct ProcessTable {
     allowed_programs: Vec<PathBuf>,
-    children: BTreeMap<u32, Child>,
+    children: BTreeMap<u32, (Child, u64)>,
+    adopted: BTreeMap<u32, u64>,
     denials: Vec<String>,
 }
 
 impl ProcessTable {
-    /// A table that allows exactly `allowed_programs`.
-    pub fn new(allowed_programs: Vec<PathBuf>) -> Self {
-        ProcessTable { allowed_programs, children: BTreeMap::new(), denials: Vec::new() }
+    /// A table that allows exactly `allowed_programs` and tracks the
+    /// processes of `adopt` that still run (same pid and start time).
+    pub fn new(allowed_programs: Vec<PathBuf>, adopt: &[TrackedProcess]) -> Self {
+        let adopted = adopt
+            .iter()
+            .filter(|process| start_time(process.pid) == Some(process.start_time))
+            .map(|process| (process.pid, process.start_time))
+            .collect();
+        ProcessTable { allowed_programs, children: BTreeMap::new(), adopted, denials: Vec::new() }
     }
 
     /// The pids tracked now.
     pub fn pids(&self) -> Vec<u32> {
-        self.children.keys().copied().collect()
+        self.children.keys().chain(self.adopted.keys()).copied().collect()
+    }
+
+    /// The processes tracked now that still run, as the node records them.
+    pub fn running(&mut self) -> Vec<TrackedProcess> {
+        self.reap_ended();
+        let children = self.children.iter().map(|(pid, (_, start))| (*pid, *start));
+        children
+            .chain(self.adopted.iter().map(|(pid, start)| (*pid, *start)))
+            .filter(|(pid, start)| start_time(*pid) == Some(*start))
+            .map(|(pid, start_time)| TrackedProcess { pid, start_time })
+            .collect()
+    }
+
+    /// Stops tracking every process without killing it: the node is
+    /// stopping and was told to leave resources running.
+    pub fn release_all(&mut self) {
+        self.children.clear();
+        self.adopted.clear();
     }
 
     /// Denials recorded since the last call to this method.
@@ -52,16 +89,20 @@ impl ProcessTable {
         std::mem::take(&mut self.denials)
     }
 
-    /// Kills every tracked process group and reaps it.
+    /// Kills every tracked process group and reaps the children.
     pub fn kill_all(&mut self) {
-        for (pid, mut child) in std::mem::take(&mut self.children) {
-            if let Some(group) = Pid::from_raw(pid as i32) {
-                let _ = kill_process_group(group, OsSignal::KILL);
-            }
+        for (pid, (mut child, _)) in std::mem::take(&mut self.children) {
+            kill_group(pid);
             // SIGKILL cannot be ignored, so this wait is short; it reaps the
             // child so no zombie is left behind.
             let _ = child.wait();
             tracing::debug!(pid, "killed tracked process");
+        }
+        for (pid, start) in std::mem::take(&mut self.adopted) {
+            if start_time(pid) == Some(start) {
+                kill_group(pid);
+                tracing::debug!(pid, "killed adopted process");
+            }
         }
     }
 
@@ -94,12 +135,17 @@ impl ProcessTable {
         }
         let child = command.spawn().map_err(|e| ProcessError::SpawnFailed(format!("{}: {e}", request.program)))?;
         let pid = child.id();
-        self.children.insert(pid, child);
+        self.children.insert(pid, (child, start_time(pid).unwrap_or(0)));
         Ok(pid)
     }
 
     fn status(&mut self, pid: u32) -> Result<ProcessStatus, ProcessError> {
-        let child = self.children.get_mut(&pid).ok_or(ProcessError::UnknownProcess(pid))?;
+        if let Some(start) = self.adopted.get(&pid) {
+            // Not our child: the kernel's init reaps it, so a vanished or
+            // reused pid means it ended, with a status we cannot know.
+            return Ok(if start_time(pid) == Some(*start) { proc_state(pid) } else { ProcessStatus::Gone });
+        }
+        let (child, _) = self.children.get_mut(&pid).ok_or(ProcessError::UnknownProcess(pid))?;
         match child.try_wait() {
             Ok(Some(status)) => Ok(ended(status)),
             Ok(None) => Ok(proc_state(pid)),
@@ -108,7 +154,7 @@ impl ProcessTable {
     }
 
     fn signal(&mut self, pid: u32, signal: Signal) -> Result<(), ProcessError> {
-        if !self.children.contains_key(&pid) {
+        if !self.children.contains_key(&pid) && !self.adopted.contains_key(&pid) {
             return Err(ProcessError::UnknownProcess(pid));
         }
         let group = Pid::from_raw(pid as i32).ok_or(ProcessError::UnknownProcess(pid))?;
@@ -122,7 +168,8 @@ impl ProcessTable {
 
     /// Forgets processes that ended and whose status was already seen.
     fn reap_ended(&mut self) {
-        self.children.retain(|_, child| !matches!(child.try_wait(), Ok(Some(_))));
+        self.children.retain(|_, (child, _)| !matches!(child.try_wait(), Ok(Some(_))));
+        self.adopted.retain(|pid, start| start_time(*pid) == Some(*start));
     }
 }
 
@@ -173,7 +220,9 @@ impl process::Host for SandboxState {
         let until = Instant::now() + wait_for;
         loop {
             match self.processes.status(pid) {
-                Ok(status @ (ProcessStatus::Exited(_) | ProcessStatus::Killed(_))) => return Ok(Ok(Some(status))),
+                Ok(status @ (ProcessStatus::Exited(_) | ProcessStatus::Killed(_) | ProcessStatus::Gone)) => {
+                    return Ok(Ok(Some(status)));
+                }
                 Ok(_) => {}
                 Err(error) => return Ok(Err(error)),
             }
@@ -201,6 +250,25 @@ fn ended(status: ExitStatus) -> ProcessStatus {
         (None, Some(signal)) => ProcessStatus::Killed(signal),
         (None, None) => ProcessStatus::Exited(-1),
     }
+}
+
+fn kill_group(pid: u32) {
+    if let Some(group) = Pid::from_raw(pid as i32) {
+        let _ = kill_process_group(group, OsSignal::KILL);
+    }
+}
+
+/// The start time of `pid` (field 22 of `/proc/PID/stat`), if it exists and
+/// is not a zombie.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // Fields after the command: state is 3rd overall, start time the 22nd.
+    fields.nth(22 - 4)?.parse().ok()
 }
 
 /// Reads the process state letter from `/proc/PID/stat` (the field after the

@@ -54,7 +54,7 @@ impl SandboxState {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter { limit_bytes: spec.memory_limit_bytes, hit: false },
-            processes: spec.grants.prepare_processes(),
+            processes: spec.grants.prepare_processes(&spec.adopt),
             log: GuestLog::default(),
             stderr,
             clock: CallClock::default(),

@@ -29,6 +29,13 @@ impl Supervised {
         Supervised { pid }
     }
 
+    /// The processes the host tracks for this instance, including those
+    /// adopted from an earlier run of the node; call it in `open` to take
+    /// over a program that outlived the node's daemon.
+    pub fn tracked() -> Vec<Supervised> {
+        wit::tracked().into_iter().map(Supervised::from_pid).collect()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.pid
@@ -75,7 +82,7 @@ impl Supervised {
 
     fn ended(&self) -> Result<Option<ProcessStatus>, ProcessError> {
         match self.status()? {
-            status @ (ProcessStatus::Exited(_) | ProcessStatus::Killed(_)) => Ok(Some(status)),
+            status @ (ProcessStatus::Exited(_) | ProcessStatus::Killed(_) | ProcessStatus::Gone) => Ok(Some(status)),
             _ => Ok(None),
         }
     }

@@ -1,4 +1,7 @@
 //! One module per subcommand; each parses nothing itself (clap did) and
 //! returns an exit code or an error for `main` to print.
 
+pub mod client;
+pub mod daemon;
 pub mod plugin_check;
+pub mod validate;

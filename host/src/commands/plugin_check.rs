@@ -29,6 +29,9 @@ pub struct Args {
     /// A directory to preopen, as HOST:GUEST or HOST:GUEST:ro (repeatable).
     #[arg(long = "grant-dir", value_name = "HOST:GUEST[:ro]")]
     directories: Vec<String>,
+    /// A socket address the resource may connect to, as IP:PORT (repeatable).
+    #[arg(long = "allow-connect", value_name = "IP:PORT")]
+    network: Vec<std::net::SocketAddr>,
     /// The deadline of each call, in milliseconds (default: the type's own).
     #[arg(long = "timeout-ms")]
     timeout_ms: Option<u64>,
@@ -68,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut spec = ResourceSpec::new(CHECK_RESOURCE_NAME, &plugin);
     spec.properties = properties;
-    spec.grants = Grants { programs: args.programs, directories };
+    spec.grants = Grants { programs: args.programs, directories, network: args.network };
     spec.memory_limit_bytes = args.memory_mib << 20;
     if let Some(ms) = args.timeout_ms {
         let limit = Duration::from_millis(ms);

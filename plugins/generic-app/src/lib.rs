@@ -54,7 +54,12 @@ impl ResourceType for GenericApp {
     }
 
     fn open(_name: &str, properties: Properties) -> Result<GenericApp, Error> {
-        Ok(GenericApp { properties, process: None })
+        // A program that outlived the node's daemon is adopted, not restarted.
+        let process = Supervised::tracked().into_iter().next();
+        if let Some(process) = &process {
+            info!("adopted pid {} from an earlier run", process.pid());
+        }
+        Ok(GenericApp { properties, process })
     }
 }
 
@@ -142,6 +147,7 @@ fn describe(status: &ProcessStatus) -> String {
         ProcessStatus::Zombie => "is a zombie".to_string(),
         ProcessStatus::Exited(code) => format!("exited with code {code}"),
         ProcessStatus::Killed(signal) => format!("was killed by signal {signal}"),
+        ProcessStatus::Gone => "has ended".to_string(),
     }
 }
 

@@ -1,0 +1,276 @@
+//! The HTTP API (axum): the only module that knows HTTP and JSON.
+//!
+//! - `GET  /v1/status`: node, groups and resources in one document
+//! - `GET  /v1/resources`, `GET /v1/resources/{name}`
+//! - `GET  /v1/groups`, `GET /v1/groups/{name}`
+//! - `GET  /v1/plugins`
+//! - `POST /v1/resources/{name}/online|offline`, `POST /v1/groups/{name}/online|offline`
+//! - `POST /v1/targets/{name}/online|offline`: a group or, failing that, a resource
+//! - `GET  /v1/events`: a server-sent event stream of every transition
+//!   (`?history=true` replays the recent ones first)
+//! - `GET  /metrics`: Prometheus text format
+//!
+//! Errors are JSON `{"error": ..., "field": ...}` with a 4xx status for the
+//! client's mistakes (not logged as errors) and 5xx for the node's (logged,
+//! not leaked).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{Stream, StreamExt, stream};
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::node::{NodeEvent, NodeView};
+use crate::policy::Input;
+
+/// The API's routes over `view`.
+pub fn router(view: Arc<NodeView>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/resources", get(resources))
+        .route("/v1/resources/{name}", get(resource))
+        .route("/v1/resources/{name}/{action}", post(resource_action))
+        .route("/v1/groups", get(groups))
+        .route("/v1/groups/{name}", get(group))
+        .route("/v1/groups/{name}/{action}", post(group_action))
+        .route("/v1/targets/{name}/{action}", post(target_action))
+        .route("/v1/plugins", get(plugins))
+        .route("/v1/events", get(events))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(view)
+}
+
+/// An API error: status, message, and the field or path segment at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    fn not_found(field: &'static str, message: String) -> Self {
+        ApiError { status: StatusCode::NOT_FOUND, message, field: Some(field) }
+    }
+
+    fn bad_request(field: &'static str, message: String) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, message, field: Some(field) }
+    }
+
+    fn internal(message: String) -> Self {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message, field: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = if self.status.is_server_error() {
+            tracing::error!(error = %self.message, "API request failed");
+            "internal error; see the node's log".to_string()
+        } else {
+            self.message
+        };
+        (self.status, Json(ErrorBody { error: &message, field: self.field })).into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct StatusBody {
+    node: String,
+    groups: Vec<crate::node::GroupView>,
+    resources: Vec<crate::node::ResourceView>,
+    recent_events: Vec<NodeEvent>,
+}
+
+async fn status(State(view): State<Arc<NodeView>>) -> Result<Json<StatusBody>, ApiError> {
+    let groups = read(&view.groups)?.values().cloned().collect();
+    let resources = read(&view.resources)?.values().cloned().collect();
+    let recent_events =
+        view.recent.lock().map_err(|_| ApiError::internal("event history lock poisoned".into()))?.iter().cloned().collect();
+    Ok(Json(StatusBody { node: view.node_name.clone(), groups, resources, recent_events }))
+}
+
+async fn resources(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<crate::node::ResourceView>>, ApiError> {
+    Ok(Json(read(&view.resources)?.values().cloned().collect()))
+}
+
+async fn resource(
+    State(view): State<Arc<NodeView>>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::node::ResourceView>, ApiError> {
+    read(&view.resources)?
+        .get(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("name", format!("no resource named `{name}`")))
+}
+
+async fn groups(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<crate::node::GroupView>>, ApiError> {
+    Ok(Json(read(&view.groups)?.values().cloned().collect()))
+}
+
+async fn group(
+    State(view): State<Arc<NodeView>>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::node::GroupView>, ApiError> {
+    read(&view.groups)?
+        .get(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("name", format!("no group named `{name}`")))
+}
+
+async fn plugins(State(view): State<Arc<NodeView>>) -> Json<Vec<crate::node::PluginView>> {
+    Json(view.plugins.clone())
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: String,
+}
+
+async fn resource_action(
+    State(view): State<Arc<NodeView>>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    if !read(&view.resources)?.contains_key(&name) {
+        return Err(ApiError::not_found("name", format!("no resource named `{name}`")));
+    }
+    let input = match parse_action(&action)? {
+        true => Input::ResourceOnline(name.clone()),
+        false => Input::ResourceOffline(name.clone()),
+    };
+    submit(&view, input, format!("resource `{name}` {action}"))
+}
+
+async fn group_action(
+    State(view): State<Arc<NodeView>>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    if !read(&view.groups)?.contains_key(&name) {
+        return Err(ApiError::not_found("name", format!("no group named `{name}`")));
+    }
+    let input = match parse_action(&action)? {
+        true => Input::GroupOnline(name.clone()),
+        false => Input::GroupOffline(name.clone()),
+    };
+    submit(&view, input, format!("group `{name}` {action}"))
+}
+
+async fn target_action(
+    State(view): State<Arc<NodeView>>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let online = parse_action(&action)?;
+    if read(&view.groups)?.contains_key(&name) {
+        let input = if online { Input::GroupOnline(name.clone()) } else { Input::GroupOffline(name.clone()) };
+        return submit(&view, input, format!("group `{name}` {action}"));
+    }
+    if read(&view.resources)?.contains_key(&name) {
+        let input = if online { Input::ResourceOnline(name.clone()) } else { Input::ResourceOffline(name.clone()) };
+        return submit(&view, input, format!("resource `{name}` {action}"));
+    }
+    Err(ApiError::not_found("name", format!("no group or resource named `{name}`")))
+}
+
+fn parse_action(action: &str) -> Result<bool, ApiError> {
+    match action {
+        "online" => Ok(true),
+        "offline" => Ok(false),
+        other => Err(ApiError::not_found("action", format!("unknown action `{other}`; use online or offline"))),
+    }
+}
+
+fn submit(view: &NodeView, input: Input, what: String) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    view.requests.send(input).map_err(|_| ApiError::internal("the node loop has stopped".into()))?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: what })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    history: bool,
+}
+
+async fn events(
+    State(view): State<Arc<NodeView>>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request("history", rejection.body_text()))?;
+    // Subscribe before copying the history, so nothing falls in between.
+    let live = BroadcastStream::new(view.events.subscribe());
+    let history: Vec<NodeEvent> = if query.history {
+        view.recent.lock().map(|recent| recent.iter().cloned().collect()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let last_replayed = history.last().map_or(0, |event| event.seq);
+    let live = live.filter_map(move |item| async move {
+        match item {
+            Ok(event) if event.seq > last_replayed => Some(event),
+            _ => None,
+        }
+    });
+    let stream = stream::iter(history).chain(live).map(|event| {
+        Ok(Event::default().event(event.kind.clone()).json_data(&event).unwrap_or_else(|_| Event::default()))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn metrics(State(view): State<Arc<NodeView>>) -> Result<Response, ApiError> {
+    let resources = read(&view.resources)?;
+    let mut out = String::new();
+    let families: [(&str, &str, &str); 5] = [
+        ("steward_probes_total", "counter", "Probes run per resource."),
+        ("steward_probe_seconds_total", "counter", "Total probe latency per resource, in seconds."),
+        ("steward_restarts_total", "counter", "Restarts per resource."),
+        ("steward_failures_total", "counter", "Failures per resource."),
+        ("steward_resource_online", "gauge", "1 when the resource is online."),
+    ];
+    for (family, kind, help) in families {
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
+        for (name, resource) in resources.iter() {
+            let Some(counters) = view.metrics.get(name) else { continue };
+            let value = match family {
+                "steward_probes_total" => counters.probes_total.load(Ordering::Relaxed) as f64,
+                "steward_probe_seconds_total" => counters.probe_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,
+                "steward_restarts_total" => counters.restarts_total.load(Ordering::Relaxed) as f64,
+                "steward_failures_total" => counters.failures_total.load(Ordering::Relaxed) as f64,
+                _ => f64::from(u8::from(resource.state == crate::policy::ResourceState::Online)),
+            };
+            let _ = writeln!(out, "{family}{{resource=\"{}\",group=\"{}\"}} {value}", escape(name), escape(&resource.group));
+        }
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("path", "no such endpoint; see GET /v1/status, /v1/resources, /v1/groups, /v1/events".into())
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn read<T>(lock: &std::sync::RwLock<T>) -> Result<std::sync::RwLockReadGuard<'_, T>, ApiError> {
+    lock.read().map_err(|_| ApiError::internal("node view lock poisoned".into()))
+}

@@ -1,0 +1,142 @@
+//! The operator's commands that talk to a running daemon over its HTTP API:
+//! `status`, `online`, `offline`, `events`, `plugin list`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+/// Where the daemon's API is, for every client command.
+#[derive(clap::Args, Clone)]
+pub struct ApiArgs {
+    /// The daemon's API address (host:port).
+    #[arg(long, global = true, env = "STEWARD_API", default_value = "127.0.0.1:7700")]
+    pub api: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `steward status`: groups and resources, as a table.
+pub async fn status(api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let body = get(api, "/v1/status").await?;
+    if api.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("node {}", text(&body["node"]));
+    println!();
+    println!("{:<16} {:<8} {:<32} REASON", "GROUP", "STATE", "RESOURCES");
+    for group in body["groups"].as_array().into_iter().flatten() {
+        let members: Vec<String> = group["resources"].as_array().into_iter().flatten().map(text).collect();
+        println!("{:<16} {:<8} {:<32} {}", text(&group["name"]), text(&group["state"]), members.join(", "), text(&group["reason"]));
+    }
+    println!();
+    println!("{:<16} {:<14} {:<12} {:<15} {:>8}  REASON", "RESOURCE", "TYPE", "GROUP", "STATE", "RESTARTS");
+    for resource in body["resources"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:<14} {:<12} {:<15} {:>8}  {}",
+            text(&resource["name"]),
+            text(&resource["type"]),
+            text(&resource["group"]),
+            text(&resource["state"]),
+            text(&resource["restarts_total"]),
+            text(&resource["reason"]),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `steward online|offline NAME`: a group, or else a resource.
+pub async fn change(api: &ApiArgs, name: &str, online: bool) -> anyhow::Result<ExitCode> {
+    let action = if online { "online" } else { "offline" };
+    let body = post(api, &format!("/v1/targets/{name}/{action}")).await?;
+    if api.json {
+        println!("{body}");
+    } else {
+        println!("accepted: {}", text(&body["accepted"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `steward plugin list`: every plugin file and its type, or why it did not load.
+pub async fn plugin_list(api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let body = get(api, "/v1/plugins").await?;
+    if api.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<16} {:<10} FILE", "TYPE", "VERSION");
+    for plugin in body.as_array().into_iter().flatten() {
+        match plugin.get("error") {
+            Some(error) => println!("{:<16} {:<10} {}  ERROR: {}", "-", "-", text(&plugin["file"]), text(error)),
+            None => println!("{:<16} {:<10} {}", text(&plugin["type"]), text(&plugin["version"]), text(&plugin["file"])),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `steward events`: follows the event stream until interrupted.
+pub async fn events(api: &ApiArgs, history: bool) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/events?history={history}", base(api));
+    let response = reqwest::get(&url).await.with_context(|| unreachable(api))?;
+    let response = check(response).await?;
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.context("the event stream broke")?));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let Some(data) = frame.lines().find_map(|line| line.strip_prefix("data:")) else { continue };
+            if api.json {
+                println!("{}", data.trim());
+                continue;
+            }
+            let event: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+            let change = match (event.get("from"), event.get("to")) {
+                (Some(from), Some(to)) => format!("{} -> {}", text(from), text(to)),
+                _ => String::new(),
+            };
+            let subject = event.get("resource").map(text).unwrap_or_else(|| text(&event["group"]));
+            println!("{:>5} {:<18} {:<12} {:<26} {}", text(&event["seq"]), text(&event["kind"]), subject, change, text(&event["reason"]));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn base(api: &ApiArgs) -> String {
+    if api.api.starts_with("http://") { api.api.clone() } else { format!("http://{}", api.api) }
+}
+
+fn unreachable(api: &ApiArgs) -> String {
+    format!("cannot reach the daemon at {}; is `steward daemon` running? (set --api or STEWARD_API)", api.api)
+}
+
+async fn get(api: &ApiArgs, path: &str) -> anyhow::Result<Value> {
+    let response = reqwest::get(format!("{}{path}", base(api))).await.with_context(|| unreachable(api))?;
+    Ok(check(response).await?.json().await?)
+}
+
+async fn post(api: &ApiArgs, path: &str) -> anyhow::Result<Value> {
+    let response =
+        reqwest::Client::new().post(format!("{}{path}", base(api))).send().await.with_context(|| unreachable(api))?;
+    Ok(check(response).await?.json().await?)
+}
+
+async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    bail!("the daemon answered {status}: {}", body.get("error").map(text).unwrap_or_default())
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,85 @@
+//! `steward daemon --config FILE`: runs the node: loads the configuration
+//! and plugins, checks everything, opens the state store, serves the API,
+//! and runs the node loop until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use steward::node::{Node, check_config, load_plugins};
+use steward::runtime::{Runtime, RuntimeConfig};
+use steward::state::StateStore;
+
+/// Instance slots kept beyond one per resource: scratch instances for
+/// `metadata` and `validate`, and a reopen racing a close.
+const SPARE_INSTANCE_SLOTS: u32 = 64;
+
+/// Arguments of `steward daemon`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The node's configuration file.
+    #[arg(long, short, default_value = "steward.toml")]
+    config: PathBuf,
+}
+
+/// Runs the daemon until it is told to stop.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = match steward::config::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            crate::init_tracing(false, "info");
+            eprintln!("error: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    crate::init_tracing(config.log_format == steward::config::LogFormat::Json, "info");
+    let runtime = Runtime::new(&RuntimeConfig {
+        max_live_instances: config.resources.len() as u32 + SPARE_INSTANCE_SLOTS,
+        cache_dir: Some(config.data_dir.join("compile-cache")),
+    })?;
+    let (plugins, plugin_views) = load_plugins(&runtime, &config.plugin_dir).await;
+    for error in plugin_views.iter().filter_map(|view| view.error.as_ref()) {
+        tracing::error!(%error, "plugin not loaded");
+    }
+    let errors = check_config(&config, &plugins).await;
+    if !errors.is_empty() {
+        for error in &errors {
+            eprintln!("error: {error}");
+        }
+        eprintln!("the daemon did not start: fix the {} error(s) above (`steward validate` checks without starting)", errors.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    let store = StateStore::open(&config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.api)
+        .await
+        .with_context(|| format!("cannot listen on {} (node.api); is another daemon running?", config.api))?;
+    let api = listener.local_addr()?;
+    let node = Node::start(config.clone(), plugins, plugin_views, store).await?;
+    let router = steward::api::router(node.view());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "the API server stopped");
+        }
+    });
+    tracing::info!(node = %config.name, %api, resources = config.resources.len(), "daemon started");
+    println!("steward daemon: node `{}`, API on http://{api}", config.name);
+    node.run(shutdown_signal()).await;
+    tracing::info!("daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

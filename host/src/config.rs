@@ -1,0 +1,538 @@
+//! The node's configuration file (`steward.toml`) and the resource and group
+//! files it includes: parsing, and every check that does not need a plugin.
+//!
+//! Every error names the file and, where the file says it, the line and
+//! column, the resource or group, the field, and what to do. Checks that need
+//! a plugin (the type exists, the properties satisfy its schema and its own
+//! `validate`) run in [`crate::node::check_config`], which `steward validate`
+//! and `steward daemon` share.
+//!
+//! ```toml
+//! [node]
+//! name = "node-a"
+//! plugin_dir = "plugins"          # relative paths are relative to this file
+//! data_dir = "data"
+//! api = "127.0.0.1:7700"
+//! include = "resources.d"         # optional: more [[resource]]/[[group]] files
+//!
+//! [[resource]]
+//! name = "web"
+//! type = "generic-app"
+//! properties = { program = "/usr/bin/notepad", args = "--listen,127.0.0.1:8080" }
+//! grants = { programs = ["/usr/bin/notepad"] }
+//! depends_on = ["marker"]
+//! looks_alive_interval = "1s"
+//!
+//! [[group]]
+//! name = "notepad"
+//! resources = ["web", "marker"]
+//! policy = { restart_threshold = 3, restart_period = "15m" }
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::grants::{DirectoryGrant, Grants};
+
+/// A configuration error, naming where and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ConfigError {
+    /// `file`, `file:line:column`, or `file: resource `name``.
+    pub location: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// The whole configuration of a node, read and checked.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// This node's name.
+    pub name: String,
+    /// Where the `.wasm` plugins are.
+    pub plugin_dir: PathBuf,
+    /// Where the node keeps its state.
+    pub data_dir: PathBuf,
+    /// The HTTP API's address.
+    pub api: SocketAddr,
+    /// `text` or `json` logs.
+    pub log_format: LogFormat,
+    /// Whether SIGTERM leaves resources running (true) or takes them offline.
+    pub leave_running_on_stop: bool,
+    /// Every resource, in file order.
+    pub resources: Vec<ResourceConfig>,
+    /// Every group, in file order.
+    pub groups: Vec<GroupConfig>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One resource.
+#[derive(Debug, Clone)]
+pub struct ResourceConfig {
+    /// Its name, unique on the node.
+    pub name: String,
+    /// Its type (a plugin's type name).
+    pub type_name: String,
+    /// Its properties, as text.
+    pub properties: Vec<(String, String)>,
+    /// What it may reach.
+    pub grants: Grants,
+    /// Resources of the same group it needs online first.
+    pub depends_on: Vec<String>,
+    /// Overrides of the type's timing.
+    pub timing: TimingOverrides,
+    /// Its memory cap, in MiB.
+    pub memory_limit_mib: Option<usize>,
+    /// The file and line it was defined at, for later errors.
+    pub defined_at: String,
+}
+
+/// Timing a resource may override; none keeps the type's or the host's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimingOverrides {
+    /// How often looks-alive runs.
+    pub looks_alive_interval: Option<Duration>,
+    /// How often is-alive runs.
+    pub is_alive_interval: Option<Duration>,
+    /// The deadline of online and offline.
+    pub pending_timeout: Option<Duration>,
+    /// The deadline of each probe.
+    pub probe_timeout: Option<Duration>,
+}
+
+/// One group: resources that go online and offline together.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Its name.
+    pub name: String,
+    /// Its resources.
+    pub resources: Vec<String>,
+    /// What to do on failures.
+    pub policy: Policy,
+    /// Whether the group is brought online when the node starts for the first time.
+    pub autostart: bool,
+}
+
+/// Restart and retry policy of a group; defaults are the classic cluster
+/// service's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Restarts allowed within `restart_period` before the group fails.
+    pub restart_threshold: u32,
+    /// The window restarts are counted in.
+    pub restart_period: Duration,
+    /// The delay before the first restart.
+    pub restart_delay: Duration,
+    /// Each further restart in the window waits this factor longer.
+    pub restart_backoff: f64,
+    /// The longest restart delay.
+    pub max_restart_delay: Duration,
+    /// How long a failed group waits before it is tried again.
+    pub retry_period: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            restart_threshold: 3,
+            restart_period: Duration::from_secs(15 * 60),
+            restart_delay: Duration::from_millis(500),
+            restart_backoff: 2.0,
+            max_restart_delay: Duration::from_secs(60),
+            retry_period: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// Reads and checks `file` and the files it includes.
+pub fn load(file: &Path) -> Result<NodeConfig, ConfigError> {
+    let text = read(file)?;
+    let raw: RawNodeFile = parse(file, &text)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut resources = Vec::new();
+    let mut groups = Vec::new();
+    collect(file, &text, raw.resource, raw.group, base, &mut resources, &mut groups)?;
+    if let Some(include) = &raw.node.include {
+        let dir = base.join(include);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| at(file, format!("node.include: cannot read directory {}: {e}", dir.display())))?
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        files.sort();
+        for included in files {
+            let text = read(&included)?;
+            let raw: RawIncludedFile = parse(&included, &text)?;
+            collect(&included, &text, raw.resource, raw.group, base, &mut resources, &mut groups)?;
+        }
+    }
+    let config = NodeConfig {
+        file: file.to_path_buf(),
+        name: raw.node.name,
+        plugin_dir: base.join(raw.node.plugin_dir),
+        data_dir: base.join(raw.node.data_dir),
+        api: raw.node.api,
+        log_format: raw.node.log_format,
+        leave_running_on_stop: raw.node.leave_running_on_stop,
+        resources,
+        groups,
+    };
+    check_structure(&config)?;
+    Ok(config)
+}
+
+impl NodeConfig {
+    /// The resource named `name`.
+    pub fn resource(&self, name: &str) -> Option<&ResourceConfig> {
+        self.resources.iter().find(|resource| resource.name == name)
+    }
+
+    /// The group `resource` belongs to.
+    pub fn group_of(&self, resource: &str) -> Option<&GroupConfig> {
+        self.groups.iter().find(|group| group.resources.iter().any(|r| r == resource))
+    }
+}
+
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| at(file, format!("cannot read the file: {e}")))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|error| {
+        let location = match error.span() {
+            Some(span) => line_column(file, text, span.start),
+            None => file.display().to_string(),
+        };
+        ConfigError { location, message: error.message().trim().to_string() }
+    })
+}
+
+fn line_column(file: &Path, text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    format!("{}:{line}:{column}", file.display())
+}
+
+fn at(file: &Path, message: String) -> ConfigError {
+    ConfigError { location: file.display().to_string(), message }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn collect(
+    file: &Path,
+    text: &str,
+    raw_resources: Vec<RawResource>,
+    raw_groups: Vec<RawGroup>,
+    base: &Path,
+    resources: &mut Vec<ResourceConfig>,
+    groups: &mut Vec<GroupConfig>,
+) -> Result<(), ConfigError> {
+    for raw in raw_resources {
+        let defined_at = line_column(file, text, raw.name.span().start);
+        let name = raw.name.into_inner();
+        let fail = |message: String| ConfigError { location: format!("{defined_at}: resource `{name}`"), message };
+        let grants = raw.grants.unwrap_or_default();
+        let directories = grants
+            .directories
+            .into_iter()
+            .map(|dir| DirectoryGrant { host_path: base.join(dir.host), guest_path: dir.guest, read_only: dir.read_only })
+            .collect();
+        let network = grants
+            .network
+            .iter()
+            .map(|addr| {
+                addr.parse::<SocketAddr>().map_err(|_| {
+                    fail(format!("grants.network: `{addr}` is not IP:PORT (names are not resolved), e.g. 127.0.0.1:8080"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let programs = grants.programs.into_iter().map(PathBuf::from).collect();
+        resources.push(ResourceConfig {
+            type_name: raw.type_name,
+            properties: raw.properties.into_iter().map(|(k, v)| (k, v.into_text())).collect(),
+            grants: Grants { programs, directories, network },
+            depends_on: raw.depends_on,
+            timing: TimingOverrides {
+                looks_alive_interval: raw.looks_alive_interval.map(|d| d.0),
+                is_alive_interval: raw.is_alive_interval.map(|d| d.0),
+                pending_timeout: raw.pending_timeout.map(|d| d.0),
+                probe_timeout: raw.probe_timeout.map(|d| d.0),
+            },
+            memory_limit_mib: raw.memory_limit_mib,
+            defined_at,
+            name,
+        });
+    }
+    for raw in raw_groups {
+        let defaults = Policy::default();
+        let policy = raw.policy.unwrap_or_default();
+        groups.push(GroupConfig {
+            name: raw.name,
+            resources: raw.resources,
+            autostart: raw.autostart.unwrap_or(true),
+            policy: Policy {
+                restart_threshold: policy.restart_threshold.unwrap_or(defaults.restart_threshold),
+                restart_period: policy.restart_period.map_or(defaults.restart_period, |d| d.0),
+                restart_delay: policy.restart_delay.map_or(defaults.restart_delay, |d| d.0),
+                restart_backoff: policy.restart_backoff.unwrap_or(defaults.restart_backoff),
+                max_restart_delay: policy.max_restart_delay.map_or(defaults.max_restart_delay, |d| d.0),
+                retry_period: policy.retry_period.map_or(defaults.retry_period, |d| d.0),
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Names unique, every resource in exactly one group, dependencies known,
+/// inside the group and acyclic.
+fn check_structure(config: &NodeConfig) -> Result<(), ConfigError> {
+    let file = config.file.display().to_string();
+    let mut seen = HashSet::new();
+    for resource in &config.resources {
+        if !seen.insert(resource.name.as_str()) {
+            return Err(resource_error(resource, "the name is used twice; give each resource its own name".into()));
+        }
+    }
+    let mut owner: HashMap<&str, &str> = HashMap::new();
+    for group in &config.groups {
+        for member in &group.resources {
+            if config.resource(member).is_none() {
+                return Err(ConfigError {
+                    location: format!("{file}: group `{}`", group.name),
+                    message: format!("resources: unknown resource `{member}`; define it in a [[resource]] table"),
+                });
+            }
+            if let Some(other) = owner.insert(member, &group.name) {
+                return Err(ConfigError {
+                    location: format!("{file}: group `{}`", group.name),
+                    message: format!("resources: `{member}` is already in group `{other}`; a resource has one group"),
+                });
+            }
+        }
+    }
+    for resource in &config.resources {
+        let Some(group) = owner.get(resource.name.as_str()) else {
+            return Err(resource_error(resource, "it is in no group; list it in a [[group]]'s resources".into()));
+        };
+        for dependency in &resource.depends_on {
+            match owner.get(dependency.as_str()) {
+                None => {
+                    return Err(resource_error(resource, format!("depends_on: unknown resource `{dependency}`")));
+                }
+                Some(other) if other != group => {
+                    return Err(resource_error(
+                        resource,
+                        format!("depends_on: `{dependency}` is in group `{other}`, not `{group}`; dependencies stay inside a group"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(config) {
+        let first = config.resource(&cycle[0]).map(|r| r.defined_at.clone()).unwrap_or(file);
+        return Err(ConfigError {
+            location: format!("{first}: resource `{}`", cycle[0]),
+            message: format!("depends_on: dependency cycle {}; remove one of these dependencies", cycle.join(" -> ")),
+        });
+    }
+    Ok(())
+}
+
+fn resource_error(resource: &ResourceConfig, message: String) -> ConfigError {
+    ConfigError { location: format!("{}: resource `{}`", resource.defined_at, resource.name), message }
+}
+
+/// A dependency cycle as the names along it, first repeated at the end.
+fn find_cycle(config: &NodeConfig) -> Option<Vec<String>> {
+    let edges: BTreeMap<&str, &[String]> =
+        config.resources.iter().map(|r| (r.name.as_str(), r.depends_on.as_slice())).collect();
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        node: &'a str,
+        edges: &BTreeMap<&'a str, &'a [String]>,
+        marks: &mut HashMap<&'a str, Mark>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        match marks.get(node) {
+            Some(Mark::Done) => return None,
+            Some(Mark::Visiting) => {
+                let start = path.iter().position(|n| *n == node).unwrap_or(0);
+                let mut cycle: Vec<String> = path[start..].iter().map(|n| n.to_string()).collect();
+                cycle.push(node.to_string());
+                return Some(cycle);
+            }
+            None => {}
+        }
+        marks.insert(node, Mark::Visiting);
+        path.push(node);
+        for next in edges.get(node).copied().unwrap_or(&[]) {
+            if let Some(cycle) = visit(next.as_str(), edges, marks, path) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        marks.insert(node, Mark::Done);
+        None
+    }
+    let mut marks = HashMap::new();
+    for node in edges.keys() {
+        if let Some(cycle) = visit(node, &edges, &mut marks, &mut Vec::new()) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+/// A duration written as text (`500ms`, `5s`, `15m`, `1h`).
+#[derive(Debug, Clone, Copy)]
+struct TextDuration(Duration);
+
+impl<'de> Deserialize<'de> for TextDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map(TextDuration).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. 500ms, 5s, 15m or 1h"))
+        })
+    }
+}
+
+/// A property value: text, or a number or boolean written bare.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum PropertyValue {
+    Text(String),
+    Integer(i64),
+    Boolean(bool),
+    List(Vec<String>),
+}
+
+impl PropertyValue {
+    fn into_text(self) -> String {
+        match self {
+            PropertyValue::Text(text) => text,
+            PropertyValue::Integer(number) => number.to_string(),
+            PropertyValue::Boolean(flag) => flag.to_string(),
+            PropertyValue::List(items) => items.join(","),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNodeFile {
+    node: RawNode,
+    #[serde(default)]
+    resource: Vec<RawResource>,
+    #[serde(default)]
+    group: Vec<RawGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIncludedFile {
+    #[serde(default)]
+    resource: Vec<RawResource>,
+    #[serde(default)]
+    group: Vec<RawGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    plugin_dir: PathBuf,
+    data_dir: PathBuf,
+    #[serde(default = "default_api")]
+    api: SocketAddr,
+    #[serde(default)]
+    log_format: LogFormat,
+    #[serde(default)]
+    leave_running_on_stop: bool,
+    include: Option<PathBuf>,
+}
+
+fn default_api() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7700))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    type_name: String,
+    #[serde(default)]
+    properties: BTreeMap<String, PropertyValue>,
+    grants: Option<RawGrants>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    looks_alive_interval: Option<TextDuration>,
+    is_alive_interval: Option<TextDuration>,
+    pending_timeout: Option<TextDuration>,
+    probe_timeout: Option<TextDuration>,
+    memory_limit_mib: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default)]
+    programs: Vec<String>,
+    #[serde(default)]
+    directories: Vec<RawDirectory>,
+    #[serde(default)]
+    network: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectory {
+    host: PathBuf,
+    guest: String,
+    #[serde(default)]
+    read_only: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    resources: Vec<String>,
+    policy: Option<RawPolicy>,
+    autostart: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    restart_threshold: Option<u32>,
+    restart_period: Option<TextDuration>,
+    restart_delay: Option<TextDuration>,
+    restart_backoff: Option<f64>,
+    max_restart_delay: Option<TextDuration>,
+    retry_period: Option<TextDuration>,
+}

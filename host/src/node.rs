@@ -1,0 +1,770 @@
+//! The node runtime: carries out what the policy engine decides.
+//!
+//! One task owns the [`PolicyEngine`]; it receives [`Input`]s on a channel
+//! (operator requests from the API, call results, failed probes, signalled
+//! failures, timers) and turns the engine's [`Action`]s into calls on the
+//! monitor, probe tasks, timers, state-store writes and published events.
+//! Calls run in tasks of their own, so a slow resource never holds up the
+//! loop or another resource. Group ownership is decided in one place,
+//! [`Ownership`], so a cluster backend can take it over later.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::bindings::{CallContext, CheckLevel, PluginError};
+use crate::config::{ConfigError, NodeConfig, ResourceConfig};
+use crate::events::EventKind;
+use crate::monitor::{CallError, Monitor, ResourceHandle, ResourceSpec, Timeouts};
+use crate::plugin::Plugin;
+use crate::policy::{Action, Input, PolicyEngine, ResourceState, Severity};
+use crate::runtime::Runtime;
+use crate::state::{ResourceRecord, StateStore};
+
+/// The probe intervals of the classic cluster service.
+pub const DEFAULT_LOOKS_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// See [`DEFAULT_LOOKS_ALIVE_INTERVAL`].
+pub const DEFAULT_IS_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Events kept for `GET /v1/events` history and `steward status`.
+const RECENT_EVENTS: usize = 256;
+
+/// Something that happened on the node, as the API and the CLI show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeEvent {
+    /// Increasing number, from 1 at the daemon's start.
+    pub seq: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// Monotonic time since the daemon started, in microseconds (for latencies).
+    pub uptime_us: u64,
+    /// `transition`, `group`, `signalled-failure` or `restart`.
+    pub kind: String,
+    /// The resource, when about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The group.
+    pub group: String,
+    /// The state before, for transitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<ResourceState>,
+    /// The state after, for transitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<ResourceState>,
+    /// Why.
+    pub reason: String,
+}
+
+/// Counters of one resource, updated by its probes without locks.
+#[derive(Debug, Default)]
+pub struct ResourceMetrics {
+    /// Probes run.
+    pub probes_total: AtomicU64,
+    /// Their total latency, in nanoseconds.
+    pub probe_nanos_total: AtomicU64,
+    /// Restarts over the resource's life on this node.
+    pub restarts_total: AtomicU64,
+    /// Failures over its life on this node.
+    pub failures_total: AtomicU64,
+}
+
+/// One resource as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceView {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Its group.
+    pub group: String,
+    /// Its state.
+    pub state: ResourceState,
+    /// Why it is in that state.
+    pub reason: String,
+    /// What it depends on.
+    pub depends_on: Vec<String>,
+    /// Restarts counted in the current restart period.
+    pub restarts_in_period: u32,
+    /// Restarts over its life on this node.
+    pub restarts_total: u64,
+    /// Failures over its life on this node.
+    pub failures_total: u64,
+    /// Processes it runs now.
+    pub pids: Vec<u32>,
+}
+
+/// One group as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupView {
+    /// Its name.
+    pub name: String,
+    /// `online`, `offline`, `pending`, `partial` or `failed`.
+    pub state: String,
+    /// Why it failed, when it did.
+    pub reason: String,
+    /// Whether an operator wants it online.
+    pub wanted_online: bool,
+    /// Its resources.
+    pub resources: Vec<String>,
+}
+
+/// One plugin as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginView {
+    /// The file.
+    pub file: String,
+    /// The type's name, when it loaded.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// The type's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why it did not load, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the API reads and how it asks for changes: shared between the node
+/// loop (the only writer) and the API handlers.
+pub struct NodeView {
+    /// This node's name.
+    pub node_name: String,
+    /// Every resource.
+    pub resources: RwLock<BTreeMap<String, ResourceView>>,
+    /// Every group.
+    pub groups: RwLock<BTreeMap<String, GroupView>>,
+    /// Every plugin file.
+    pub plugins: Vec<PluginView>,
+    /// Counters per resource.
+    pub metrics: BTreeMap<String, Arc<ResourceMetrics>>,
+    /// Published events.
+    pub events: broadcast::Sender<NodeEvent>,
+    /// The last events.
+    pub recent: Mutex<VecDeque<NodeEvent>>,
+    /// Requests to the node loop.
+    pub requests: mpsc::UnboundedSender<Input>,
+    started: Instant,
+    next_seq: AtomicU64,
+}
+
+impl NodeView {
+    fn publish(&self, mut event: NodeEvent) {
+        event.seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        event.unix_ms = unix_ms();
+        event.uptime_us = self.started.elapsed().as_micros() as u64;
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
+        let _ = self.events.send(event);
+    }
+}
+
+/// The seam a cluster backend takes over: whether this node should run a group.
+pub trait Ownership: Send + Sync {
+    /// Whether this node owns `group` now.
+    fn owns(&self, group: &str) -> bool;
+}
+
+/// A node running alone owns every group.
+pub struct SingleNode;
+
+impl Ownership for SingleNode {
+    fn owns(&self, _group: &str) -> bool {
+        true
+    }
+}
+
+/// Loads every `.wasm` in the plugin directory: the types that loaded, and a
+/// view of every file (with the reason for those that did not, which the
+/// caller reports: a bad file never stops the node).
+pub async fn load_plugins(runtime: &Arc<Runtime>, dir: &Path) -> (BTreeMap<String, Arc<Plugin>>, Vec<PluginView>) {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "wasm")).collect(),
+        Err(error) => {
+            tracing::error!(dir = %dir.display(), %error, "cannot read the plugin directory");
+            Vec::new()
+        }
+    };
+    files.sort();
+    let mut plugins = BTreeMap::new();
+    let mut views = Vec::new();
+    for file in files {
+        match Plugin::load(runtime, &file).await {
+            Ok(plugin) => {
+                let info = plugin.metadata();
+                tracing::info!(file = %file.display(), r#type = %info.name, version = %info.version, "plugin loaded");
+                views.push(PluginView {
+                    file: file.display().to_string(),
+                    type_name: Some(info.name.clone()),
+                    version: Some(info.version.clone()),
+                    error: None,
+                });
+                plugins.insert(info.name.clone(), Arc::new(plugin));
+            }
+            Err(error) => {
+                views.push(PluginView {
+                    file: file.display().to_string(),
+                    type_name: None,
+                    version: None,
+                    error: Some(error.to_string()),
+                });
+            }
+        }
+    }
+    (plugins, views)
+}
+
+/// The checks of a configuration that need its plugins: each resource's
+/// type exists, its grants are usable, and its properties pass the schema
+/// and the plugin's own `validate`. Returns every error found.
+pub async fn check_config(config: &NodeConfig, plugins: &BTreeMap<String, Arc<Plugin>>) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for resource in &config.resources {
+        let at = |message: String| ConfigError {
+            location: format!("{}: resource `{}`", resource.defined_at, resource.name),
+            message,
+        };
+        let Some(plugin) = plugins.get(&resource.type_name) else {
+            let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+            errors.push(at(format!(
+                "type: unknown type `{}`; the plugin directory {} has: {}",
+                resource.type_name,
+                config.plugin_dir.display(),
+                if known.is_empty() { "no plugins".to_string() } else { known.join(", ") }
+            )));
+            continue;
+        };
+        if let Err(error) = resource.grants.configure(&resource.name) {
+            errors.push(at(strip_resource(&error.to_string(), &resource.name)));
+        }
+        if let Err(error) = plugin.validate(&resource.name, &resource.properties).await {
+            errors.push(at(format!("properties: {}", strip_resource(&error.to_string(), &resource.name))));
+        }
+    }
+    errors
+}
+
+fn strip_resource(message: &str, resource: &str) -> String {
+    message.strip_prefix(&format!("resource `{resource}`: ")).unwrap_or(message).to_string()
+}
+
+/// A running node.
+pub struct Node {
+    config: NodeConfig,
+    monitor: Monitor,
+    handles: BTreeMap<String, ResourceHandle>,
+    engine: PolicyEngine,
+    store: Arc<StateStore>,
+    view: Arc<NodeView>,
+    inputs: mpsc::UnboundedSender<Input>,
+    receiver: mpsc::UnboundedReceiver<Input>,
+    probes: HashMap<String, JoinHandle<()>>,
+    ownership: Box<dyn Ownership>,
+}
+
+impl Node {
+    /// Opens every resource of `config` (adopting the processes the state
+    /// store recorded for it) and prepares the view. Nothing goes online yet.
+    pub async fn start(
+        config: NodeConfig,
+        plugins: BTreeMap<String, Arc<Plugin>>,
+        plugin_views: Vec<PluginView>,
+        store: StateStore,
+    ) -> Result<Node, crate::Error> {
+        let monitor = Monitor::new(&config.name);
+        let (inputs, receiver) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(crate::events::EVENT_BACKLOG);
+        let mut handles = BTreeMap::new();
+        let mut resources = BTreeMap::new();
+        let mut metrics = BTreeMap::new();
+        for resource in &config.resources {
+            let Some(plugin) = plugins.get(&resource.type_name) else { continue };
+            let record = store.record(&resource.name).unwrap_or_default();
+            let spec = resource_spec(resource, plugin, store.processes(&resource.name).unwrap_or_default());
+            let handle = monitor.open(plugin.clone(), spec).await?;
+            let group = config.group_of(&resource.name).map(|g| g.name.clone()).unwrap_or_default();
+            let counters = ResourceMetrics::default();
+            counters.restarts_total.store(record.restarts_total, Ordering::Relaxed);
+            counters.failures_total.store(record.failures_total, Ordering::Relaxed);
+            metrics.insert(resource.name.clone(), Arc::new(counters));
+            resources.insert(
+                resource.name.clone(),
+                ResourceView {
+                    name: resource.name.clone(),
+                    type_name: resource.type_name.clone(),
+                    group,
+                    state: ResourceState::Unknown,
+                    reason: String::new(),
+                    depends_on: resource.depends_on.clone(),
+                    restarts_in_period: 0,
+                    restarts_total: record.restarts_total,
+                    failures_total: record.failures_total,
+                    pids: handle.tracked_processes().await,
+                },
+            );
+            handles.insert(resource.name.clone(), handle);
+        }
+        let groups = config
+            .groups
+            .iter()
+            .map(|group| {
+                let view = GroupView {
+                    name: group.name.clone(),
+                    state: "offline".into(),
+                    reason: String::new(),
+                    wanted_online: false,
+                    resources: group.resources.clone(),
+                };
+                (group.name.clone(), view)
+            })
+            .collect();
+        let view = Arc::new(NodeView {
+            node_name: config.name.clone(),
+            resources: RwLock::new(resources),
+            groups: RwLock::new(groups),
+            plugins: plugin_views,
+            metrics,
+            events,
+            recent: Mutex::new(VecDeque::new()),
+            requests: inputs.clone(),
+            started: Instant::now(),
+            next_seq: AtomicU64::new(0),
+        });
+        Ok(Node {
+            engine: PolicyEngine::new(&config),
+            config,
+            monitor,
+            handles,
+            store: Arc::new(store),
+            view,
+            inputs,
+            receiver,
+            probes: HashMap::new(),
+            ownership: Box::new(SingleNode),
+        })
+    }
+
+    /// The view the API serves.
+    pub fn view(&self) -> Arc<NodeView> {
+        self.view.clone()
+    }
+
+    /// Adopts what still runs and brings wanted groups online, then runs the
+    /// loop until `shutdown` resolves; then takes groups offline (or leaves
+    /// them running, as configured).
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        self.forward_signalled_failures();
+        for group in self.config.groups.clone() {
+            let wanted = self.store.group_wanted(&group.name).ok().flatten().unwrap_or(group.autostart);
+            if !wanted || !self.ownership.owns(&group.name) {
+                self.apply(Input::GroupOffline(group.name.clone()));
+                continue;
+            }
+            for member in &group.resources {
+                // Probe first: what still runs is adopted, not restarted.
+                let handle = &self.handles[member];
+                if matches!(handle.looks_alive().await, Ok(true)) {
+                    self.apply(Input::Adopted(member.clone()));
+                }
+            }
+            self.apply(Input::GroupOnline(group.name.clone()));
+        }
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                Some(input) = self.receiver.recv() => self.apply(input),
+                () = &mut shutdown => break,
+            }
+        }
+        self.stop().await;
+    }
+
+    async fn stop(mut self) {
+        for probe in self.probes.values() {
+            probe.abort();
+        }
+        if self.config.leave_running_on_stop {
+            tracing::info!("stopping; leaving resources running, as configured");
+            for handle in self.handles.values() {
+                handle.release().await;
+            }
+            return;
+        }
+        tracing::info!("stopping; taking groups offline in reverse dependency order");
+        for group in self.config.groups.clone() {
+            let actions = self.engine.handle(Input::GroupOffline(group.name.clone()), Instant::now());
+            self.execute(actions);
+        }
+        let deadline = Instant::now() + Timeouts::default().pending * 2;
+        while self.handles.keys().any(|r| {
+            matches!(self.engine.state(r), Some(ResourceState::Online | ResourceState::OfflinePending))
+        }) && Instant::now() < deadline
+        {
+            match tokio::time::timeout(Duration::from_secs(1), self.receiver.recv()).await {
+                Ok(Some(input @ Input::OfflineDone { .. })) => self.apply(input),
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => break,
+            }
+        }
+        for probe in self.probes.values() {
+            probe.abort();
+        }
+    }
+
+    /// Feeds an input to the engine and carries out what it decides.
+    fn apply(&mut self, input: Input) {
+        match &input {
+            Input::GroupOnline(group) => self.remember_wanted(group, true),
+            Input::GroupOffline(group) => self.remember_wanted(group, false),
+            _ => {}
+        }
+        let actions = self.engine.handle(input, Instant::now());
+        self.execute(actions);
+        self.refresh_groups();
+    }
+
+    fn remember_wanted(&self, group: &str, online: bool) {
+        if let Err(error) = self.store.set_group_wanted(group, online) {
+            tracing::error!(%error, "cannot record the group's wanted state");
+        }
+        if let Some(view) = self.view.groups.write().ok().as_mut().and_then(|groups| groups.get_mut(group)) {
+            view.wanted_online = online;
+        }
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Online(resource) => self.call_online(resource),
+                Action::Offline(resource) => self.call_offline(resource),
+                Action::Terminate(resource) => {
+                    if let Some(handle) = self.handles.get(&resource).cloned() {
+                        tokio::spawn(async move {
+                            if handle.is_live().await {
+                                let _ = handle.terminate().await;
+                            }
+                        });
+                    }
+                }
+                Action::StartProbes(resource) => self.start_probes(resource),
+                Action::StopProbes(resource) => {
+                    if let Some(probe) = self.probes.remove(&resource) {
+                        probe.abort();
+                    }
+                }
+                Action::Schedule { after, input } => {
+                    let inputs = self.inputs.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = inputs.send(input);
+                    });
+                }
+                Action::Transition { resource, from, to, reason } => self.transition(resource, from, to, reason),
+                Action::GroupState { group, failed, reason } => {
+                    if let Some(view) = self.view.groups.write().ok().as_mut().and_then(|g| g.get_mut(&group)) {
+                        view.reason = if failed { reason.clone() } else { String::new() };
+                    }
+                    tracing::warn!(%group, failed, %reason, "group state");
+                    self.view.publish(NodeEvent {
+                        kind: if failed { "group-failed" } else { "group-recovered" }.into(),
+                        resource: None,
+                        group,
+                        from: None,
+                        to: None,
+                        reason,
+                        ..blank_event()
+                    });
+                }
+                Action::RestartCounted { resource, restarts_in_period } => {
+                    let total = self.view.metrics.get(&resource).map_or(0, |m| {
+                        m.restarts_total.fetch_add(1, Ordering::Relaxed) + 1
+                    });
+                    if let Some(view) = self.view.resources.write().ok().as_mut().and_then(|r| r.get_mut(&resource)) {
+                        view.restarts_in_period = restarts_in_period;
+                        view.restarts_total = total;
+                    }
+                    self.update_record(&resource, |record| record.restarts_total = total);
+                    let group = self.group_name(&resource);
+                    self.view.publish(NodeEvent {
+                        kind: "restart".into(),
+                        resource: Some(resource),
+                        group,
+                        reason: format!("restart {restarts_in_period} in the current period"),
+                        ..blank_event()
+                    });
+                }
+            }
+        }
+    }
+
+    fn transition(&self, resource: String, from: ResourceState, to: ResourceState, reason: String) {
+        tracing::info!(%resource, ?from, ?to, %reason, "transition");
+        let mut failures = None;
+        if to == ResourceState::Failed {
+            failures = self.view.metrics.get(&resource).map(|m| m.failures_total.fetch_add(1, Ordering::Relaxed) + 1);
+        }
+        if let Some(view) = self.view.resources.write().ok().as_mut().and_then(|r| r.get_mut(&resource)) {
+            view.state = to;
+            view.reason = reason.clone();
+            if let Some(failures) = failures {
+                view.failures_total = failures;
+            }
+            if to == ResourceState::Online {
+                view.restarts_in_period = self.engine.restarts(&resource);
+            }
+        }
+        let summary = format!("{from:?} -> {to:?}: {reason}");
+        self.update_record(&resource, |record| {
+            record.last_transition = summary;
+            record.last_transition_unix_ms = unix_ms();
+            if let Some(failures) = failures {
+                record.failures_total = failures;
+            }
+        });
+        let group = self.group_name(&resource);
+        self.view.publish(NodeEvent {
+            kind: "transition".into(),
+            resource: Some(resource),
+            group,
+            from: Some(from),
+            to: Some(to),
+            reason,
+            ..blank_event()
+        });
+    }
+
+    fn update_record(&self, resource: &str, change: impl FnOnce(&mut ResourceRecord)) {
+        let mut record = self.store.record(resource).unwrap_or_default();
+        change(&mut record);
+        if let Err(error) = self.store.set_record(resource, &record) {
+            tracing::error!(%error, "cannot record the resource's history");
+        }
+    }
+
+    fn group_name(&self, resource: &str) -> String {
+        self.config.group_of(resource).map(|g| g.name.clone()).unwrap_or_default()
+    }
+
+    /// Derives each group's state from its resources'.
+    fn refresh_groups(&self) {
+        let Ok(mut groups) = self.view.groups.write() else { return };
+        for (name, view) in groups.iter_mut() {
+            let states: Vec<ResourceState> = view.resources.iter().filter_map(|r| self.engine.state(r)).collect();
+            let all = |state: ResourceState| states.iter().all(|s| *s == state);
+            view.state = if self.engine.group_failed(name) {
+                "failed"
+            } else if all(ResourceState::Online) {
+                "online"
+            } else if states.iter().all(|s| matches!(s, ResourceState::Offline | ResourceState::Unknown)) {
+                "offline"
+            } else if states.iter().any(|s| matches!(s, ResourceState::OnlinePending | ResourceState::OfflinePending)) {
+                "pending"
+            } else {
+                "partial"
+            }
+            .to_string();
+        }
+    }
+
+    fn call_online(&self, resource: String) {
+        let Some(handle) = self.handles.get(&resource).cloned() else { return };
+        let (inputs, store, view) = (self.inputs.clone(), self.store.clone(), self.view.clone());
+        let context = CallContext { node_name: self.config.name.clone(), fencing_token: 0, attempt: 1 };
+        tokio::spawn(async move {
+            let mut result = Ok(());
+            if !handle.is_live().await {
+                result = handle.reopen().await;
+            }
+            if result.is_ok() {
+                result = handle.online(&context).await;
+            }
+            record_processes(&handle, &store, &view).await;
+            let result = result.map_err(|error| (error.to_string(), severity(&error)));
+            let _ = inputs.send(Input::OnlineDone { resource, result });
+        });
+    }
+
+    fn call_offline(&self, resource: String) {
+        let Some(handle) = self.handles.get(&resource).cloned() else { return };
+        let (inputs, store, view) = (self.inputs.clone(), self.store.clone(), self.view.clone());
+        let context = CallContext { node_name: self.config.name.clone(), fencing_token: 0, attempt: 1 };
+        tokio::spawn(async move {
+            if handle.is_live().await
+                && let Err(error) = handle.offline(&context).await
+            {
+                // Offline must end offline: what the plugin could not stop, terminate stops.
+                tracing::warn!(resource = %resource, %error, "offline failed; terminating");
+                let _ = handle.terminate().await;
+            }
+            record_processes(&handle, &store, &view).await;
+            let _ = inputs.send(Input::OfflineDone { resource });
+        });
+    }
+
+    fn start_probes(&mut self, resource: String) {
+        let Some(handle) = self.handles.get(&resource).cloned() else { return };
+        let Some(config) = self.config.resource(&resource) else { return };
+        let timing = &handle.plugin().metadata().timing;
+        let looks_every = config.timing.looks_alive_interval.unwrap_or(match timing.looks_alive_interval_ms {
+            0 => DEFAULT_LOOKS_ALIVE_INTERVAL,
+            ms => Duration::from_millis(u64::from(ms)),
+        });
+        let is_every = config.timing.is_alive_interval.unwrap_or(match timing.is_alive_interval_ms {
+            0 => DEFAULT_IS_ALIVE_INTERVAL,
+            ms => Duration::from_millis(u64::from(ms)),
+        });
+        let metrics = self.view.metrics.get(&resource).cloned().unwrap_or_default();
+        let inputs = self.inputs.clone();
+        let key = resource.clone();
+        let task = tokio::spawn(async move {
+            let failure = probe_until_failure(&handle, looks_every, is_every, &metrics).await;
+            let _ = inputs.send(Input::Failed { resource, reason: failure });
+        });
+        if let Some(old) = self.probes.insert(key, task) {
+            old.abort();
+        }
+    }
+
+    /// A plugin's `signal-failure` is acted on at once, not at the next probe.
+    fn forward_signalled_failures(&self) {
+        let mut events = self.monitor.subscribe();
+        let inputs = self.inputs.clone();
+        let view = self.view.clone();
+        let groups: HashMap<String, String> =
+            self.config.resources.iter().map(|r| (r.name.clone(), self.group_name(&r.name))).collect();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        if let EventKind::SignalledFailure { reason } = event.kind {
+                            let group = groups.get(&event.resource).cloned().unwrap_or_default();
+                            view.publish(NodeEvent {
+                                kind: "signalled-failure".into(),
+                                resource: Some(event.resource.clone()),
+                                group,
+                                reason: reason.clone(),
+                                ..blank_event()
+                            });
+                            let reason = format!("the plugin signalled failure: {reason}");
+                            let _ = inputs.send(Input::Failed { resource: event.resource, reason });
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "monitor events lagged; some were missed");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+}
+
+/// Probes until a failure; returns its reason. A false looks-alive is
+/// confirmed by a thorough is-alive before it counts, as the classic
+/// cluster service does.
+async fn probe_until_failure(
+    handle: &ResourceHandle,
+    looks_every: Duration,
+    is_every: Duration,
+    metrics: &ResourceMetrics,
+) -> String {
+    let mut looks = tokio::time::interval(looks_every);
+    let mut is = tokio::time::interval(is_every);
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    is.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first ticks fire at once; the resource was just checked.
+    looks.tick().await;
+    is.tick().await;
+    loop {
+        let thorough = tokio::select! {
+            _ = looks.tick() => false,
+            _ = is.tick() => true,
+        };
+        let started = Instant::now();
+        let outcome = if thorough {
+            handle.is_alive(CheckLevel::Normal).await.map(|health| (health.alive, health.reason))
+        } else {
+            handle.looks_alive().await.map(|alive| (alive, "looks-alive returned false".to_string()))
+        };
+        metrics.probes_total.fetch_add(1, Ordering::Relaxed);
+        metrics.probe_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match outcome {
+            Ok((true, _)) => {}
+            Ok((false, reason)) if !thorough => match handle.is_alive(CheckLevel::Thorough).await {
+                Ok(health) if health.alive => tracing::info!(resource = handle.name(), "looks-alive false, is-alive true"),
+                Ok(health) => return format!("{reason}; is-alive: {}", health.reason),
+                Err(error) => return error.to_string(),
+            },
+            Ok((false, reason)) => return format!("is-alive: {reason}"),
+            Err(error) => return error.to_string(),
+        }
+    }
+}
+
+async fn record_processes(handle: &ResourceHandle, store: &StateStore, view: &NodeView) {
+    let running = handle.running_processes().await;
+    if let Err(error) = store.set_processes(handle.name(), &running) {
+        tracing::error!(%error, "cannot record the resource's processes");
+    }
+    if let Some(entry) = view.resources.write().ok().as_mut().and_then(|r| r.get_mut(handle.name())) {
+        entry.pids = running.iter().map(|p| p.pid).collect();
+    }
+}
+
+fn severity(error: &CallError) -> Severity {
+    match error {
+        CallError::Plugin { error: PluginError::Fatal(_) | PluginError::InvalidConfig(_), .. } => Severity::Final,
+        CallError::CapabilityDenied { .. } => Severity::Final,
+        _ => Severity::Restartable,
+    }
+}
+
+/// The monitor's spec for a configured resource.
+pub fn resource_spec(
+    resource: &ResourceConfig,
+    plugin: &Plugin,
+    adopt: Vec<crate::process::TrackedProcess>,
+) -> ResourceSpec {
+    let mut spec = ResourceSpec::new(&resource.name, plugin);
+    spec.properties = resource.properties.clone();
+    spec.grants = resource.grants.clone();
+    if let Some(mib) = resource.memory_limit_mib {
+        spec.memory_limit_bytes = mib << 20;
+    }
+    if let Some(pending) = resource.timing.pending_timeout {
+        spec.timeouts.pending = pending;
+    }
+    if let Some(probe) = resource.timing.probe_timeout {
+        spec.timeouts.probe = probe;
+    }
+    spec.adopt = adopt;
+    spec
+}
+
+fn blank_event() -> NodeEvent {
+    NodeEvent {
+        seq: 0,
+        unix_ms: 0,
+        uptime_us: 0,
+        kind: String::new(),
+        resource: None,
+        group: String::new(),
+        from: None,
+        to: None,
+        reason: String::new(),
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

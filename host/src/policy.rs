@@ -1,0 +1,416 @@
+//! The policy engine: decides what happens to resources and groups. Pure:
+//! it takes an [`Input`] (an operator's request, a call's result, a failed
+//! probe, a timer) and the current time, and returns [`Action`]s for the
+//! node runtime to carry out. No I/O, no clock, no wasmtime here, so its
+//! tests feed inputs and assert the exact actions.
+//!
+//! Rules (the classic cluster service's, unless the group's policy says otherwise):
+//! - a resource goes online only after everything it depends on is online,
+//!   and offline only after everything that depends on it is offline;
+//! - when a resource fails, its dependents are taken offline first, it is
+//!   terminated, and it restarts after the restart delay, which grows by the
+//!   backoff factor with each restart inside the restart period;
+//! - past the restart threshold within the period, or on a fatal or
+//!   invalid-configuration error, the whole group is taken offline and
+//!   marked failed, and retried after the retry period.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{NodeConfig, Policy};
+
+/// Where a resource is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceState {
+    /// Not probed yet.
+    Unknown,
+    /// Offline.
+    Offline,
+    /// Coming online.
+    OnlinePending,
+    /// Online and probed.
+    Online,
+    /// Going offline.
+    OfflinePending,
+    /// Failed; waiting for a restart, or its group failed.
+    Failed,
+}
+
+/// Whether a failure may be retried where it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Restart in place (a trap, a deadline, a transient error, a failed probe).
+    Restartable,
+    /// Do not restart here (a fatal or invalid-configuration error).
+    Final,
+}
+
+/// What the engine reacts to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// An operator (or the node's start) wants the group online.
+    GroupOnline(String),
+    /// An operator wants the group offline.
+    GroupOffline(String),
+    /// An operator wants the resource (and what it depends on) online.
+    ResourceOnline(String),
+    /// An operator wants the resource (and what depends on it) offline.
+    ResourceOffline(String),
+    /// A resource found already running at start (its probe passed).
+    Adopted(String),
+    /// An online call returned.
+    OnlineDone { resource: String, result: Result<(), (String, Severity)> },
+    /// An offline call returned (offline errors still leave it offline).
+    OfflineDone { resource: String },
+    /// A probe failed, or the plugin signalled its failure.
+    Failed { resource: String, reason: String },
+    /// A restart's delay passed.
+    RestartDue(String),
+    /// A failed group's retry period passed.
+    GroupRetryDue(String),
+}
+
+/// What the node runtime must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Call online (reopening the instance if it was discarded).
+    Online(String),
+    /// Call offline.
+    Offline(String),
+    /// Call terminate: stop now, no graceful wait.
+    Terminate(String),
+    /// Start the periodic probes.
+    StartProbes(String),
+    /// Stop the periodic probes.
+    StopProbes(String),
+    /// Feed `input` back after `after`.
+    Schedule { after: Duration, input: Input },
+    /// A resource changed state: persist and publish it.
+    Transition { resource: String, from: ResourceState, to: ResourceState, reason: String },
+    /// A group failed or recovered: persist and publish it.
+    GroupState { group: String, failed: bool, reason: String },
+    /// A restart was counted against the threshold.
+    RestartCounted { resource: String, restarts_in_period: u32 },
+}
+
+#[derive(Debug)]
+struct ResourceEntry {
+    group: String,
+    depends_on: Vec<String>,
+    state: ResourceState,
+    wanted_online: bool,
+    restarts: VecDeque<Instant>,
+    restart_pending: bool,
+}
+
+#[derive(Debug)]
+struct GroupEntry {
+    members: Vec<String>,
+    policy: Policy,
+    failed: bool,
+}
+
+/// The engine's state for one node.
+#[derive(Debug)]
+pub struct PolicyEngine {
+    resources: BTreeMap<String, ResourceEntry>,
+    groups: BTreeMap<String, GroupEntry>,
+}
+
+impl PolicyEngine {
+    /// An engine for `config`'s resources and groups, all offline.
+    pub fn new(config: &NodeConfig) -> Self {
+        let mut resources = BTreeMap::new();
+        let mut groups = BTreeMap::new();
+        for group in &config.groups {
+            for member in &group.resources {
+                let depends_on = config.resource(member).map(|r| r.depends_on.clone()).unwrap_or_default();
+                resources.insert(
+                    member.clone(),
+                    ResourceEntry {
+                        group: group.name.clone(),
+                        depends_on,
+                        state: ResourceState::Unknown,
+                        wanted_online: false,
+                        restarts: VecDeque::new(),
+                        restart_pending: false,
+                    },
+                );
+            }
+            groups.insert(
+                group.name.clone(),
+                GroupEntry { members: group.resources.clone(), policy: group.policy, failed: false },
+            );
+        }
+        PolicyEngine { resources, groups }
+    }
+
+    /// The state of `resource`.
+    pub fn state(&self, resource: &str) -> Option<ResourceState> {
+        self.resources.get(resource).map(|entry| entry.state)
+    }
+
+    /// Whether `group` is marked failed.
+    pub fn group_failed(&self, group: &str) -> bool {
+        self.groups.get(group).is_some_and(|entry| entry.failed)
+    }
+
+    /// Restarts of `resource` counted in its current period.
+    pub fn restarts(&self, resource: &str) -> u32 {
+        self.resources.get(resource).map_or(0, |entry| entry.restarts.len() as u32)
+    }
+
+    /// Reacts to `input` at time `now`.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match input {
+            Input::GroupOnline(group) => {
+                if let Some(entry) = self.groups.get_mut(&group) {
+                    if entry.failed {
+                        entry.failed = false;
+                        actions.push(group_state(&group, false, "brought online by request"));
+                    }
+                    for member in entry.members.clone() {
+                        self.want(&member, true);
+                    }
+                    self.advance(&group, &mut actions);
+                }
+            }
+            Input::GroupOffline(group) => {
+                if let Some(entry) = self.groups.get(&group) {
+                    for member in entry.members.clone() {
+                        self.want(&member, false);
+                    }
+                    self.advance(&group, &mut actions);
+                }
+            }
+            Input::ResourceOnline(resource) => {
+                let Some(group) = self.group_of(&resource) else { return actions };
+                for name in self.closure(&resource, Direction::Dependencies) {
+                    self.want(&name, true);
+                }
+                self.advance(&group, &mut actions);
+            }
+            Input::ResourceOffline(resource) => {
+                let Some(group) = self.group_of(&resource) else { return actions };
+                for name in self.closure(&resource, Direction::Dependents) {
+                    self.want(&name, false);
+                }
+                self.advance(&group, &mut actions);
+            }
+            Input::Adopted(resource) => {
+                // No advance: the group's own online request follows and
+                // starts what was not found running.
+                if self.group_of(&resource).is_some() {
+                    self.want(&resource, true);
+                    self.set_state(&resource, ResourceState::Online, "found running at start; adopted", &mut actions);
+                    actions.push(Action::StartProbes(resource));
+                }
+            }
+            Input::OnlineDone { resource, result } => {
+                if self.state(&resource) != Some(ResourceState::OnlinePending) {
+                    return actions;
+                }
+                match result {
+                    Ok(()) => {
+                        self.set_state(&resource, ResourceState::Online, "online", &mut actions);
+                        actions.push(Action::StartProbes(resource.clone()));
+                        if let Some(group) = self.group_of(&resource) {
+                            self.advance(&group, &mut actions);
+                        }
+                    }
+                    Err((reason, severity)) => self.fail(&resource, &reason, severity, now, &mut actions),
+                }
+            }
+            Input::OfflineDone { resource } => {
+                if self.state(&resource) == Some(ResourceState::OfflinePending) {
+                    self.set_state(&resource, ResourceState::Offline, "offline", &mut actions);
+                    if let Some(group) = self.group_of(&resource) {
+                        self.advance(&group, &mut actions);
+                    }
+                }
+            }
+            Input::Failed { resource, reason } => {
+                if matches!(self.state(&resource), Some(ResourceState::Online | ResourceState::OnlinePending)) {
+                    self.fail(&resource, &reason, Severity::Restartable, now, &mut actions);
+                }
+            }
+            Input::RestartDue(resource) => {
+                let Some(group) = self.group_of(&resource) else { return actions };
+                if let Some(entry) = self.resources.get_mut(&resource) {
+                    entry.restart_pending = false;
+                }
+                if self.state(&resource) == Some(ResourceState::Failed) && !self.group_failed(&group) {
+                    self.set_state(&resource, ResourceState::Offline, "restarting", &mut actions);
+                    self.advance(&group, &mut actions);
+                }
+            }
+            Input::GroupRetryDue(group) => {
+                if self.group_failed(&group) {
+                    if let Some(entry) = self.groups.get_mut(&group) {
+                        entry.failed = false;
+                    }
+                    actions.push(group_state(&group, false, "retry period passed; trying again"));
+                    let members = self.groups.get(&group).map(|g| g.members.clone()).unwrap_or_default();
+                    for member in members {
+                        if let Some(entry) = self.resources.get_mut(&member) {
+                            entry.restarts.clear();
+                        }
+                        if self.state(&member) == Some(ResourceState::Failed) {
+                            self.set_state(&member, ResourceState::Offline, "group retry", &mut actions);
+                        }
+                    }
+                    self.advance(&group, &mut actions);
+                }
+            }
+        }
+        actions
+    }
+
+    fn fail(&mut self, resource: &str, reason: &str, severity: Severity, now: Instant, actions: &mut Vec<Action>) {
+        let Some(group) = self.group_of(resource) else { return };
+        let policy = self.groups[&group].policy;
+        self.set_state(resource, ResourceState::Failed, reason, actions);
+        actions.push(Action::StopProbes(resource.to_string()));
+        actions.push(Action::Terminate(resource.to_string()));
+        let Some(entry) = self.resources.get_mut(resource) else { return };
+        while entry.restarts.front().is_some_and(|at| now.duration_since(*at) > policy.restart_period) {
+            entry.restarts.pop_front();
+        }
+        let within_threshold = (entry.restarts.len() as u32) < policy.restart_threshold;
+        if severity == Severity::Restartable && within_threshold {
+            let exponent = entry.restarts.len() as i32;
+            entry.restarts.push_back(now);
+            entry.restart_pending = true;
+            let delay = policy.restart_delay.mul_f64(policy.restart_backoff.max(1.0).powi(exponent));
+            actions.push(Action::RestartCounted {
+                resource: resource.to_string(),
+                restarts_in_period: entry.restarts.len() as u32,
+            });
+            actions.push(Action::Schedule {
+                after: delay.min(policy.max_restart_delay),
+                input: Input::RestartDue(resource.to_string()),
+            });
+            // Dependents go offline first; they return when it is back.
+            self.advance(&group, actions);
+        } else {
+            let why = match severity {
+                Severity::Final => format!("resource `{resource}` failed and must not restart here: {reason}"),
+                Severity::Restartable => format!(
+                    "resource `{resource}` failed {} times within {}: {reason}",
+                    policy.restart_threshold + 1,
+                    humantime::format_duration(policy.restart_period)
+                ),
+            };
+            if let Some(group_entry) = self.groups.get_mut(&group) {
+                group_entry.failed = true;
+            }
+            actions.push(group_state(&group, true, &why));
+            actions.push(Action::Schedule { after: policy.retry_period, input: Input::GroupRetryDue(group.clone()) });
+            self.advance(&group, actions);
+        }
+    }
+
+    /// Starts every transition the group's wishes and states allow now.
+    fn advance(&mut self, group: &str, actions: &mut Vec<Action>) {
+        let Some(entry) = self.groups.get(group) else { return };
+        let group_failed = entry.failed;
+        let members = entry.members.clone();
+        // Offline first: a dependent goes offline before what it depends on.
+        for member in &members {
+            let wanted = self.resources[member].wanted_online && !group_failed;
+            let state = self.resources[member].state;
+            let dependency_down = self.resources[member]
+                .depends_on
+                .iter()
+                .any(|dep| self.resources.get(dep).is_some_and(|d| d.state != ResourceState::Online));
+            let must_stop = !wanted || dependency_down;
+            if state == ResourceState::Online && must_stop && self.dependents_down(member) {
+                let reason = if wanted { "a dependency is not online" } else { "offline requested" };
+                self.set_state(member, ResourceState::OfflinePending, reason, actions);
+                actions.push(Action::StopProbes(member.clone()));
+                actions.push(Action::Offline(member.clone()));
+            }
+        }
+        for member in &members {
+            let resource = &self.resources[member];
+            let startable = matches!(resource.state, ResourceState::Offline | ResourceState::Unknown);
+            if resource.wanted_online && !group_failed && startable && !resource.restart_pending {
+                let ready = resource
+                    .depends_on
+                    .iter()
+                    .all(|dep| self.resources.get(dep).is_some_and(|d| d.state == ResourceState::Online));
+                if ready {
+                    self.set_state(member, ResourceState::OnlinePending, "online requested", actions);
+                    actions.push(Action::Online(member.clone()));
+                }
+            }
+            // Not wanted, never probed: it is simply offline.
+            if !self.resources[member].wanted_online && self.resources[member].state == ResourceState::Unknown {
+                self.set_state(member, ResourceState::Offline, "not wanted online", actions);
+            }
+        }
+    }
+
+    fn dependents_down(&self, resource: &str) -> bool {
+        self.resources.iter().filter(|(_, entry)| entry.depends_on.iter().any(|dep| dep == resource)).all(
+            |(_, entry)| matches!(entry.state, ResourceState::Offline | ResourceState::Failed | ResourceState::Unknown),
+        )
+    }
+
+    fn want(&mut self, resource: &str, online: bool) {
+        if let Some(entry) = self.resources.get_mut(resource) {
+            entry.wanted_online = online;
+        }
+    }
+
+    fn group_of(&self, resource: &str) -> Option<String> {
+        self.resources.get(resource).map(|entry| entry.group.clone())
+    }
+
+    fn set_state(&mut self, resource: &str, to: ResourceState, reason: &str, actions: &mut Vec<Action>) {
+        if let Some(entry) = self.resources.get_mut(resource)
+            && entry.state != to
+        {
+            let from = std::mem::replace(&mut entry.state, to);
+            actions.push(Action::Transition { resource: resource.to_string(), from, to, reason: reason.to_string() });
+        }
+    }
+
+    /// `resource` and everything it depends on (or that depends on it), transitively.
+    fn closure(&self, resource: &str, direction: Direction) -> Vec<String> {
+        let mut found = vec![resource.to_string()];
+        let mut next = 0;
+        while next < found.len() {
+            let current = found[next].clone();
+            next += 1;
+            let neighbours: Vec<String> = match direction {
+                Direction::Dependencies => self.resources.get(&current).map(|e| e.depends_on.clone()).unwrap_or_default(),
+                Direction::Dependents => self
+                    .resources
+                    .iter()
+                    .filter(|(_, entry)| entry.depends_on.contains(&current))
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            };
+            for neighbour in neighbours {
+                if !found.contains(&neighbour) {
+                    found.push(neighbour);
+                }
+            }
+        }
+        found
+    }
+}
+
+enum Direction {
+    Dependencies,
+    Dependents,
+}
+
+fn group_state(group: &str, failed: bool, reason: &str) -> Action {
+    Action::GroupState { group: group.to_string(), failed, reason: reason.to_string() }
+}

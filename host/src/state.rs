@@ -1,0 +1,150 @@
+//! The node's state in an embedded store (redb) in its data directory: what
+//! an operator wanted online, the processes each resource spawned, restart
+//! history and the last transitions. It is what lets a restarted daemon
+//! adopt running resources instead of restarting them.
+//!
+//! Values are JSON, so the file stays readable with any redb tool and a
+//! field can be added without a migration.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::process::TrackedProcess;
+
+/// Groups an operator (or the first start) wanted online: group -> bool.
+const WANTED: TableDefinition<&str, &str> = TableDefinition::new("group_wanted_online");
+/// Processes each resource spawned: resource -> [TrackedProcess].
+const PROCESSES: TableDefinition<&str, &str> = TableDefinition::new("resource_processes");
+/// Restarts and the last transition of each resource: resource -> ResourceRecord.
+const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("resource_records");
+
+/// An error of the state store, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("state store {file}: {message}")]
+pub struct StateError {
+    /// The store's file.
+    pub file: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// What the node remembers of a resource besides its processes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ResourceRecord {
+    /// Restarts over the resource's life on this node.
+    pub restarts_total: u64,
+    /// Failures over its life on this node.
+    pub failures_total: u64,
+    /// The last transition, as "from -> to: reason".
+    pub last_transition: String,
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub last_transition_unix_ms: u64,
+}
+
+/// The node's state store.
+pub struct StateStore {
+    database: Database,
+    file: String,
+}
+
+impl StateStore {
+    /// Opens (or creates) `steward.redb` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<StateStore, StateError> {
+        let path = data_dir.join("steward.redb");
+        let file = path.display().to_string();
+        let fail = |message: String| StateError { file: file.clone(), message };
+        std::fs::create_dir_all(data_dir).map_err(|e| fail(format!("cannot create the data directory: {e}")))?;
+        let database = Database::create(&path).map_err(|e| fail(e.to_string()))?;
+        let store = StateStore { database, file };
+        // Create the tables once, so reads never meet a missing table.
+        let write = store.database.begin_write().map_err(|e| store.error(e))?;
+        for table in [WANTED, PROCESSES, RECORDS] {
+            write.open_table(table).map_err(|e| store.error(e))?;
+        }
+        write.commit().map_err(|e| store.error(e))?;
+        Ok(store)
+    }
+
+    /// Whether `group` was last wanted online; none if never recorded.
+    pub fn group_wanted(&self, group: &str) -> Result<Option<bool>, StateError> {
+        self.get(WANTED, group)
+    }
+
+    /// Records whether `group` is wanted online.
+    pub fn set_group_wanted(&self, group: &str, online: bool) -> Result<(), StateError> {
+        self.put(WANTED, group, &online)
+    }
+
+    /// The processes `resource` spawned, as last recorded.
+    pub fn processes(&self, resource: &str) -> Result<Vec<TrackedProcess>, StateError> {
+        Ok(self.get(PROCESSES, resource)?.unwrap_or_default())
+    }
+
+    /// Records the processes `resource` runs now.
+    pub fn set_processes(&self, resource: &str, processes: &[TrackedProcess]) -> Result<(), StateError> {
+        self.put(PROCESSES, resource, &processes)
+    }
+
+    /// What is remembered of `resource`.
+    pub fn record(&self, resource: &str) -> Result<ResourceRecord, StateError> {
+        Ok(self.get(RECORDS, resource)?.unwrap_or_default())
+    }
+
+    /// Replaces what is remembered of `resource`.
+    pub fn set_record(&self, resource: &str, record: &ResourceRecord) -> Result<(), StateError> {
+        self.put(RECORDS, resource, record)
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+    ) -> Result<Option<T>, StateError> {
+        let read = self.database.begin_read().map_err(|e| self.error(e))?;
+        let table = read.open_table(table).map_err(|e| self.error(e))?;
+        let Some(value) = table.get(key).map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_str(value.value()).map(Some).map_err(|e| self.error(format!("key `{key}`: {e}")))
+    }
+
+    fn put<T: Serialize + ?Sized>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let json = serde_json::to_string(value).map_err(|e| self.error(e))?;
+        let write = self.database.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut table = write.open_table(table).map_err(|e| self.error(e))?;
+            table.insert(key, json.as_str()).map_err(|e| self.error(e))?;
+        }
+        write.commit().map_err(|e| self.error(e))
+    }
+
+    fn error(&self, error: impl std::fmt::Display) -> StateError {
+        StateError { file: self.file.clone(), message: error.to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = StateStore::open(dir.path()).expect("open");
+            store.set_group_wanted("g", true).expect("write");
+            store.set_processes("r", &[TrackedProcess { pid: 42, start_time: 7 }]).expect("write");
+        }
+        let store = StateStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.group_wanted("g").expect("read"), Some(true));
+        assert_eq!(store.group_wanted("other").expect("read"), None);
+        assert_eq!(store.processes("r").expect("read"), vec![TrackedProcess { pid: 42, start_time: 7 }]);
+    }
+}
