@@ -414,3 +414,138 @@ enum Direction {
 fn group_state(group: &str, failed: bool, reason: &str) -> Action {
     Action::GroupState { group: group.to_string(), failed, reason: reason.to_string() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GroupConfig, LogFormat, ResourceConfig, TimingOverrides};
+
+    /// Group `g`: `web` depends on `disk`.
+    fn engine(policy: Policy) -> PolicyEngine {
+        let resource = |name: &str, depends_on: &[&str]| ResourceConfig {
+            name: name.into(),
+            type_name: "dummy".into(),
+            properties: Vec::new(),
+            grants: Default::default(),
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+            timing: TimingOverrides::default(),
+            memory_limit_mib: None,
+            defined_at: "test".into(),
+        };
+        let config = NodeConfig {
+            file: "test.toml".into(),
+            name: "n".into(),
+            plugin_dir: "p".into(),
+            data_dir: "d".into(),
+            api: "127.0.0.1:1".parse().expect("address"),
+            log_format: LogFormat::Text,
+            leave_running_on_stop: false,
+            resources: vec![resource("disk", &[]), resource("web", &["disk"])],
+            groups: vec![GroupConfig {
+                name: "g".into(),
+                resources: vec!["disk".into(), "web".into()],
+                policy,
+                autostart: true,
+            }],
+        };
+        PolicyEngine::new(&config)
+    }
+
+    fn calls(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Online(r) => Some(format!("online {r}")),
+                Action::Offline(r) => Some(format!("offline {r}")),
+                Action::Terminate(r) => Some(format!("terminate {r}")),
+                Action::Schedule { after, input } => Some(format!("after {after:?}: {input:?}")),
+                Action::GroupState { failed, .. } => Some(format!("group failed={failed}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn online(engine: &mut PolicyEngine, now: Instant) {
+        engine.handle(Input::GroupOnline("g".into()), now);
+        engine.handle(Input::OnlineDone { resource: "disk".into(), result: Ok(()) }, now);
+        engine.handle(Input::OnlineDone { resource: "web".into(), result: Ok(()) }, now);
+        assert_eq!(engine.state("web"), Some(ResourceState::Online));
+    }
+
+    #[test]
+    fn online_follows_dependencies() {
+        let mut engine = engine(Policy::default());
+        let now = Instant::now();
+        assert_eq!(calls(&engine.handle(Input::GroupOnline("g".into()), now)), ["online disk"]);
+        let done = Input::OnlineDone { resource: "disk".into(), result: Ok(()) };
+        assert_eq!(calls(&engine.handle(done, now)), ["online web"]);
+    }
+
+    #[test]
+    fn offline_goes_in_reverse_dependency_order() {
+        let mut engine = engine(Policy::default());
+        let now = Instant::now();
+        online(&mut engine, now);
+        assert_eq!(calls(&engine.handle(Input::GroupOffline("g".into()), now)), ["offline web"]);
+        assert_eq!(calls(&engine.handle(Input::OfflineDone { resource: "web".into() }, now)), ["offline disk"]);
+    }
+
+    #[test]
+    fn a_failed_dependency_takes_its_dependents_offline_and_restarts_with_backoff() {
+        let mut engine = engine(Policy::default());
+        let now = Instant::now();
+        online(&mut engine, now);
+        let failed = Input::Failed { resource: "disk".into(), reason: "gone".into() };
+        assert_eq!(
+            calls(&engine.handle(failed.clone(), now)),
+            ["terminate disk", "after 500ms: RestartDue(\"disk\")", "offline web"]
+        );
+        engine.handle(Input::OfflineDone { resource: "web".into() }, now);
+        assert_eq!(calls(&engine.handle(Input::RestartDue("disk".into()), now)), ["online disk"]);
+        engine.handle(Input::OnlineDone { resource: "disk".into(), result: Ok(()) }, now);
+        assert_eq!(engine.state("web"), Some(ResourceState::OnlinePending), "the dependent returns");
+        let second = calls(&engine.handle(failed, now + Duration::from_secs(1)));
+        assert!(second.contains(&"after 1s: RestartDue(\"disk\")".to_string()), "{second:?}");
+    }
+
+    #[test]
+    fn past_the_threshold_the_group_fails_and_is_retried_later() {
+        let policy = Policy { restart_threshold: 1, ..Policy::default() };
+        let mut engine = engine(policy);
+        let now = Instant::now();
+        online(&mut engine, now);
+        let failed = Input::Failed { resource: "web".into(), reason: "crash".into() };
+        engine.handle(failed.clone(), now);
+        engine.handle(Input::RestartDue("web".into()), now);
+        engine.handle(Input::OnlineDone { resource: "web".into(), result: Ok(()) }, now);
+        let actions = calls(&engine.handle(failed, now));
+        assert!(actions.contains(&"group failed=true".to_string()), "{actions:?}");
+        assert!(actions.contains(&"after 3600s: GroupRetryDue(\"g\")".to_string()), "{actions:?}");
+        assert!(actions.contains(&"offline disk".to_string()), "the rest of the group goes offline: {actions:?}");
+        assert!(engine.group_failed("g"));
+        engine.handle(Input::OfflineDone { resource: "disk".into() }, now);
+        let retry = calls(&engine.handle(Input::GroupRetryDue("g".into()), now));
+        assert_eq!(retry, ["group failed=false", "online disk"]);
+    }
+
+    #[test]
+    fn a_fatal_error_fails_the_group_without_restarts() {
+        let mut engine = engine(Policy::default());
+        let now = Instant::now();
+        engine.handle(Input::GroupOnline("g".into()), now);
+        let fatal = Input::OnlineDone { resource: "disk".into(), result: Err(("broken".into(), Severity::Final)) };
+        let actions = calls(&engine.handle(fatal, now));
+        assert!(actions.contains(&"group failed=true".to_string()), "{actions:?}");
+        assert!(!actions.iter().any(|a| a.contains("RestartDue")), "{actions:?}");
+    }
+
+    #[test]
+    fn stale_results_are_ignored() {
+        let mut engine = engine(Policy::default());
+        let now = Instant::now();
+        let stale = Input::OnlineDone { resource: "web".into(), result: Ok(()) };
+        assert!(engine.handle(stale, now).is_empty());
+        let probe = Input::Failed { resource: "web".into(), reason: "late probe".into() };
+        assert!(engine.handle(probe, now).is_empty());
+    }
+}

@@ -3,6 +3,7 @@
 
 mod cli;
 mod containment;
+mod daemon;
 mod generic_app;
 mod plugins;
 mod tidy;

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod daemon;
+
 use steward::bindings::CallContext;
 use steward::monitor::{Monitor, ResourceHandle, ResourceSpec};
 use steward::plugin::Plugin;

@@ -1,0 +1,204 @@
+//! A real `steward daemon` in a temporary directory, for integration tests:
+//! it writes the config and copies the plugins, starts the binary on a free
+//! loopback port, and talks to it over real HTTP. Dropping it kills it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::{guest_wasm, steward_binary};
+
+/// A daemon under test.
+pub struct Daemon {
+    /// Its directory (config, plugins, data, log).
+    pub dir: tempfile::TempDir,
+    /// Its API address.
+    pub api: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes `config` (with `{dir}` replaced by the directory and `{api}`
+    /// by a free loopback address) beside the `plugins` components, and
+    /// starts the daemon; waits until its API answers.
+    pub async fn start(config: &str, plugins: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
+        for plugin in plugins {
+            std::fs::copy(guest_wasm(plugin), dir.path().join("plugins").join(format!("{plugin}.wasm")))
+                .expect("copy plugin");
+        }
+        let api = free_address();
+        let config = config.replace("{dir}", &dir.path().display().to_string()).replace("{api}", &api);
+        std::fs::write(dir.path().join("steward.toml"), config).expect("write config");
+        let mut daemon = Daemon { dir, api, child: None };
+        daemon.spawn().await;
+        daemon
+    }
+
+    /// Starts the daemon process again (after [`Daemon::kill9`] or [`Daemon::terminate`]).
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log file");
+        let child = Command::new(steward_binary())
+            .args(["daemon", "--config"])
+            .arg(self.dir.path().join("steward.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the daemon starts");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if reqwest::get(self.url("/v1/status")).await.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the daemon exited with {status}: {}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the daemon's API did not answer within 30 s: {}", self.log());
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// A path inside the daemon's directory.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// The URL of an API path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// GETs a JSON document.
+    pub async fn get(&self, path: &str) -> Value {
+        let response = reqwest::get(self.url(path)).await.expect("GET");
+        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        response.json().await.expect("JSON")
+    }
+
+    /// POSTs and returns the status and JSON body.
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::Client::new().post(self.url(path)).send().await.expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The state of a resource.
+    pub async fn state(&self, resource: &str) -> String {
+        self.get(&format!("/v1/resources/{resource}")).await["state"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The state of a group.
+    pub async fn group_state(&self, group: &str) -> String {
+        self.get(&format!("/v1/groups/{group}")).await["state"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits up to `limit` until `group` is in `state`.
+    pub async fn wait_group(&self, group: &str, state: &str, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.group_state(group).await != state {
+            assert!(Instant::now() < until, "group `{group}` did not become {state}: {}", self.status_text().await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `steward status` output, from the real CLI.
+    pub async fn status_text(&self) -> String {
+        let output = self.cli(&["status"]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(steward_binary()).args(args).args(["--api", &self.api]).output().expect("the CLI runs")
+    }
+
+    /// Every event so far (the daemon's recent history), in order.
+    pub async fn events(&self) -> Vec<Value> {
+        self.get("/v1/status").await["recent_events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Collects events from the SSE stream (history first) until `done`
+    /// returns true for one, or `limit` passes.
+    pub async fn follow_events(&self, limit: Duration, mut done: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let response = reqwest::get(self.url("/v1/events?history=true")).await.expect("events");
+        let mut stream = response.bytes_stream();
+        let mut buffer = String::new();
+        let mut events = Vec::new();
+        let until = tokio::time::Instant::now() + limit;
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(until, stream.next()).await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                if let Some(data) = frame.lines().find_map(|line| line.strip_prefix("data:")) {
+                    let event: Value = serde_json::from_str(data.trim()).expect("event JSON");
+                    let finished = done(&event);
+                    events.push(event);
+                    if finished {
+                        return events;
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// The pid of the daemon.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the daemon to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running daemon");
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        child.wait().expect("the daemon exits")
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A loopback address no one listens on now.
+pub fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+/// The native binary `name` built in the workspace (by `cargo xtask test`).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let path = crate::workspace_root().join("target/debug").join(name);
+    assert!(path.is_file(), "{} is missing: run `cargo xtask test`", path.display());
+    path
+}
