@@ -103,8 +103,13 @@ struct StatusBody {
 async fn status(State(view): State<Arc<NodeView>>) -> Result<Json<StatusBody>, ApiError> {
     let groups = read(&view.groups)?.values().cloned().collect();
     let resources = read(&view.resources)?.values().cloned().collect();
-    let recent_events =
-        view.recent.lock().map_err(|_| ApiError::internal("event history lock poisoned".into()))?.iter().cloned().collect();
+    let recent_events = view
+        .recent
+        .lock()
+        .map_err(|_| ApiError::internal("event history lock poisoned".into()))?
+        .iter()
+        .cloned()
+        .collect();
     Ok(Json(StatusBody { node: view.node_name.clone(), groups, resources, recent_events }))
 }
 
@@ -257,7 +262,12 @@ async fn metrics(State(view): State<Arc<NodeView>>) -> Result<Response, ApiError
                 "steward_failures_total" => counters.failures_total.load(Ordering::Relaxed) as f64,
                 _ => f64::from(u8::from(resource.state == crate::policy::ResourceState::Online)),
             };
-            let _ = writeln!(out, "{family}{{resource=\"{}\",group=\"{}\"}} {value}", escape(name), escape(&resource.group));
+            let _ = writeln!(
+                out,
+                "{family}{{resource=\"{}\",group=\"{}\"}} {value}",
+                escape(name),
+                escape(&resource.group)
+            );
         }
     }
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())

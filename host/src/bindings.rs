@@ -17,10 +17,10 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::steward::resource::resource_type::{self as guest, Guest as ResourceTypeGuest};
-pub use steward::resource::host::{LogLevel, NodeIdentity};
-pub use steward::resource::process::{ProcessError, ProcessStatus, Signal, SpawnRequest};
-pub use steward::resource::types::{
+pub use self::exports::steward::resource::resource_type::{self as guest, Guest as ResourceTypeGuest};
+pub use self::steward::resource::host::{LogLevel, NodeIdentity};
+pub use self::steward::resource::process::{ProcessError, ProcessStatus, Signal, SpawnRequest};
+pub use self::steward::resource::types::{
     CallContext, Capability, CheckLevel, ClusterEvent, Error as PluginError, GroupMove, Health, Problem, PropertyKind,
     PropertySpec, Timing, TypeInfo,
 };

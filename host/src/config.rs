@@ -254,14 +254,20 @@ fn collect(
         let directories = grants
             .directories
             .into_iter()
-            .map(|dir| DirectoryGrant { host_path: base.join(dir.host), guest_path: dir.guest, read_only: dir.read_only })
+            .map(|dir| DirectoryGrant {
+                host_path: base.join(dir.host),
+                guest_path: dir.guest,
+                read_only: dir.read_only,
+            })
             .collect();
         let network = grants
             .network
             .iter()
             .map(|addr| {
                 addr.parse::<SocketAddr>().map_err(|_| {
-                    fail(format!("grants.network: `{addr}` is not IP:PORT (names are not resolved), e.g. 127.0.0.1:8080"))
+                    fail(format!(
+                        "grants.network: `{addr}` is not IP:PORT (names are not resolved), e.g. 127.0.0.1:8080"
+                    ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -341,7 +347,9 @@ fn check_structure(config: &NodeConfig) -> Result<(), ConfigError> {
                 Some(other) if other != group => {
                     return Err(resource_error(
                         resource,
-                        format!("depends_on: `{dependency}` is in group `{other}`, not `{group}`; dependencies stay inside a group"),
+                        format!(
+                            "depends_on: `{dependency}` is in group `{other}`, not `{group}`; dependencies stay inside a group"
+                        ),
                     ));
                 }
                 Some(_) => {}

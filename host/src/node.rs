@@ -189,7 +189,9 @@ impl Ownership for SingleNode {
 /// caller reports: a bad file never stops the node).
 pub async fn load_plugins(runtime: &Arc<Runtime>, dir: &Path) -> (BTreeMap<String, Arc<Plugin>>, Vec<PluginView>) {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "wasm")).collect(),
+        Ok(entries) => {
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "wasm")).collect()
+        }
         Err(error) => {
             tracing::error!(dir = %dir.display(), %error, "cannot read the plugin directory");
             Vec::new()
@@ -406,9 +408,11 @@ impl Node {
             self.execute(actions);
         }
         let deadline = Instant::now() + Timeouts::default().pending * 2;
-        while self.handles.keys().any(|r| {
-            matches!(self.engine.state(r), Some(ResourceState::Online | ResourceState::OfflinePending))
-        }) && Instant::now() < deadline
+        while self
+            .handles
+            .keys()
+            .any(|r| matches!(self.engine.state(r), Some(ResourceState::Online | ResourceState::OfflinePending)))
+            && Instant::now() < deadline
         {
             match tokio::time::timeout(Duration::from_secs(1), self.receiver.recv()).await {
                 Ok(Some(input @ Input::OfflineDone { .. })) => self.apply(input),
@@ -486,9 +490,11 @@ impl Node {
                     });
                 }
                 Action::RestartCounted { resource, restarts_in_period } => {
-                    let total = self.view.metrics.get(&resource).map_or(0, |m| {
-                        m.restarts_total.fetch_add(1, Ordering::Relaxed) + 1
-                    });
+                    let total = self
+                        .view
+                        .metrics
+                        .get(&resource)
+                        .map_or(0, |m| m.restarts_total.fetch_add(1, Ordering::Relaxed) + 1);
                     if let Some(view) = self.view.resources.write().ok().as_mut().and_then(|r| r.get_mut(&resource)) {
                         view.restarts_in_period = restarts_in_period;
                         view.restarts_total = total;
@@ -701,7 +707,9 @@ async fn probe_until_failure(
         match outcome {
             Ok((true, _)) => {}
             Ok((false, reason)) if !thorough => match handle.is_alive(CheckLevel::Thorough).await {
-                Ok(health) if health.alive => tracing::info!(resource = handle.name(), "looks-alive false, is-alive true"),
+                Ok(health) if health.alive => {
+                    tracing::info!(resource = handle.name(), "looks-alive false, is-alive true")
+                }
                 Ok(health) => return format!("{reason}; is-alive: {}", health.reason),
                 Err(error) => return error.to_string(),
             },

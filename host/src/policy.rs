@@ -388,7 +388,9 @@ impl PolicyEngine {
             let current = found[next].clone();
             next += 1;
             let neighbours: Vec<String> = match direction {
-                Direction::Dependencies => self.resources.get(&current).map(|e| e.depends_on.clone()).unwrap_or_default(),
+                Direction::Dependencies => {
+                    self.resources.get(&current).map(|e| e.depends_on.clone()).unwrap_or_default()
+                }
                 Direction::Dependents => self
                     .resources
                     .iter()

@@ -97,11 +97,7 @@ impl StateStore {
         self.put(RECORDS, resource, record)
     }
 
-    fn get<T: DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &str>,
-        key: &str,
-    ) -> Result<Option<T>, StateError> {
+    fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>, key: &str) -> Result<Option<T>, StateError> {
         let read = self.database.begin_read().map_err(|e| self.error(e))?;
         let table = read.open_table(table).map_err(|e| self.error(e))?;
         let Some(value) = table.get(key).map_err(|e| self.error(e))? else {

@@ -21,9 +21,7 @@ fn demo_config() -> String {
 
 async fn demo() -> Daemon {
     let config = demo_config();
-    let daemon = Daemon::start(&config, &["file_marker", "generic_app", "http_check"]).await;
-    std::fs::create_dir_all(daemon.path("state")).expect("state dir");
-    daemon
+    Daemon::start(&config, &["file_marker", "generic_app", "http_check"]).await
 }
 
 fn transitions_to<'a>(events: &'a [Value], state: &str) -> Vec<&'a str> {
@@ -42,9 +40,8 @@ async fn notepad_pid(daemon: &Daemon) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_group_comes_online_in_dependency_order() {
     let daemon = demo().await;
-    let events = daemon
-        .follow_events(Duration::from_secs(20), |e| e["resource"] == "notepad-http" && e["to"] == "online")
-        .await;
+    let events =
+        daemon.follow_events(Duration::from_secs(20), |e| e["resource"] == "notepad-http" && e["to"] == "online").await;
     let online = transitions_to(&events, "online");
     assert_eq!(online, ["notes-dir", "notepad", "notepad-http"], "events: {events:#?}\nlog: {}", daemon.log());
     assert_eq!(daemon.group_state("ha-notepad").await, "online");
@@ -110,10 +107,14 @@ async fn sigterm_takes_groups_offline_in_reverse_dependency_order() {
     assert!(status.success(), "{status}");
     assert!(!process_running(pid), "the program was stopped");
     let log = daemon.log();
-    let order: Vec<&str> = ["resource=notepad-http from=OfflinePending to=Offline", "resource=notepad from=OfflinePending to=Offline", "resource=notes-dir from=OfflinePending to=Offline"]
-        .iter()
-        .map(|needle| log.find(needle).map(|_| *needle).unwrap_or("missing"))
-        .collect();
+    let order: Vec<&str> = [
+        "resource=notepad-http from=OfflinePending to=Offline",
+        "resource=notepad from=OfflinePending to=Offline",
+        "resource=notes-dir from=OfflinePending to=Offline",
+    ]
+    .iter()
+    .map(|needle| log.find(needle).map(|_| *needle).unwrap_or("missing"))
+    .collect();
     assert!(!order.contains(&"missing"), "{log}");
     let positions: Vec<usize> = order.iter().filter_map(|needle| log.find(needle)).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "offline order is reversed dependency order: {log}");
@@ -171,7 +172,8 @@ async fn a_hostile_group_leaves_another_groups_probes_on_time_and_signals_act_at
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    let metrics_text = || async { reqwest::get(daemon.url("/metrics")).await.expect("metrics").text().await.expect("text") };
+    let metrics_text =
+        || async { reqwest::get(daemon.url("/metrics")).await.expect("metrics").text().await.expect("text") };
     let before = probes(&metrics_text().await);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = probes(&metrics_text().await);
@@ -191,7 +193,8 @@ async fn a_hostile_group_leaves_another_groups_probes_on_time_and_signals_act_at
         .iter()
         .find(|e| e["kind"] == "transition" && e["resource"] == "signaller" && e["to"] == "failed")
         .unwrap_or_else(|| panic!("no failure transition: {events:#?}"));
-    let latency_us = failed["uptime_us"].as_u64().unwrap_or(0).saturating_sub(signal["uptime_us"].as_u64().unwrap_or(0));
+    let latency_us =
+        failed["uptime_us"].as_u64().unwrap_or(0).saturating_sub(signal["uptime_us"].as_u64().unwrap_or(0));
     assert!(latency_us < 50_000, "recovery began {latency_us} us after the signal");
     assert!(failed["reason"].as_str().unwrap_or_default().contains("signalled"), "{failed}");
 }

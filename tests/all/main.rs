@@ -5,5 +5,6 @@ mod cli;
 mod containment;
 mod daemon;
 mod generic_app;
+mod network;
 mod plugins;
 mod tidy;

@@ -21,12 +21,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Writes `config` (with `{dir}` replaced by the directory and `{api}`
-    /// by a free loopback address) beside the `plugins` components, and
+    /// Writes `config` (with `{dir}` replaced by the directory, which has an
+    /// empty `state/`, and `{api}` by a free loopback address) beside the
+    /// `plugins` components, and
     /// starts the daemon; waits until its API answers.
     pub async fn start(config: &str, plugins: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
+        // `plugins/` for the components, `state/` for directory grants.
+        for sub in ["plugins", "state"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("daemon subdirectory");
+        }
         for plugin in plugins {
             std::fs::copy(guest_wasm(plugin), dir.path().join("plugins").join(format!("{plugin}.wasm")))
                 .expect("copy plugin");

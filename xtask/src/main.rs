@@ -4,9 +4,10 @@
 //!   (`tests/fixtures/*`) as a `wasm32-wasip2` component, once, into
 //!   `target/wasm32-wasip2/guest/`;
 //! - `test`: build the guests and the `steward` binary, then run every test;
-//! - `demo`: build everything and show the sample plugins working;
-//! - `bench`: build the guests, run the monitor benchmark (release build),
-//!   which writes `target/bench/monitor.json`.
+//! - `demo`: build everything and start a node daemon on the demo
+//!   configuration (`demo/steward.toml.in`) in `target/demo`;
+//! - `bench`: build the guests, run the benchmarks (release build), which
+//!   write `target/bench/monitor.json` and `target/bench/daemon.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -68,7 +69,8 @@ fn build_guests() -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    run(cargo().args(["build", "-p", "steward"]))?;
+    // The tests run the real binaries: the daemon and the demo's program.
+    run(cargo().args(["build", "-p", "steward", "-p", "notepad"]))?;
     let mut command = cargo();
     command.arg("test");
     for name in NATIVE_CRATES {
@@ -77,38 +79,49 @@ fn test() -> Result<(), String> {
     run(&mut command)
 }
 
+/// The demo's fixed addresses: the daemon's API (the CLI's default) and the notepad.
+const DEMO_API: &str = "127.0.0.1:7700";
+const DEMO_NOTEPAD: &str = "127.0.0.1:7780";
+/// The plugins the demo node gets.
+const DEMO_PLUGINS: &[&str] = &["dummy", "file_marker", "generic_app", "http_check", "tcp_check"];
+
+/// Starts a node daemon on the demo configuration, in `target/demo`, in the
+/// foreground; its state survives between runs, so a second run adopts what
+/// the first left running.
 fn demo() -> Result<(), String> {
-    run(cargo().args(["build", "-p", "steward"]))?;
-    let guests = root().join("target").join(GUEST_TARGET).join(GUEST_PROFILE);
-    let steward = root().join("target/debug/steward");
-    let state = std::env::temp_dir().join("steward-demo-state");
-    std::fs::create_dir_all(&state).map_err(|e| format!("{}: {e}", state.display()))?;
-    let state_grant = format!("{}:/state", state.display());
-    let runs: [(&str, Vec<String>); 3] = [
-        ("dummy", vec!["--prop".into(), "online-delay-ms=20".into()]),
-        (
-            "generic_app",
-            vec![
-                "--prop".into(),
-                "program=/bin/sleep".into(),
-                "--prop".into(),
-                "args=300".into(),
-                "--allow-program".into(),
-                "/bin/sleep".into(),
-            ],
-        ),
-        ("file_marker", vec!["--prop".into(), "path=/state/demo.online".into(), "--grant-dir".into(), state_grant]),
-    ];
-    for (plugin, args) in runs {
-        println!("\n$ steward plugin check {plugin}.wasm {}", args.join(" "));
-        let file = guests.join(format!("{plugin}.wasm"));
-        run(Command::new(&steward).args(["plugin", "check"]).arg(file).args(&args))?;
+    run(cargo().args(["build", "-p", "steward", "-p", "notepad"]))?;
+    let root = root();
+    let guests = root.join("target").join(GUEST_TARGET).join(GUEST_PROFILE);
+    let demo = root.join("target/demo");
+    let plugins = demo.join("plugins");
+    for dir in [&plugins, &demo.join("state")] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    Ok(())
+    for plugin in DEMO_PLUGINS {
+        let from = guests.join(format!("{plugin}.wasm"));
+        std::fs::copy(&from, plugins.join(format!("{plugin}.wasm"))).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
+    let template = root.join("demo/steward.toml.in");
+    let config = std::fs::read_to_string(&template)
+        .map_err(|e| format!("{}: {e}", template.display()))?
+        .replace("{dir}", &demo.display().to_string())
+        .replace("{api}", DEMO_API)
+        .replace("{notepad}", &root.join("target/debug/notepad").display().to_string())
+        .replace("{notepad_addr}", DEMO_NOTEPAD);
+    let config_file = demo.join("steward.toml");
+    std::fs::write(&config_file, config).map_err(|e| format!("{}: {e}", config_file.display()))?;
+    let steward = root.join("target/debug/steward");
+    println!("Starting the demo node; in another terminal try:");
+    println!("  target/debug/steward status");
+    println!("  curl http://{DEMO_NOTEPAD}/ ; curl -X PUT --data 'hello' http://{DEMO_NOTEPAD}/");
+    println!("  kill $(pgrep -f 'notepad --listen')      # and watch it come back");
+    println!("  target/debug/steward events --history");
+    println!("Stop it with Ctrl-C (SIGTERM/SIGINT take the group offline).\n");
+    run(Command::new(steward).args(["daemon", "--config"]).arg(&config_file))
 }
 
 fn bench() -> Result<(), String> {
-    run(cargo().args(["bench", "-p", "steward", "--bench", "monitor"]))
+    run(cargo().args(["bench", "-p", "steward", "--bench", "monitor", "--bench", "daemon"]))
 }
 
 fn cargo() -> Command {

@@ -30,7 +30,13 @@ pub async fn status(api: &ApiArgs) -> anyhow::Result<ExitCode> {
     println!("{:<16} {:<8} {:<32} REASON", "GROUP", "STATE", "RESOURCES");
     for group in body["groups"].as_array().into_iter().flatten() {
         let members: Vec<String> = group["resources"].as_array().into_iter().flatten().map(text).collect();
-        println!("{:<16} {:<8} {:<32} {}", text(&group["name"]), text(&group["state"]), members.join(", "), text(&group["reason"]));
+        println!(
+            "{:<16} {:<8} {:<32} {}",
+            text(&group["name"]),
+            text(&group["state"]),
+            members.join(", "),
+            text(&group["reason"])
+        );
     }
     println!();
     println!("{:<16} {:<14} {:<12} {:<15} {:>8}  REASON", "RESOURCE", "TYPE", "GROUP", "STATE", "RESTARTS");
@@ -71,7 +77,9 @@ pub async fn plugin_list(api: &ApiArgs) -> anyhow::Result<ExitCode> {
     for plugin in body.as_array().into_iter().flatten() {
         match plugin.get("error") {
             Some(error) => println!("{:<16} {:<10} {}  ERROR: {}", "-", "-", text(&plugin["file"]), text(error)),
-            None => println!("{:<16} {:<10} {}", text(&plugin["type"]), text(&plugin["version"]), text(&plugin["file"])),
+            None => {
+                println!("{:<16} {:<10} {}", text(&plugin["type"]), text(&plugin["version"]), text(&plugin["file"]))
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -99,7 +107,14 @@ pub async fn events(api: &ApiArgs, history: bool) -> anyhow::Result<ExitCode> {
                 _ => String::new(),
             };
             let subject = event.get("resource").map(text).unwrap_or_else(|| text(&event["group"]));
-            println!("{:>5} {:<18} {:<12} {:<26} {}", text(&event["seq"]), text(&event["kind"]), subject, change, text(&event["reason"]));
+            println!(
+                "{:>5} {:<18} {:<12} {:<26} {}",
+                text(&event["seq"]),
+                text(&event["kind"]),
+                subject,
+                change,
+                text(&event["reason"])
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -46,7 +46,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         for error in &errors {
             eprintln!("error: {error}");
         }
-        eprintln!("the daemon did not start: fix the {} error(s) above (`steward validate` checks without starting)", errors.len());
+        eprintln!(
+            "the daemon did not start: fix the {} error(s) above (`steward validate` checks without starting)",
+            errors.len()
+        );
         return Ok(ExitCode::FAILURE);
     }
     let store = StateStore::open(&config.data_dir)?;

@@ -1,0 +1,175 @@
+//! The node daemon benchmark: a real `steward daemon` (release build) with
+//! N `dummy` resources probed with looks-alive every second, measured from
+//! outside through `/proc`; and the latency from a plugin's
+//! `signal-failure` to its restart beginning. Writes
+//! `target/bench/daemon.json` (the 10,000-resource figures at the top level,
+//! the 1,000-resource ones under `n1000`) and prints it. Run it with
+//! `cargo xtask bench`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Resources per group: groups are the unit of policy, not of density.
+const RESOURCES_PER_GROUP: usize = 100;
+/// How long CPU time is sampled once every resource is online.
+const SAMPLE: Duration = Duration::from_secs(20);
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
+    let guests = root.join("target/wasm32-wasip2/guest");
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    let mut figures = serde_json::Map::new();
+    let small = tokio.block_on(density(&guests, 1_000));
+    let large = tokio.block_on(density(&guests, 10_000));
+    for (key, value) in large.as_object().into_iter().flatten() {
+        figures.insert(key.clone(), value.clone());
+    }
+    figures.insert("n1000".into(), small);
+    figures.insert("signal_to_restart_ms".into(), json!(tokio.block_on(signal_to_restart_ms(&guests))));
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    let text = serde_json::to_string_pretty(&Value::Object(figures)).expect("json");
+    std::fs::write(out.join("daemon.json"), format!("{text}\n")).expect("write daemon.json");
+    println!("{text}\nwrote {}", out.join("daemon.json").display());
+}
+
+struct Daemon {
+    child: Child,
+    api: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+async fn start(guests: &Path, plugins: &[&str], body: &str) -> Daemon {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins");
+    for plugin in plugins {
+        std::fs::copy(guests.join(format!("{plugin}.wasm")), dir.path().join(format!("plugins/{plugin}.wasm")))
+            .unwrap_or_else(|e| panic!("{plugin}.wasm: {e} (run `cargo xtask guests` first)"));
+    }
+    let api = free_address();
+    let config =
+        format!("[node]\nname = \"bench\"\nplugin_dir = \"plugins\"\ndata_dir = \"data\"\napi = \"{api}\"\n\n{body}");
+    std::fs::write(dir.path().join("steward.toml"), config).expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["daemon", "--config"])
+        .arg(dir.path().join("steward.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon starts");
+    Daemon { child, api, _dir: dir }
+}
+
+async fn get(daemon: &Daemon, path: &str) -> Option<Value> {
+    reqwest::get(format!("http://{}{path}", daemon.api)).await.ok()?.json().await.ok()
+}
+
+async fn wait_online(daemon: &Daemon, count: usize) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Some(resources) = get(daemon, "/v1/resources").await {
+            let online = resources.as_array().map_or(0, |r| r.iter().filter(|r| r["state"] == "online").count());
+            if online == count {
+                return started.elapsed();
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "resources did not come online");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// User plus system CPU time of `pid`, from `/proc/PID/stat`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    // After the command: utime and stime are fields 14 and 15 overall.
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / rustix::param::clock_ticks_per_second() as f64
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+async fn density(guests: &Path, count: usize) -> Value {
+    let mut body = String::new();
+    for group in 0..count.div_ceil(RESOURCES_PER_GROUP) {
+        let members: Vec<String> = (0..RESOURCES_PER_GROUP)
+            .map(|i| group * RESOURCES_PER_GROUP + i)
+            .filter(|i| *i < count)
+            .map(|i| format!("\"d{i}\""))
+            .collect();
+        for member in &members {
+            body.push_str(&format!(
+                "[[resource]]\nname = {member}\ntype = \"dummy\"\nlooks_alive_interval = \"1s\"\nis_alive_interval = \"60s\"\n\n"
+            ));
+        }
+        body.push_str(&format!("[[group]]\nname = \"g{group}\"\nresources = [{}]\n\n", members.join(", ")));
+    }
+    let daemon = start(guests, &["dummy"], &body).await;
+    let startup = wait_online(&daemon, count).await;
+    // Let the probe timers spread and the allocator settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = daemon.child.id();
+    let before = cpu_seconds(pid);
+    let started = Instant::now();
+    tokio::time::sleep(SAMPLE).await;
+    let cpu = (cpu_seconds(pid) - before) / started.elapsed().as_secs_f64() * 100.0;
+    let rss = rss_mib(pid);
+    println!("{count} resources: online in {startup:?}, {cpu:.2}% of one core, {rss:.0} MiB resident");
+    json!({
+        "resources": count,
+        "density_cpu_pct": (cpu * 100.0).round() / 100.0,
+        "density_rss_mib": rss.round(),
+        "startup_s": (startup.as_secs_f64() * 10.0).round() / 10.0,
+    })
+}
+
+/// From the `signalled-failure` event to the transition to failed, which
+/// is where the restart begins (terminate, then the scheduled restart).
+async fn signal_to_restart_ms(guests: &Path) -> f64 {
+    let body = "[[resource]]\nname = \"s\"\ntype = \"hostile\"\nproperties = { fault = \"signal-failure\" }\nlooks_alive_interval = \"100ms\"\n\n[[group]]\nname = \"g\"\nresources = [\"s\"]\npolicy = { restart_delay = \"100ms\", restart_threshold = 1000 }\n";
+    let daemon = start(guests, &["hostile"], body).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = get(&daemon, "/v1/status").await.expect("status");
+    let events = status["recent_events"].as_array().cloned().unwrap_or_default();
+    let mut samples = Vec::new();
+    let mut signalled_at = None;
+    for event in &events {
+        let at = event["uptime_us"].as_u64().unwrap_or(0);
+        if event["kind"] == "signalled-failure" {
+            signalled_at = Some(at);
+        } else if event["kind"] == "transition"
+            && event["to"] == "failed"
+            && let Some(signal) = signalled_at.take()
+        {
+            samples.push((at.saturating_sub(signal)) as f64 / 1000.0);
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let median = samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN);
+    println!("signal to restart: {} samples, median {median:.3} ms", samples.len());
+    (median * 1000.0).round() / 1000.0
+}
