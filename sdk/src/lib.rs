@@ -6,7 +6,7 @@
 //! implements [`ResourceType`] for the type and [`Instance`] for one
 //! configured resource, then calls [`export_plugin!`] once.
 //!
-//! ```ignore
+//! ```text
 //! use steward_sdk::{export_plugin, CallContext, Error, Instance, ResourceType, TypeInfo};
 //!
 //! #[derive(serde::Deserialize)]

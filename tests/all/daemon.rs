@@ -262,3 +262,38 @@ fn malformed_configs_each_get_their_own_error() {
         assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"), "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_can_leave_resources_running_for_the_next_start_to_adopt() {
+    let config = r#"
+[node]
+name = "node-l"
+plugin_dir = "plugins"
+data_dir = "data"
+api = "{api}"
+leave_running_on_stop = true
+
+[[resource]]
+name = "sleeper"
+type = "generic-app"
+properties = { program = "/bin/sleep", args = "300" }
+grants = { programs = ["/bin/sleep"] }
+
+[[group]]
+name = "g"
+resources = ["sleeper"]
+"#;
+    let mut daemon = Daemon::start(config, &["generic_app"]).await;
+    daemon.wait_group("g", "online", Duration::from_secs(20)).await;
+    let pid = daemon.get("/v1/resources/sleeper").await["pids"][0].as_u64().expect("a pid") as u32;
+    assert!(daemon.terminate().success());
+    assert!(process_running(pid), "the program was left running, as configured");
+    daemon.spawn().await;
+    daemon.wait_group("g", "online", Duration::from_secs(20)).await;
+    assert_eq!(daemon.get("/v1/resources/sleeper").await["pids"][0], pid, "adopted, not restarted");
+    // The test's own clean-up: take it offline so the program ends.
+    let (status, _) = daemon.post("/v1/groups/g/offline").await;
+    assert_eq!(status, 202);
+    daemon.wait_group("g", "offline", Duration::from_secs(20)).await;
+    assert!(!process_running(pid));
+}
