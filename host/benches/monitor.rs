@@ -138,6 +138,15 @@ fn bare_store(engine: &Engine) -> Store<Bare> {
     Store::new(engine, Bare { wasi: WasiCtxBuilder::new().build(), table: ResourceTable::new() })
 }
 
+/// `log` does nothing (the plugin's `open` logs); every other Steward
+/// import traps if called (looks-alive of `dummy` calls none).
+fn bare_host_imports(linker: &mut Linker<Bare>, component: &Component) {
+    let mut host = linker.instance("steward:resource/host@0.1.0").expect("host instance");
+    host.func_wrap("log", |_store, _args: (steward::bindings::LogLevel, String, Vec<(String, String)>)| Ok(()))
+        .expect("log");
+    linker.define_unknown_imports_as_traps(component).expect("trap imports");
+}
+
 /// Finds `[method]instance.looks-alive` and `[static]instance.open` of the
 /// resource-type export by name, with nothing of Steward's around them.
 fn bare_sync_call_ns(path: &Path) -> f64 {
@@ -145,7 +154,7 @@ fn bare_sync_call_ns(path: &Path) -> f64 {
     let component = Component::from_file(&engine, path).expect("component");
     let mut linker: Linker<Bare> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
-    linker.define_unknown_imports_as_traps(&component).expect("trap imports");
+    bare_host_imports(&mut linker, &component);
     let mut store = bare_store(&engine);
     let instance = linker.instantiate(&mut store, &component).expect("instantiate");
     let interface = instance.get_export_index(&mut store, None, steward::plugin::EXPORT_NAME).expect("interface");
@@ -175,7 +184,7 @@ async fn bare_async_call_ns(path: &Path) -> f64 {
     let component = Component::from_file(&engine, path).expect("component");
     let mut linker: Linker<Bare> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
-    linker.define_unknown_imports_as_traps(&component).expect("trap imports");
+    bare_host_imports(&mut linker, &component);
     let mut store = bare_store(&engine);
     let bindings = PluginWorld::instantiate_async(&mut store, &component, &linker).await.expect("instantiate");
     let guest = bindings.steward_resource_resource_type().instance();

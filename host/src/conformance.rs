@@ -1,28 +1,44 @@
-//! The life-cycle check a plugin must pass: what `steward plugin check` runs
-//! and what the first-party plugins' tests run, so that authors and Steward
-//! hold plugins to the same rules.
+//! The conformance suite a plugin must pass: what `steward plugin check`
+//! runs and what the first-party plugins' tests run, so that authors and
+//! Steward hold plugins to the same rules.
 //!
-//! Steps, in order: validate, open, online, looks-alive (must be true),
-//! is-alive (must be alive), offline, looks-alive (must now be false),
-//! terminate. The run stops at the first failing step; the instance is
-//! always closed at the end, killing anything it spawned.
+//! Checks, in order (each failure says what the author should change):
+//! 1. `metadata`: well formed (a kebab-case name, a semantic version, a
+//!    description, unique property names, defaults of the declared kind,
+//!    no default on a required property);
+//! 2. `validate`: accepts the given properties, and the plugin's own
+//!    `validate` rejects each required property left out, naming it;
+//! 3. the life cycle: open, online, looks-alive (true), is-alive (alive),
+//!    online again (idempotent), offline, looks-alive (false), offline again
+//!    (idempotent);
+//! 4. `notify` with every kind of cluster event;
+//! 5. `terminate` at any point: right after open, and while online (after
+//!    which looks-alive must be false);
+//! 6. every call within the deadlines the type declares (the monitor stops
+//!    a call at its deadline; a check reports it).
+//!
+//! A sandbox failure (trap, deadline, limit) ends the life-cycle steps; the
+//! remaining independent checks still run on a fresh instance.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bindings::{CallContext, CheckLevel};
-use crate::monitor::{Monitor, ResourceSpec};
+use serde::Serialize;
+
+use crate::bindings::{CallContext, CheckLevel, ClusterEvent, GroupMove, PropertyKind, TypeInfo};
+use crate::monitor::{CallError, Monitor, ResourceHandle, ResourceSpec};
 use crate::plugin::Plugin;
 
 /// The resource name used for the checked instance.
 pub const CHECK_RESOURCE_NAME: &str = "plugin-check";
 
 /// One step of the check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
-    /// The step's name (an operation of the contract).
+    /// The step's name.
     pub step: &'static str,
     /// How long it took.
+    #[serde(rename = "elapsed_ms", serialize_with = "as_millis")]
     pub elapsed: Duration,
     /// Whether it passed.
     pub passed: bool,
@@ -31,7 +47,7 @@ pub struct StepReport {
 }
 
 /// The whole check.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckReport {
     /// Each step run, in order.
     pub steps: Vec<StepReport>,
@@ -48,6 +64,11 @@ impl CheckReport {
         self.steps.iter().find(|step| !step.passed)
     }
 
+    /// The steps named `step`.
+    pub fn step(&self, step: &str) -> Vec<&StepReport> {
+        self.steps.iter().filter(|report| report.step == step).collect()
+    }
+
     fn record(&mut self, step: &'static str, started: Instant, outcome: Result<String, String>) -> bool {
         let passed = outcome.is_ok();
         let detail = outcome.unwrap_or_else(|failure| failure);
@@ -56,73 +77,227 @@ impl CheckReport {
     }
 }
 
-/// Runs `plugin` through its life cycle as resource `spec`.
+/// Runs every check on `plugin` as resource `spec`.
 pub async fn run(plugin: Arc<Plugin>, spec: ResourceSpec) -> CheckReport {
     let mut report = CheckReport::default();
+    let started = Instant::now();
+    report.record("metadata", started, check_metadata(plugin.metadata()));
     let started = Instant::now();
     let validated = plugin.validate(&spec.name, &spec.properties).await.map(|()| "ok".to_string());
     if !report.record("validate", started, validated.map_err(|e| e.to_string())) {
         return report;
     }
-    let monitor = Monitor::new("plugin-check");
     let started = Instant::now();
-    let handle = match monitor.open(plugin, spec).await {
-        Ok(handle) => handle,
-        Err(error) => {
-            report.record("open", started, Err(error.to_string()));
-            return report;
-        }
-    };
-    report.record("open", started, Ok("ok".into()));
-    let context = CallContext { node_name: "plugin-check".into(), fencing_token: 1, attempt: 1 };
+    let rejects = rejects_missing_required(&plugin, &spec).await;
+    report.record("validate-rejects-missing", started, rejects);
 
-    let steps_passed = async {
-        let started = Instant::now();
-        let online = handle.online(&context).await.map(|()| "ok".to_string()).map_err(|e| e.to_string());
-        if !report.record("online", started, online) {
-            return;
-        }
-        let started = Instant::now();
-        let looks = expect_bool(handle.looks_alive().await, true, "looks-alive must be true once online succeeded");
-        if !report.record("looks-alive", started, looks) {
-            return;
-        }
-        let started = Instant::now();
-        let health = match handle.is_alive(CheckLevel::Thorough).await {
-            Ok(health) if health.alive => Ok(format!("alive: {}", health.reason)),
-            Ok(health) => {
-                Err(format!("not alive right after online ({}); online must return only once ready", health.reason))
-            }
-            Err(error) => Err(error.to_string()),
-        };
-        if !report.record("is-alive", started, health) {
-            return;
-        }
-        let started = Instant::now();
-        let offline = handle.offline(&context).await.map(|()| "ok".to_string()).map_err(|e| e.to_string());
-        if !report.record("offline", started, offline) {
-            return;
-        }
-        let started = Instant::now();
-        let looks = expect_bool(handle.looks_alive().await, false, "looks-alive must be false once offline succeeded");
-        report.record("looks-alive", started, looks);
-    };
-    steps_passed.await;
-    // A sandbox failure already discarded the instance; terminate has
-    // nothing left to call then.
-    if handle.is_live().await {
-        let started = Instant::now();
-        let terminated = handle.terminate().await.map(|()| "ok".to_string()).map_err(|e| e.to_string());
-        report.record("terminate", started, terminated);
-    }
+    let monitor = Monitor::new("plugin-check");
+    let Some(handle) = open(&monitor, &plugin, &spec, &mut report).await else { return report };
+    life_cycle(&handle, &spec, &mut report).await;
     handle.close().await;
+
+    // The independent checks get fresh instances, so one failure above
+    // does not hide them.
+    if let Some(handle) = open(&monitor, &plugin, &spec, &mut report).await {
+        let started = Instant::now();
+        report.record("notify", started, notify_every_kind(&handle).await);
+        let started = Instant::now();
+        let early = handle.terminate().await.map(|()| "ok before online".to_string()).map_err(|e| e.to_string());
+        report.record("terminate", started, early);
+        handle.close().await;
+    }
+    if let Some(handle) = open(&monitor, &plugin, &spec, &mut report).await {
+        let started = Instant::now();
+        report.record("terminate", started, terminate_while_online(&handle).await);
+        handle.close().await;
+    }
     report
 }
 
-fn expect_bool(outcome: Result<bool, crate::monitor::CallError>, expected: bool, rule: &str) -> Result<String, String> {
+async fn open(monitor: &Monitor, plugin: &Arc<Plugin>, spec: &ResourceSpec, report: &mut CheckReport) -> Option<ResourceHandle> {
+    let started = Instant::now();
+    match monitor.open(plugin.clone(), spec.clone()).await {
+        Ok(handle) => {
+            report.record("open", started, Ok("ok".into()));
+            Some(handle)
+        }
+        Err(error) => {
+            report.record("open", started, Err(error.to_string()));
+            None
+        }
+    }
+}
+
+fn context() -> CallContext {
+    CallContext { node_name: "plugin-check".into(), fencing_token: 1, attempt: 1 }
+}
+
+async fn life_cycle(handle: &ResourceHandle, spec: &ResourceSpec, report: &mut CheckReport) {
+    let context = context();
+    let pending = spec.timeouts.pending;
+    let started = Instant::now();
+    let online = handle.online(&context).await.map(|()| "ok".to_string()).map_err(|e| explain(e, pending));
+    if !report.record("online", started, online) {
+        return;
+    }
+    let started = Instant::now();
+    let looks = expect_bool(handle.looks_alive().await, true, "looks-alive must be true once online succeeded");
+    if !report.record("looks-alive", started, looks) {
+        return;
+    }
+    let started = Instant::now();
+    let health = match handle.is_alive(CheckLevel::Thorough).await {
+        Ok(health) if health.alive => Ok(format!("alive: {}", health.reason)),
+        Ok(health) => Err(format!("not alive right after online ({}); online must return only once ready", health.reason)),
+        Err(error) => Err(explain(error, spec.timeouts.probe)),
+    };
+    if !report.record("is-alive", started, health) {
+        return;
+    }
+    let started = Instant::now();
+    let again = match handle.online(&context).await {
+        Ok(()) => expect_bool(handle.looks_alive().await, true, "online when already online must keep it online"),
+        Err(error) => Err(format!("online when already online failed ({error}); online must be idempotent")),
+    };
+    if !report.record("online-again", started, again) {
+        return;
+    }
+    let started = Instant::now();
+    let offline = handle.offline(&context).await.map(|()| "ok".to_string()).map_err(|e| explain(e, pending));
+    if !report.record("offline", started, offline) {
+        return;
+    }
+    let started = Instant::now();
+    let looks = expect_bool(handle.looks_alive().await, false, "looks-alive must be false once offline succeeded");
+    report.record("looks-alive", started, looks);
+    let started = Instant::now();
+    let again = handle
+        .offline(&context)
+        .await
+        .map(|()| "ok".to_string())
+        .map_err(|e| format!("offline when already offline failed ({e}); offline must be idempotent"));
+    report.record("offline-again", started, again);
+}
+
+fn check_metadata(info: &TypeInfo) -> Result<String, String> {
+    let mut problems = Vec::new();
+    let kebab = |name: &str| {
+        !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+    };
+    if !kebab(&info.name) {
+        problems.push(format!("type name `{}` must be lowercase kebab-case, e.g. `my-service`", info.name));
+    }
+    let version_parts: Vec<&str> = info.version.split(['-', '+']).next().unwrap_or_default().split('.').collect();
+    if version_parts.len() != 3 || version_parts.iter().any(|part| part.parse::<u64>().is_err()) {
+        problems.push(format!("version `{}` must be a semantic version such as 1.2.0", info.version));
+    }
+    if info.description.trim().is_empty() {
+        problems.push("the description is empty; say what the type manages, for operators".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for spec in &info.properties {
+        if !seen.insert(spec.name.as_str()) {
+            problems.push(format!("property `{}` is declared twice", spec.name));
+        }
+        if !kebab(&spec.name) {
+            problems.push(format!("property name `{}` must be lowercase kebab-case", spec.name));
+        }
+        if spec.description.trim().is_empty() {
+            problems.push(format!("property `{}` has no description", spec.name));
+        }
+        if spec.required && spec.default_value.is_some() {
+            problems.push(format!("property `{}` is required but has a default; make it optional or drop the default", spec.name));
+        }
+        if let Some(default) = &spec.default_value {
+            let fits = match spec.kind {
+                PropertyKind::Integer => default.trim().parse::<i64>().is_ok(),
+                PropertyKind::Boolean => matches!(default.trim(), "true" | "false"),
+                PropertyKind::Text | PropertyKind::TextList => true,
+            };
+            if !fits {
+                problems.push(format!("property `{}`: default `{default}` is not of its kind {:?}", spec.name, spec.kind));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(format!("{} {}, {} properties", info.name, info.version, info.properties.len()))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The plugin's own `validate` must reject each required property left out.
+async fn rejects_missing_required(plugin: &Plugin, spec: &ResourceSpec) -> Result<String, String> {
+    let required: Vec<&str> =
+        plugin.metadata().properties.iter().filter(|p| p.required).map(|p| p.name.as_str()).collect();
+    for name in &required {
+        let without: Vec<(String, String)> = spec.properties.iter().filter(|(k, _)| k != name).cloned().collect();
+        match plugin.plugin_validate(&spec.name, &without).await {
+            Ok(Err(problems)) if problems.iter().any(|p| p.property == *name) => {}
+            Ok(Err(problems)) => {
+                let named: Vec<&str> = problems.iter().map(|p| p.property.as_str()).collect();
+                return Err(format!(
+                    "without required property `{name}`, validate named {named:?} instead; name the missing property"
+                ));
+            }
+            Ok(Ok(())) => {
+                return Err(format!("validate accepted properties without required property `{name}`; reject it"));
+            }
+            Err(error) => return Err(format!("validate without `{name}` failed: {error}")),
+        }
+    }
+    Ok(if required.is_empty() { "no required properties".into() } else { format!("rejects each of {required:?}") })
+}
+
+async fn notify_every_kind(handle: &ResourceHandle) -> Result<String, String> {
+    let movement = GroupMove { group: "g".into(), from_node: Some("node-a".into()), to_node: "node-b".into() };
+    let events = [
+        ClusterEvent::NodeJoined("node-b".into()),
+        ClusterEvent::NodeLeft("node-b".into()),
+        ClusterEvent::GroupMoving(movement.clone()),
+        ClusterEvent::GroupMoved(movement),
+        ClusterEvent::PeerOnline("peer".into()),
+        ClusterEvent::PeerOffline("peer".into()),
+        ClusterEvent::QuorumLost,
+        ClusterEvent::QuorumRegained,
+    ];
+    for event in &events {
+        handle.notify(event).await.map_err(|e| format!("notify({event:?}) failed: {e}; notify must accept every event kind"))?;
+    }
+    Ok(format!("{} event kinds", events.len()))
+}
+
+async fn terminate_while_online(handle: &ResourceHandle) -> Result<String, String> {
+    handle.online(&context()).await.map_err(|e| format!("online before terminate failed: {e}"))?;
+    handle.terminate().await.map_err(|e| format!("terminate while online failed: {e}"))?;
+    match handle.looks_alive().await {
+        Ok(false) => Ok("ok while online; looks-alive false after".into()),
+        Ok(true) => Err("looks-alive is still true after terminate; terminate must take the resource offline".into()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// A failure with a hint, when the hint is clear.
+fn explain(error: CallError, declared: Duration) -> String {
+    match &error {
+        CallError::Deadline { .. } => format!(
+            "{error}; the call must finish within {} ms (the type's declared timing, or --timeout-ms)",
+            declared.as_millis()
+        ),
+        _ => error.to_string(),
+    }
+}
+
+fn expect_bool(outcome: Result<bool, CallError>, expected: bool, rule: &str) -> Result<String, String> {
     match outcome {
         Ok(value) if value == expected => Ok(value.to_string()),
         Ok(value) => Err(format!("returned {value}; {rule}")),
         Err(error) => Err(error.to_string()),
     }
+}
+
+fn as_millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64() * 1_000.0)
 }

@@ -270,7 +270,8 @@ pub struct Node {
     view: Arc<NodeView>,
     inputs: mpsc::UnboundedSender<Input>,
     receiver: mpsc::UnboundedReceiver<Input>,
-    probes: HashMap<String, JoinHandle<()>>,
+    probes: mpsc::UnboundedSender<ProbeCommand>,
+    prober: JoinHandle<()>,
     ownership: Box<dyn Ownership>,
 }
 
@@ -342,6 +343,8 @@ impl Node {
             started: Instant::now(),
             next_seq: AtomicU64::new(0),
         });
+        let (probes, probe_commands) = mpsc::unbounded_channel();
+        let prober = tokio::spawn(run_probes(probe_commands, inputs.clone()));
         Ok(Node {
             engine: PolicyEngine::new(&config),
             config,
@@ -351,7 +354,8 @@ impl Node {
             view,
             inputs,
             receiver,
-            probes: HashMap::new(),
+            probes,
+            prober,
             ownership: Box::new(SingleNode),
         })
     }
@@ -392,9 +396,7 @@ impl Node {
     }
 
     async fn stop(mut self) {
-        for probe in self.probes.values() {
-            probe.abort();
-        }
+        self.prober.abort();
         if self.config.leave_running_on_stop {
             tracing::info!("stopping; leaving resources running, as configured");
             for handle in self.handles.values() {
@@ -419,9 +421,6 @@ impl Node {
                 Ok(Some(_)) | Err(_) => {}
                 Ok(None) => break,
             }
-        }
-        for probe in self.probes.values() {
-            probe.abort();
         }
     }
 
@@ -462,9 +461,7 @@ impl Node {
                 }
                 Action::StartProbes(resource) => self.start_probes(resource),
                 Action::StopProbes(resource) => {
-                    if let Some(probe) = self.probes.remove(&resource) {
-                        probe.abort();
-                    }
+                    let _ = self.probes.send(ProbeCommand::Stop(resource));
                 }
                 Action::Schedule { after, input } => {
                     let inputs = self.inputs.clone();
@@ -630,15 +627,8 @@ impl Node {
             ms => Duration::from_millis(u64::from(ms)),
         });
         let metrics = self.view.metrics.get(&resource).cloned().unwrap_or_default();
-        let inputs = self.inputs.clone();
-        let key = resource.clone();
-        let task = tokio::spawn(async move {
-            let failure = probe_until_failure(&handle, looks_every, is_every, &metrics).await;
-            let _ = inputs.send(Input::Failed { resource, reason: failure });
-        });
-        if let Some(old) = self.probes.insert(key, task) {
-            old.abort();
-        }
+        let target = ProbeTarget { resource, handle, looks_every, is_every, metrics };
+        let _ = self.probes.send(ProbeCommand::Start(Arc::new(target)));
     }
 
     /// A plugin's `signal-failure` is acted on at once, not at the next probe.
@@ -675,47 +665,118 @@ impl Node {
     }
 }
 
-/// Probes until a failure; returns its reason. A false looks-alive is
-/// confirmed by a thorough is-alive before it counts, as the classic
-/// cluster service does.
-async fn probe_until_failure(
-    handle: &ResourceHandle,
+/// How often the prober wakes. Probes due within one tick run together, so
+/// 10,000 resources cost 50 wakeups a second rather than 10,000; a probe is
+/// at most one tick late.
+const PROBE_TICK: Duration = Duration::from_millis(20);
+
+/// What the node loop tells the prober.
+enum ProbeCommand {
+    /// Probe this resource from now on (replacing any earlier target).
+    Start(Arc<ProbeTarget>),
+    /// Stop probing it.
+    Stop(String),
+}
+
+struct ProbeTarget {
+    resource: String,
+    handle: ResourceHandle,
     looks_every: Duration,
     is_every: Duration,
-    metrics: &ResourceMetrics,
-) -> String {
-    let mut looks = tokio::time::interval(looks_every);
-    let mut is = tokio::time::interval(is_every);
-    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    is.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first ticks fire at once; the resource was just checked.
-    looks.tick().await;
-    is.tick().await;
+    metrics: Arc<ResourceMetrics>,
+}
+
+/// A probe waiting for its time: when, whose, which start of it, which kind.
+type DueProbe = std::cmp::Reverse<(Instant, String, u64, bool)>;
+
+/// One task probes every online resource. Probes run concurrently inside
+/// it, so a probe stuck until its deadline delays no other; a resource's
+/// next probe is scheduled when its current one returns. A failure is sent
+/// to the node loop as [`Input::Failed`] and ends that resource's probing.
+async fn run_probes(mut commands: mpsc::UnboundedReceiver<ProbeCommand>, inputs: mpsc::UnboundedSender<Input>) {
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesUnordered;
+
+    let mut targets: HashMap<String, (u64, Arc<ProbeTarget>)> = HashMap::new();
+    let mut due: std::collections::BinaryHeap<DueProbe> = std::collections::BinaryHeap::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut starts: u64 = 0;
+    let mut ticker = tokio::time::interval(PROBE_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let thorough = tokio::select! {
-            _ = looks.tick() => false,
-            _ = is.tick() => true,
-        };
-        let started = Instant::now();
-        let outcome = if thorough {
-            handle.is_alive(CheckLevel::Normal).await.map(|health| (health.alive, health.reason))
-        } else {
-            handle.looks_alive().await.map(|alive| (alive, "looks-alive returned false".to_string()))
-        };
-        metrics.probes_total.fetch_add(1, Ordering::Relaxed);
-        metrics.probe_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        match outcome {
-            Ok((true, _)) => {}
-            Ok((false, reason)) if !thorough => match handle.is_alive(CheckLevel::Thorough).await {
-                Ok(health) if health.alive => {
-                    tracing::info!(resource = handle.name(), "looks-alive false, is-alive true")
+        tokio::select! {
+            command = commands.recv() => match command {
+                None => break,
+                Some(ProbeCommand::Start(target)) => {
+                    starts += 1;
+                    let now = Instant::now();
+                    due.push(std::cmp::Reverse((now + target.looks_every, target.resource.clone(), starts, false)));
+                    due.push(std::cmp::Reverse((now + target.is_every, target.resource.clone(), starts, true)));
+                    targets.insert(target.resource.clone(), (starts, target));
                 }
-                Ok(health) => return format!("{reason}; is-alive: {}", health.reason),
-                Err(error) => return error.to_string(),
+                Some(ProbeCommand::Stop(resource)) => {
+                    targets.remove(&resource);
+                }
             },
-            Ok((false, reason)) => return format!("is-alive: {reason}"),
-            Err(error) => return error.to_string(),
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                while due.peek().is_some_and(|std::cmp::Reverse((at, ..))| *at <= now) {
+                    let Some(std::cmp::Reverse((at, resource, start, thorough))) = due.pop() else { break };
+                    if let Some((current, target)) = targets.get(&resource)
+                        && *current == start
+                    {
+                        let target = target.clone();
+                        in_flight.push(async move {
+                            let outcome = probe_once(&target, thorough).await;
+                            (target, start, thorough, at, outcome)
+                        });
+                    }
+                }
+            },
+            Some((target, start, thorough, at, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                if !targets.get(&target.resource).is_some_and(|(current, _)| *current == start) {
+                    continue;
+                }
+                match outcome {
+                    Ok(()) => {
+                        let every = if thorough { target.is_every } else { target.looks_every };
+                        let next = (at + every).max(Instant::now());
+                        due.push(std::cmp::Reverse((next, target.resource.clone(), start, thorough)));
+                    }
+                    Err(reason) => {
+                        targets.remove(&target.resource);
+                        let _ = inputs.send(Input::Failed { resource: target.resource.clone(), reason });
+                    }
+                }
+            }
         }
+    }
+}
+
+/// One probe. A false looks-alive is confirmed by a thorough is-alive before
+/// it counts as a failure, as the classic cluster service does.
+async fn probe_once(target: &ProbeTarget, thorough: bool) -> Result<(), String> {
+    let handle = &target.handle;
+    let started = Instant::now();
+    let outcome = if thorough {
+        handle.is_alive(CheckLevel::Normal).await.map(|health| (health.alive, health.reason))
+    } else {
+        handle.looks_alive().await.map(|alive| (alive, "looks-alive returned false".to_string()))
+    };
+    target.metrics.probes_total.fetch_add(1, Ordering::Relaxed);
+    target.metrics.probe_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    match outcome {
+        Ok((true, _)) => Ok(()),
+        Ok((false, reason)) if !thorough => match handle.is_alive(CheckLevel::Thorough).await {
+            Ok(health) if health.alive => {
+                tracing::info!(resource = handle.name(), "looks-alive false, is-alive true");
+                Ok(())
+            }
+            Ok(health) => Err(format!("{reason}; is-alive: {}", health.reason)),
+            Err(error) => Err(error.to_string()),
+        },
+        Ok((false, reason)) => Err(format!("is-alive: {reason}")),
+        Err(error) => Err(error.to_string()),
     }
 }
 

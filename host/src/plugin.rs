@@ -124,16 +124,26 @@ impl Plugin {
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        let call_error = |source| Error::Call { resource: resource.to_string(), source };
-        let (mut store, bindings) = scratch_instance(&self.runtime, &self.pre, resource).await.map_err(call_error)?;
+        let outcome = self.plugin_validate(resource, properties).await;
+        match outcome.map_err(|source| Error::Call { resource: resource.to_string(), source })? {
+            Ok(()) => Ok(()),
+            Err(problems) => Err(invalid(problems)),
+        }
+    }
+
+    /// The plugin's own `validate`, without the host's schema check first
+    /// (the conformance check uses it to see what the plugin itself rejects).
+    pub async fn plugin_validate(
+        &self,
+        resource: &str,
+        properties: &[(String, String)],
+    ) -> Result<Result<(), Vec<Problem>>, CallError> {
+        let (mut store, bindings) = scratch_instance(&self.runtime, &self.pre, resource).await?;
         begin_call(&mut store, METADATA_TIMEOUT);
         let properties = properties.to_vec();
         let call = bindings.steward_resource_resource_type().call_validate(&mut store, &properties);
         let raw = timed(METADATA_TIMEOUT, call).await;
-        match finish_call(&mut store, Operation::Validate, METADATA_TIMEOUT, raw).map_err(call_error)? {
-            Ok(()) => Ok(()),
-            Err(problems) => Err(invalid(problems)),
-        }
+        finish_call(&mut store, Operation::Validate, METADATA_TIMEOUT, raw)
     }
 }
 
