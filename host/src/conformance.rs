@@ -101,6 +101,11 @@ pub async fn run(plugin: Arc<Plugin>, spec: ResourceSpec) -> CheckReport {
     if let Some(handle) = open(&monitor, &plugin, &spec, &mut report).await {
         let started = Instant::now();
         report.record("notify", started, notify_every_kind(&handle).await);
+        if !handle.is_live().await {
+            // A notify that faulted the sandbox already failed its step;
+            // terminate is judged on a fresh instance.
+            let _ = handle.reopen().await;
+        }
         let started = Instant::now();
         let early = handle.terminate().await.map(|()| "ok before online".to_string()).map_err(|e| e.to_string());
         report.record("terminate", started, early);
@@ -114,7 +119,12 @@ pub async fn run(plugin: Arc<Plugin>, spec: ResourceSpec) -> CheckReport {
     report
 }
 
-async fn open(monitor: &Monitor, plugin: &Arc<Plugin>, spec: &ResourceSpec, report: &mut CheckReport) -> Option<ResourceHandle> {
+async fn open(
+    monitor: &Monitor,
+    plugin: &Arc<Plugin>,
+    spec: &ResourceSpec,
+    report: &mut CheckReport,
+) -> Option<ResourceHandle> {
     let started = Instant::now();
     match monitor.open(plugin.clone(), spec.clone()).await {
         Ok(handle) => {
@@ -148,7 +158,9 @@ async fn life_cycle(handle: &ResourceHandle, spec: &ResourceSpec, report: &mut C
     let started = Instant::now();
     let health = match handle.is_alive(CheckLevel::Thorough).await {
         Ok(health) if health.alive => Ok(format!("alive: {}", health.reason)),
-        Ok(health) => Err(format!("not alive right after online ({}); online must return only once ready", health.reason)),
+        Ok(health) => {
+            Err(format!("not alive right after online ({}); online must return only once ready", health.reason))
+        }
         Err(error) => Err(explain(error, spec.timeouts.probe)),
     };
     if !report.record("is-alive", started, health) {
@@ -208,7 +220,10 @@ fn check_metadata(info: &TypeInfo) -> Result<String, String> {
             problems.push(format!("property `{}` has no description", spec.name));
         }
         if spec.required && spec.default_value.is_some() {
-            problems.push(format!("property `{}` is required but has a default; make it optional or drop the default", spec.name));
+            problems.push(format!(
+                "property `{}` is required but has a default; make it optional or drop the default",
+                spec.name
+            ));
         }
         if let Some(default) = &spec.default_value {
             let fits = match spec.kind {
@@ -217,7 +232,8 @@ fn check_metadata(info: &TypeInfo) -> Result<String, String> {
                 PropertyKind::Text | PropertyKind::TextList => true,
             };
             if !fits {
-                problems.push(format!("property `{}`: default `{default}` is not of its kind {:?}", spec.name, spec.kind));
+                problems
+                    .push(format!("property `{}`: default `{default}` is not of its kind {:?}", spec.name, spec.kind));
             }
         }
     }
@@ -264,7 +280,10 @@ async fn notify_every_kind(handle: &ResourceHandle) -> Result<String, String> {
         ClusterEvent::QuorumRegained,
     ];
     for event in &events {
-        handle.notify(event).await.map_err(|e| format!("notify({event:?}) failed: {e}; notify must accept every event kind"))?;
+        handle
+            .notify(event)
+            .await
+            .map_err(|e| format!("notify({event:?}) failed: {e}; notify must accept every event kind"))?;
     }
     Ok(format!("{} event kinds", events.len()))
 }

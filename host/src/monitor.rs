@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, broadcast};
 use tracing::Instrument;
 use wasmtime::Store;
-use wasmtime::component::ResourceAny;
+use wasmtime::component::{ResourceAny, TypedFunc};
 
 use crate::bindings::{
     CallContext, CheckLevel, ClusterEvent, Health, NodeIdentity, Plugin as PluginWorld, PluginError, Timing,
@@ -389,13 +389,16 @@ struct Live {
     store: Store<SandboxState>,
     bindings: PluginWorld,
     instance: ResourceAny,
+    /// `looks-alive`, typechecked once: the generated bindings typecheck on
+    /// every call, which costs more than the call on the hot probe path.
+    looks_alive: TypedFunc<(ResourceAny,), (bool,)>,
 }
 
 /// Runs one guest call on `$live` under the deadline of `$operation`, then
 /// applies `$check` to its value; `settle` discards the store on a sandbox
 /// failure. A macro because the call borrows the store it runs in.
 macro_rules! call_instance {
-    ($self:ident, $operation:expr, |$guest:ident, $store:ident, $instance:ident| $call:expr, |$value:ident, $denials:ident| $check:expr) => {{
+    ($self:ident, $operation:expr, |$guest:ident, $live_funcs:ident, $store:ident, $instance:ident| $call:expr, |$value:ident, $denials:ident| $check:expr) => {{
         let operation = $operation;
         let limit = $self.shared.spec.timeouts.of(operation);
         let span = tracing::debug_span!(parent: &$self.shared.span, "call", op = %operation);
@@ -405,6 +408,7 @@ macro_rules! call_instance {
             Some(live) => {
                 let $instance = live.instance;
                 let $guest = live.bindings.steward_resource_resource_type().instance();
+                let $live_funcs = &live.looks_alive;
                 let $store = &mut live.store;
                 begin_call($store, limit);
                 let raw = timed(limit, $call).instrument(span).await;
@@ -479,7 +483,7 @@ impl ResourceHandle {
         call_instance!(
             self,
             Operation::Online,
-            |guest, store, instance| guest.call_online(&mut *store, instance, context),
+            |guest, _typed, store, instance| guest.call_online(&mut *store, instance, context),
             |result, denials| plugin_result(Operation::Online, result, &denials)
         )
     }
@@ -489,7 +493,7 @@ impl ResourceHandle {
         call_instance!(
             self,
             Operation::Offline,
-            |guest, store, instance| guest.call_offline(&mut *store, instance, context),
+            |guest, _typed, store, instance| guest.call_offline(&mut *store, instance, context),
             |result, denials| plugin_result(Operation::Offline, result, &denials)
         )
     }
@@ -500,7 +504,7 @@ impl ResourceHandle {
         let outcome = call_instance!(
             self,
             Operation::Terminate,
-            |guest, store, instance| guest.call_terminate(&mut *store, instance),
+            |guest, _typed, store, instance| guest.call_terminate(&mut *store, instance),
             |done, _denials| Ok(done)
         );
         let mut slot = self.shared.slot.lock().await;
@@ -515,7 +519,7 @@ impl ResourceHandle {
         call_instance!(
             self,
             Operation::LooksAlive,
-            |guest, store, instance| guest.call_looks_alive(&mut *store, instance),
+            |guest, _typed, store, instance| guest.call_looks_alive(&mut *store, instance),
             |alive, _denials| Ok(alive)
         )
     }
@@ -525,7 +529,7 @@ impl ResourceHandle {
         call_instance!(
             self,
             Operation::IsAlive,
-            |guest, store, instance| guest.call_is_alive(&mut *store, instance, level),
+            |guest, _typed, store, instance| guest.call_is_alive(&mut *store, instance, level),
             |health, _denials| {
                 bounded_size(Operation::IsAlive, "reason", health.reason.len(), MAX_REASON_BYTES).map(|()| health)
             }
@@ -537,7 +541,7 @@ impl ResourceHandle {
         call_instance!(
             self,
             Operation::Control,
-            |guest, store, instance| guest.call_control(&mut *store, instance, code, input),
+            |guest, _typed, store, instance| guest.call_control(&mut *store, instance, code, input),
             |result, denials| {
                 let output = plugin_result(Operation::Control, result, &denials)?;
                 bounded_size(Operation::Control, "output", output.len(), MAX_CONTROL_OUTPUT_BYTES).map(|()| output)
@@ -550,7 +554,7 @@ impl ResourceHandle {
         call_instance!(
             self,
             Operation::Notify,
-            |guest, store, instance| guest.call_notify(&mut *store, instance, event),
+            |guest, _typed, store, instance| guest.call_notify(&mut *store, instance, event),
             |done, _denials| Ok(done)
         )
     }
@@ -571,12 +575,13 @@ impl ResourceHandle {
         let state = SandboxState::for_resource(spec, identity, shared.events.clone())
             .map_err(|e| CallError::Instantiate { message: e.to_string() })?;
         let mut store = shared.plugin.runtime().new_store(state);
-        let bindings = shared
-            .plugin
-            .pre()
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| CallError::Instantiate { message: one_line(&e) })?;
+        let instantiate_error = |e: wasmtime::Error| CallError::Instantiate { message: one_line(&e) };
+        let component_instance =
+            shared.plugin.pre().instance_pre().instantiate_async(&mut store).await.map_err(instantiate_error)?;
+        let bindings = PluginWorld::new(&mut store, &component_instance).map_err(instantiate_error)?;
+        let looks_alive = component_instance
+            .get_typed_func::<(ResourceAny,), (bool,)>(&mut store, shared.plugin.looks_alive_export())
+            .map_err(instantiate_error)?;
         let limit = spec.timeouts.open;
         begin_call(&mut store, limit);
         let guest = bindings.steward_resource_resource_type().instance();
@@ -585,7 +590,7 @@ impl ResourceHandle {
         let result = finish_call(&mut store, Operation::Open, limit, raw)?;
         let denials = store.data_mut().processes.take_denials();
         let instance = plugin_result(Operation::Open, result, &denials)?;
-        Ok(Live { store, bindings, instance })
+        Ok(Live { store, bindings, instance, looks_alive })
     }
 
     /// Records the outcome of a call: a sandbox failure discards the store;

@@ -734,7 +734,7 @@ async fn run_probes(mut commands: mpsc::UnboundedReceiver<ProbeCommand>, inputs:
                 }
             },
             Some((target, start, thorough, at, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                if !targets.get(&target.resource).is_some_and(|(current, _)| *current == start) {
+                if targets.get(&target.resource).is_none_or(|(current, _)| *current != start) {
                     continue;
                 }
                 match outcome {

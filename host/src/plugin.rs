@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::bindings::{Plugin as PluginWorld, PluginPre, Problem, TypeInfo};
 use wasmtime::Store;
+use wasmtime::component::ComponentExportIndex;
 
 use crate::error::{Error, Result};
 use crate::monitor::{CallError, Operation, begin_call, finish_call, timed};
@@ -32,6 +33,7 @@ const WASM_HEADER_BYTES: usize = 8;
 
 /// A loaded resource type, ready to instantiate.
 pub struct Plugin {
+    looks_alive_export: ComponentExportIndex,
     path: PathBuf,
     hash: String,
     pre: PluginPre<SandboxState>,
@@ -72,7 +74,12 @@ impl Plugin {
         if metadata.name.trim().is_empty() {
             return Err(invalid("its metadata has an empty type name; set one".to_string()));
         }
+        let looks_alive_export = component
+            .get_export_index(None, EXPORT_NAME)
+            .and_then(|interface| component.get_export_index(Some(&interface), "[method]instance.looks-alive"))
+            .ok_or_else(|| invalid(format!("not a Steward plugin: `{EXPORT_NAME}` has no instance.looks-alive")))?;
         Ok(Plugin {
+            looks_alive_export,
             path: path.to_path_buf(),
             hash: content_hash(&bytes),
             pre,
@@ -105,6 +112,10 @@ impl Plugin {
     /// How the component was obtained (compiled or cached) and how long it took.
     pub fn load_info(&self) -> LoadInfo {
         self.load
+    }
+
+    pub(crate) fn looks_alive_export(&self) -> &ComponentExportIndex {
+        &self.looks_alive_export
     }
 
     pub(crate) fn pre(&self) -> &PluginPre<SandboxState> {

@@ -86,3 +86,19 @@ fn bad_arguments_are_named() {
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("--prop `novalue`: expected KEY=VALUE"), "{}", text(&output.stderr));
 }
+
+#[test]
+fn json_output_lists_every_step() {
+    let output = check(&guest_wasm("dummy"), &["--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["type"], "dummy");
+    assert_eq!(report["passed"], true);
+    let steps = report["steps"].as_array().expect("steps");
+    assert!(steps.iter().any(|s| s["step"] == "notify" && s["passed"] == true), "{report}");
+    assert!(steps.iter().all(|s| s["elapsed_ms"].is_number()), "{report}");
+    let output = check(&guest_wasm("sloppy"), &["--json", "--prop", "break=notify"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["passed"], false);
+}

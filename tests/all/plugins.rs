@@ -12,7 +12,25 @@ async fn dummy_passes_the_life_cycle() {
     let report = conformance::run(dummy.clone(), spec("d", &dummy, &[("online-delay-ms", "5")])).await;
     assert!(report.passed(), "{report:#?}");
     let steps: Vec<&str> = report.steps.iter().map(|step| step.step).collect();
-    assert_eq!(steps, ["validate", "open", "online", "looks-alive", "is-alive", "offline", "looks-alive", "terminate"]);
+    let expected = [
+        "metadata",
+        "validate",
+        "validate-rejects-missing",
+        "open",
+        "online",
+        "looks-alive",
+        "is-alive",
+        "online-again",
+        "offline",
+        "looks-alive",
+        "offline-again",
+        "open",
+        "notify",
+        "terminate",
+        "open",
+        "terminate",
+    ];
+    assert_eq!(steps, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,4 +105,30 @@ async fn a_second_load_comes_from_the_compile_cache() {
     steward::plugin::Plugin::load(&runtime, &path).await.expect("loads");
     let again = steward::plugin::Plugin::load(&runtime, &path).await.expect("loads again");
     assert!(!again.load_info().compiled, "the second load reads the cached compiled form");
+}
+
+/// `sloppy` breaks one rule at a time; each break fails its own step with a
+/// message that tells the author what to change, and only that step
+/// (besides `metadata`, which is always flawed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_names_each_broken_rule() {
+    let sloppy = plugin("sloppy").await;
+    let cases = [
+        ("online-twice", "online-again", "online must be idempotent"),
+        ("alive-after-offline", "looks-alive", "looks-alive must be false once offline succeeded"),
+        ("notify", "notify", "notify must accept every event kind"),
+        ("terminate", "terminate", "terminate must take the resource offline"),
+    ];
+    for (rule, step, message) in cases {
+        let report = conformance::run(sloppy.clone(), spec("s", &sloppy, &[("break", rule)])).await;
+        let failed: Vec<&str> = report.steps.iter().filter(|s| !s.passed).map(|s| s.step).collect();
+        assert_eq!(failed, ["metadata", step], "{rule}: {report:#?}");
+        let failure = report.steps.iter().find(|s| !s.passed && s.step == step).expect("the failed step");
+        assert!(failure.detail.contains(message), "{rule}: {}", failure.detail);
+    }
+    let report = conformance::run(sloppy.clone(), spec("s", &sloppy, &[])).await;
+    let metadata = &report.step("metadata")[0];
+    for flaw in ["version `one`", "description is empty", "property name `Loud`"] {
+        assert!(metadata.detail.contains(flaw), "{flaw}: {}", metadata.detail);
+    }
 }

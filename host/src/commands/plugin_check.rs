@@ -38,6 +38,9 @@ pub struct Args {
     /// The memory cap of the instance, in MiB.
     #[arg(long = "memory-mib", default_value_t = 64)]
     memory_mib: usize,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs the check and prints its report.
@@ -62,12 +65,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::new(&RuntimeConfig { max_live_instances: 8, cache_dir: None })?;
     let plugin = match Plugin::load(&runtime, &args.file).await {
         Ok(plugin) => Arc::new(plugin),
+        Err(error) if args.json => {
+            let report = serde_json::json!({ "file": args.file, "passed": false, "error": error.to_string() });
+            println!("{report}");
+            return Ok(ExitCode::FAILURE);
+        }
         Err(error) => {
             println!("FAIL {error}");
             return Ok(ExitCode::FAILURE);
         }
     };
-    print_metadata(&plugin);
+    if !args.json {
+        print_metadata(&plugin);
+    }
 
     let mut spec = ResourceSpec::new(CHECK_RESOURCE_NAME, &plugin);
     spec.properties = properties;
@@ -85,6 +95,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
     }
     let report = conformance::run(plugin.clone(), spec).await;
+    if args.json {
+        let info = plugin.metadata();
+        let json = serde_json::json!({
+            "file": plugin.path(),
+            "sha256": plugin.hash(),
+            "type": info.name,
+            "version": info.version,
+            "passed": report.passed(),
+            "steps": report.steps,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     print_report(&report);
     Ok(match report.first_failure() {
         None => {
@@ -139,7 +162,7 @@ fn print_report(report: &CheckReport) {
     println!("life cycle");
     for step in &report.steps {
         let verdict = if step.passed { "ok  " } else { "FAIL" };
-        println!("  {verdict} {:<12} {:>9.3} ms  {}", step.step, ms(step.elapsed), step.detail);
+        println!("  {verdict} {:<26} {:>9.3} ms  {}", step.step, ms(step.elapsed), step.detail);
     }
 }
 

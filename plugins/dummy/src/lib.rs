@@ -72,6 +72,10 @@ impl Instance for Dummy {
         Ok(())
     }
 
+    fn terminate(&mut self) {
+        self.online = false;
+    }
+
     fn looks_alive(&mut self) -> bool {
         self.probes += 1;
         let limit = self.properties.fail_after_probes;

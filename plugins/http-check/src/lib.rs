@@ -145,6 +145,10 @@ impl Instance for HttpCheck {
         Ok(())
     }
 
+    fn terminate(&mut self) {
+        self.online = false;
+    }
+
     fn looks_alive(&mut self) -> bool {
         // Offline must read as not alive even while the URL still answers,
         // so the request is never sent then.

@@ -94,6 +94,10 @@ impl Instance for TcpCheck {
         Ok(())
     }
 
+    fn terminate(&mut self) {
+        self.online = false;
+    }
+
     fn looks_alive(&mut self) -> bool {
         // Offline must read as not alive even while the address still
         // accepts connections, so the check is never run then.
