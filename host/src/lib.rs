@@ -16,6 +16,7 @@ pub mod grants;
 pub mod guest_log;
 pub mod monitor;
 pub mod node;
+pub mod ocf;
 pub mod plugin;
 pub mod policy;
 pub mod process;

@@ -40,6 +40,8 @@ enum Command {
     /// Work with plugins (resource types).
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Run a plugin as an OCF resource agent (for Pacemaker).
+    Ocf(commands::ocf::Args),
 }
 
 #[derive(clap::Args)]
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
             Command::Events { api, history } => commands::client::events(&api, history).await,
             Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check::run(args).await,
             Command::Plugin(PluginCommand::List(api)) => commands::client::plugin_list(&api).await,
+            Command::Ocf(args) => commands::ocf::run(args).await,
         }
     });
     match outcome {

@@ -175,6 +175,7 @@ impl PolicyEngine {
                     }
                     for member in entry.members.clone() {
                         self.want(&member, true);
+                        self.clear_failure(&member, &mut actions);
                     }
                     self.advance(&group, &mut actions);
                 }
@@ -191,6 +192,7 @@ impl PolicyEngine {
                 let Some(group) = self.group_of(&resource) else { return actions };
                 for name in self.closure(&resource, Direction::Dependencies) {
                     self.want(&name, true);
+                    self.clear_failure(&name, &mut actions);
                 }
                 self.advance(&group, &mut actions);
             }
@@ -361,6 +363,18 @@ impl PolicyEngine {
         )
     }
 
+    /// An operator's request gives a failed resource a fresh start: its
+    /// restart count is forgotten and it may go online again.
+    fn clear_failure(&mut self, resource: &str, actions: &mut Vec<Action>) {
+        if self.state(resource) == Some(ResourceState::Failed) {
+            if let Some(entry) = self.resources.get_mut(resource) {
+                entry.restarts.clear();
+                entry.restart_pending = false;
+            }
+            self.set_state(resource, ResourceState::Offline, "online requested after a failure", actions);
+        }
+    }
+
     fn want(&mut self, resource: &str, online: bool) {
         if let Some(entry) = self.resources.get_mut(resource) {
             entry.wanted_online = online;
@@ -528,6 +542,20 @@ mod tests {
         engine.handle(Input::OfflineDone { resource: "disk".into() }, now);
         let retry = calls(&engine.handle(Input::GroupRetryDue("g".into()), now));
         assert_eq!(retry, ["group failed=false", "online disk"]);
+    }
+
+    #[test]
+    fn an_operator_online_restarts_a_failed_group_at_once() {
+        let policy = Policy { restart_threshold: 0, ..Policy::default() };
+        let mut engine = engine(policy);
+        let now = Instant::now();
+        online(&mut engine, now);
+        engine.handle(Input::Failed { resource: "disk".into(), reason: "gone".into() }, now);
+        engine.handle(Input::OfflineDone { resource: "web".into() }, now);
+        assert!(engine.group_failed("g"));
+        let actions = calls(&engine.handle(Input::GroupOnline("g".into()), now));
+        assert_eq!(actions, ["group failed=false", "online disk"]);
+        assert_eq!(engine.restarts("disk"), 0);
     }
 
     #[test]

@@ -61,6 +61,12 @@ impl Supervised {
         wit::send_signal(self.pid, signal)
     }
 
+    /// Waits up to `timeout` for the process to end; its final status, or
+    /// none if it still runs. Never waits past the current call's deadline.
+    pub fn wait(&self, timeout: Duration) -> Result<Option<ProcessStatus>, ProcessError> {
+        wit::wait(self.pid, u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX))
+    }
+
     /// Stops the process: SIGTERM, then SIGKILL if it has not ended within
     /// `grace`. Returns its final status.
     pub fn stop(&self, grace: Duration) -> Result<ProcessStatus, ProcessError> {

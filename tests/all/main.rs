@@ -6,5 +6,6 @@ mod containment;
 mod daemon;
 mod generic_app;
 mod network;
+mod ocf;
 mod plugins;
 mod tidy;

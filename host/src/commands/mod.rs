@@ -3,5 +3,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod grant_args;
+pub mod ocf;
 pub mod plugin_check;
 pub mod validate;

@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use steward::bindings::{Capability, PropertyKind, TypeInfo};
 use steward::conformance::{self, CHECK_RESOURCE_NAME, CheckReport};
-use steward::grants::{DirectoryGrant, Grants};
 use steward::monitor::ResourceSpec;
 use steward::plugin::Plugin;
 use steward::runtime::{Runtime, RuntimeConfig};
@@ -23,15 +22,8 @@ pub struct Args {
     /// A property of the checked resource, as KEY=VALUE (repeatable).
     #[arg(long = "prop", value_name = "KEY=VALUE")]
     properties: Vec<String>,
-    /// A program the resource may spawn, by absolute path (repeatable).
-    #[arg(long = "allow-program", value_name = "PATH")]
-    programs: Vec<PathBuf>,
-    /// A directory to preopen, as HOST:GUEST or HOST:GUEST:ro (repeatable).
-    #[arg(long = "grant-dir", value_name = "HOST:GUEST[:ro]")]
-    directories: Vec<String>,
-    /// A socket address the resource may connect to, as IP:PORT (repeatable).
-    #[arg(long = "allow-connect", value_name = "IP:PORT")]
-    network: Vec<std::net::SocketAddr>,
+    #[command(flatten)]
+    grants: super::grant_args::GrantArgs,
     /// The deadline of each call, in milliseconds (default: the type's own).
     #[arg(long = "timeout-ms")]
     timeout_ms: Option<u64>,
@@ -53,14 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => bail!("--prop `{pair}`: expected KEY=VALUE"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let directories = args
-        .directories
-        .iter()
-        .map(|text| {
-            DirectoryGrant::parse(text)
-                .with_context(|| format!("--grant-dir `{text}`: expected HOST:GUEST or HOST:GUEST:ro"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let grants = args.grants.grants()?;
 
     let runtime = Runtime::new(&RuntimeConfig { max_live_instances: 8, cache_dir: None })?;
     let plugin = match Plugin::load(&runtime, &args.file).await {
@@ -81,7 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut spec = ResourceSpec::new(CHECK_RESOURCE_NAME, &plugin);
     spec.properties = properties;
-    spec.grants = Grants { programs: args.programs, directories, network: args.network };
+    spec.grants = grants;
     spec.memory_limit_bytes = args.memory_mib << 20;
     if let Some(ms) = args.timeout_ms {
         let limit = Duration::from_millis(ms);
