@@ -58,6 +58,8 @@ enum PluginCommand {
     Check(commands::plugin_check::Args),
     /// List a running daemon's plugins.
     List(ApiArgs),
+    /// Create a new plugin project that builds and passes `plugin check` as generated.
+    New(commands::plugin_new::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
             Command::Events { api, history } => commands::client::events(&api, history).await,
             Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check::run(args).await,
             Command::Plugin(PluginCommand::List(api)) => commands::client::plugin_list(&api).await,
+            Command::Plugin(PluginCommand::New(args)) => commands::plugin_new::run(args).await,
             Command::Ocf(args) => commands::ocf::run(args).await,
         }
     });

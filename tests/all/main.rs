@@ -7,5 +7,6 @@ mod daemon;
 mod generic_app;
 mod network;
 mod ocf;
+mod plugin_new;
 mod plugins;
 mod tidy;

@@ -6,4 +6,5 @@ pub mod daemon;
 pub mod grant_args;
 pub mod ocf;
 pub mod plugin_check;
+pub mod plugin_new;
 pub mod validate;

@@ -1,0 +1,87 @@
+//! `steward plugin new NAME [--lang rust] [--dir DIR] [--sdk PATH]`: a new
+//! plugin project that builds to a component as generated and passes
+//! `steward plugin check`, from the templates in `host/templates/`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+/// Arguments of `steward plugin new`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The type's name: lowercase kebab-case, e.g. `my-service`.
+    name: String,
+    /// The plugin's language.
+    #[arg(long, value_enum, default_value_t = Language::Rust)]
+    lang: Language,
+    /// Where to create the project (default: ./NAME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The `steward-sdk` crate to depend on (default: the SDK this binary was built from).
+    #[arg(long)]
+    sdk: Option<PathBuf>,
+}
+
+/// The languages `plugin new` writes projects for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Language {
+    Rust,
+}
+
+/// The Rust template's files: (file name, template).
+const RUST_TEMPLATE: [(&str, &str); 4] = [
+    ("Cargo.toml", include_str!("../../templates/rust/Cargo.toml.in")),
+    ("src/lib.rs", include_str!("../../templates/rust/lib.rs.in")),
+    ("README.md", include_str!("../../templates/rust/README.md.in")),
+    (".gitignore", include_str!("../../templates/rust/gitignore.in")),
+];
+
+/// Writes the project.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let name = &args.name;
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        bail!("`{name}` is not a valid type name: use lowercase letters, digits and dashes, starting with a letter");
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() {
+        bail!("{} already exists; choose another name or --dir", dir.display());
+    }
+    let sdk = match args.sdk {
+        Some(sdk) => sdk,
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"),
+    };
+    let sdk = sdk
+        .canonicalize()
+        .with_context(|| format!("steward-sdk not found at {}; pass --sdk PATH to the sdk/ crate", sdk.display()))?;
+    let camel: String = name
+        .split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|first| first.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect();
+    let replacements = [
+        ("{{name}}", name.clone()),
+        ("{{camel}}", camel),
+        ("{{file}}", name.replace('-', "_")),
+        ("{{sdk}}", sdk.display().to_string()),
+    ];
+    let files = match args.lang {
+        Language::Rust => RUST_TEMPLATE,
+    };
+    for (file, template) in files {
+        let text = replacements.iter().fold(template.to_string(), |text, (key, value)| text.replace(key, value));
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("created {} ({name}); next:", dir.display());
+    println!("  cd {} && cargo build --target wasm32-wasip2 --release", dir.display());
+    println!("  steward plugin check target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_"));
+    Ok(ExitCode::SUCCESS)
+}
