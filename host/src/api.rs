@@ -159,11 +159,7 @@ async fn resource_action(
     if !read(&view.resources)?.contains_key(&name) {
         return Err(ApiError::not_found("name", format!("no resource named `{name}`")));
     }
-    let input = match parse_action(&action)? {
-        true => Input::ResourceOnline(name.clone()),
-        false => Input::ResourceOffline(name.clone()),
-    };
-    submit(&view, input, format!("resource `{name}` {action}"))
+    request(&view, Target::Resource, name, &action)
 }
 
 async fn group_action(
@@ -173,27 +169,43 @@ async fn group_action(
     if !read(&view.groups)?.contains_key(&name) {
         return Err(ApiError::not_found("name", format!("no group named `{name}`")));
     }
-    let input = match parse_action(&action)? {
-        true => Input::GroupOnline(name.clone()),
-        false => Input::GroupOffline(name.clone()),
-    };
-    submit(&view, input, format!("group `{name}` {action}"))
+    request(&view, Target::Group, name, &action)
 }
 
 async fn target_action(
     State(view): State<Arc<NodeView>>,
     Path((name, action)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let online = parse_action(&action)?;
     if read(&view.groups)?.contains_key(&name) {
-        let input = if online { Input::GroupOnline(name.clone()) } else { Input::GroupOffline(name.clone()) };
-        return submit(&view, input, format!("group `{name}` {action}"));
+        return request(&view, Target::Group, name, &action);
     }
     if read(&view.resources)?.contains_key(&name) {
-        let input = if online { Input::ResourceOnline(name.clone()) } else { Input::ResourceOffline(name.clone()) };
-        return submit(&view, input, format!("resource `{name}` {action}"));
+        return request(&view, Target::Resource, name, &action);
     }
     Err(ApiError::not_found("name", format!("no group or resource named `{name}`")))
+}
+
+enum Target {
+    Group,
+    Resource,
+}
+
+/// Hands an online or offline request for an existing target to the node loop.
+fn request(
+    view: &NodeView,
+    target: Target,
+    name: String,
+    action: &str,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let online = parse_action(action)?;
+    let (input, kind) = match (target, online) {
+        (Target::Group, true) => (Input::GroupOnline(name.clone()), "group"),
+        (Target::Group, false) => (Input::GroupOffline(name.clone()), "group"),
+        (Target::Resource, true) => (Input::ResourceOnline(name.clone()), "resource"),
+        (Target::Resource, false) => (Input::ResourceOffline(name.clone()), "resource"),
+    };
+    view.requests.send(input).map_err(|_| ApiError::internal("the node loop has stopped".into()))?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: format!("{kind} `{name}` {action}") })))
 }
 
 fn parse_action(action: &str) -> Result<bool, ApiError> {
@@ -202,11 +214,6 @@ fn parse_action(action: &str) -> Result<bool, ApiError> {
         "offline" => Ok(false),
         other => Err(ApiError::not_found("action", format!("unknown action `{other}`; use online or offline"))),
     }
-}
-
-fn submit(view: &NodeView, input: Input, what: String) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    view.requests.send(input).map_err(|_| ApiError::internal("the node loop has stopped".into()))?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: what })))
 }
 
 #[derive(Deserialize)]
