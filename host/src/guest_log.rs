@@ -8,6 +8,7 @@
 //! quote it.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -116,26 +117,37 @@ fn emit(resource: &str, level: LogLevel, message: &str, fields: &[(String, Strin
 /// one clone goes into the WASI context, one stays with the monitor.
 #[derive(Debug, Clone, Default)]
 pub struct StderrTail {
-    bytes: Arc<Mutex<Vec<u8>>>,
+    inner: Arc<TailInner>,
+}
+
+#[derive(Debug, Default)]
+struct TailInner {
+    bytes: Mutex<Vec<u8>>,
+    /// Whether anything was written since the last clear: lets the hot
+    /// call path skip the lock, since almost no call writes to stderr.
+    written: AtomicBool,
 }
 
 impl StderrTail {
     /// What the guest wrote last, as text, with surrounding whitespace trimmed.
     pub fn text(&self) -> String {
-        let bytes = self.bytes.lock().map(|bytes| bytes.clone()).unwrap_or_default();
+        let bytes = self.inner.bytes.lock().map(|bytes| bytes.clone()).unwrap_or_default();
         String::from_utf8_lossy(&bytes).trim().to_string()
     }
 
     /// Forgets what was written (before a new call, so a report quotes only
     /// what that call wrote).
     pub fn clear(&self) {
-        if let Ok(mut bytes) = self.bytes.lock() {
+        if self.inner.written.swap(false, Ordering::Relaxed)
+            && let Ok(mut bytes) = self.inner.bytes.lock()
+        {
             bytes.clear();
         }
     }
 
     fn append(&self, new: &[u8]) {
-        if let Ok(mut bytes) = self.bytes.lock() {
+        self.inner.written.store(true, Ordering::Relaxed);
+        if let Ok(mut bytes) = self.inner.bytes.lock() {
             let new = &new[new.len().saturating_sub(STDERR_TAIL_BYTES)..];
             let overflow = (bytes.len() + new.len()).saturating_sub(STDERR_TAIL_BYTES);
             bytes.drain(..overflow);

@@ -686,8 +686,9 @@ struct ProbeTarget {
     metrics: Arc<ResourceMetrics>,
 }
 
-/// A probe waiting for its time: when, whose, which start of it, which kind.
-type DueProbe = std::cmp::Reverse<(Instant, String, u64, bool)>;
+/// A probe waiting for its time: when, which start of probing (a number
+/// that names one resource's current target), which kind.
+type DueProbe = std::cmp::Reverse<(Instant, u64, bool)>;
 
 /// One task probes every online resource. Probes run concurrently inside
 /// it, so a probe stuck until its deadline delays no other; a resource's
@@ -697,7 +698,9 @@ async fn run_probes(mut commands: mpsc::UnboundedReceiver<ProbeCommand>, inputs:
     use futures_util::StreamExt;
     use futures_util::stream::FuturesUnordered;
 
-    let mut targets: HashMap<String, (u64, Arc<ProbeTarget>)> = HashMap::new();
+    // Probing targets by start number; names map to their current start.
+    let mut targets: HashMap<u64, Arc<ProbeTarget>> = HashMap::new();
+    let mut current: HashMap<String, u64> = HashMap::new();
     let mut due: std::collections::BinaryHeap<DueProbe> = std::collections::BinaryHeap::new();
     let mut in_flight = FuturesUnordered::new();
     let mut starts: u64 = 0;
@@ -710,21 +713,24 @@ async fn run_probes(mut commands: mpsc::UnboundedReceiver<ProbeCommand>, inputs:
                 Some(ProbeCommand::Start(target)) => {
                     starts += 1;
                     let now = Instant::now();
-                    due.push(std::cmp::Reverse((now + target.looks_every, target.resource.clone(), starts, false)));
-                    due.push(std::cmp::Reverse((now + target.is_every, target.resource.clone(), starts, true)));
-                    targets.insert(target.resource.clone(), (starts, target));
+                    due.push(std::cmp::Reverse((now + target.looks_every, starts, false)));
+                    due.push(std::cmp::Reverse((now + target.is_every, starts, true)));
+                    if let Some(replaced) = current.insert(target.resource.clone(), starts) {
+                        targets.remove(&replaced);
+                    }
+                    targets.insert(starts, target);
                 }
                 Some(ProbeCommand::Stop(resource)) => {
-                    targets.remove(&resource);
+                    if let Some(start) = current.remove(&resource) {
+                        targets.remove(&start);
+                    }
                 }
             },
             _ = ticker.tick() => {
                 let now = Instant::now();
                 while due.peek().is_some_and(|std::cmp::Reverse((at, ..))| *at <= now) {
-                    let Some(std::cmp::Reverse((at, resource, start, thorough))) = due.pop() else { break };
-                    if let Some((current, target)) = targets.get(&resource)
-                        && *current == start
-                    {
+                    let Some(std::cmp::Reverse((at, start, thorough))) = due.pop() else { break };
+                    if let Some(target) = targets.get(&start) {
                         let target = target.clone();
                         in_flight.push(async move {
                             let outcome = probe_once(&target, thorough).await;
@@ -734,17 +740,18 @@ async fn run_probes(mut commands: mpsc::UnboundedReceiver<ProbeCommand>, inputs:
                 }
             },
             Some((target, start, thorough, at, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                if targets.get(&target.resource).is_none_or(|(current, _)| *current != start) {
+                if !targets.contains_key(&start) {
                     continue;
                 }
                 match outcome {
                     Ok(()) => {
                         let every = if thorough { target.is_every } else { target.looks_every };
                         let next = (at + every).max(Instant::now());
-                        due.push(std::cmp::Reverse((next, target.resource.clone(), start, thorough)));
+                        due.push(std::cmp::Reverse((next, start, thorough)));
                     }
                     Err(reason) => {
-                        targets.remove(&target.resource);
+                        targets.remove(&start);
+                        current.remove(&target.resource);
                         let _ = inputs.send(Input::Failed { resource: target.resource.clone(), reason });
                     }
                 }
