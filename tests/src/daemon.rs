@@ -26,14 +26,20 @@ impl Daemon {
     /// `plugins` components, and
     /// starts the daemon; waits until its API answers.
     pub async fn start(config: &str, plugins: &[&str]) -> Daemon {
+        let files: Vec<PathBuf> = plugins.iter().map(|plugin| guest_wasm(plugin)).collect();
+        Daemon::start_with_files(config, &files).await
+    }
+
+    /// As [`Daemon::start`], with plugin files given by path.
+    pub async fn start_with_files(config: &str, plugin_files: &[PathBuf]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         // `plugins/` for the components, `state/` for directory grants.
         for sub in ["plugins", "state"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("daemon subdirectory");
         }
-        for plugin in plugins {
-            std::fs::copy(guest_wasm(plugin), dir.path().join("plugins").join(format!("{plugin}.wasm")))
-                .expect("copy plugin");
+        for file in plugin_files {
+            let name = file.file_name().expect("a file name");
+            std::fs::copy(file, dir.path().join("plugins").join(name)).expect("copy plugin");
         }
         let api = free_address();
         let config = config.replace("{dir}", &dir.path().display().to_string()).replace("{api}", &api);

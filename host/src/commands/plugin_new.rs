@@ -27,6 +27,7 @@ pub struct Args {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Language {
     Rust,
+    Python,
 }
 
 /// The Rust template's files: (file name, template).
@@ -35,6 +36,22 @@ const RUST_TEMPLATE: [(&str, &str); 4] = [
     ("src/lib.rs", include_str!("../../templates/rust/lib.rs.in")),
     ("README.md", include_str!("../../templates/rust/README.md.in")),
     (".gitignore", include_str!("../../templates/rust/gitignore.in")),
+];
+
+/// The Python project is the `python-marker` example itself, renamed, with
+/// the contract copied in (componentize-py builds from `wit/`).
+const PYTHON_TEMPLATE: [(&str, &str); 4] = [
+    ("src/{{file}}.py", include_str!("../../../plugins/examples/python-marker/src/python_marker.py")),
+    ("src/resource_type.py", include_str!("../../../plugins/examples/python-marker/src/resource_type.py")),
+    ("build.sh", include_str!("../../../plugins/examples/python-marker/build.sh")),
+    (".gitignore", include_str!("../../../plugins/examples/python-marker/.gitignore")),
+];
+
+/// The contract, copied into projects whose toolchain reads WIT directly.
+const WIT_FILES: [(&str, &str); 3] = [
+    ("wit/resource.wit", include_str!("../../../wit/resource.wit")),
+    ("wit/types.wit", include_str!("../../../wit/types.wit")),
+    ("wit/host.wit", include_str!("../../../wit/host.wit")),
 ];
 
 /// Writes the project.
@@ -69,19 +86,43 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("{{file}}", name.replace('-', "_")),
         ("{{sdk}}", sdk.display().to_string()),
     ];
-    let files = match args.lang {
-        Language::Rust => RUST_TEMPLATE,
+    let files: Vec<(&str, &str)> = match args.lang {
+        Language::Rust => RUST_TEMPLATE.to_vec(),
+        Language::Python => PYTHON_TEMPLATE.iter().chain(WIT_FILES.iter()).copied().collect(),
     };
     for (file, template) in files {
-        let text = replacements.iter().fold(template.to_string(), |text, (key, value)| text.replace(key, value));
-        let path = dir.join(file);
+        let text = match args.lang {
+            Language::Rust => template.to_string(),
+            // The example's own names become the new type's.
+            Language::Python => template
+                .replace("python-marker", "{{name}}")
+                .replace("python_marker", "{{file}}")
+                .replace("$here/../../../wit", "$here/wit"),
+        };
+        let text = replacements.iter().fold(text, |text, (key, value)| text.replace(key, value));
+        let file = file.replace("{{file}}", &name.replace('-', "_"));
+        let path = dir.join(&file);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
+    let file = name.replace('-', "_");
     println!("created {} ({name}); next:", dir.display());
-    println!("  cd {} && cargo build --target wasm32-wasip2 --release", dir.display());
-    println!("  steward plugin check target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_"));
+    match args.lang {
+        Language::Rust => {
+            println!("  cd {} && cargo build --target wasm32-wasip2 --release", dir.display());
+            println!("  steward plugin check target/wasm32-wasip2/release/{file}.wasm");
+        }
+        Language::Python => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(dir.join("build.sh"), std::fs::Permissions::from_mode(0o755));
+            }
+            println!("  cd {} && ./build.sh", dir.display());
+            println!("  steward plugin check build/{file}.wasm --prop path=/state/marker --grant-dir /tmp:/state");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
