@@ -19,7 +19,10 @@
 //! - `instance_kib`: resident memory per live `dummy` instance after one
 //!   online and is-alive, over 1,000 instances;
 //! - `hang_overrun_ms`: how long past its deadline a looping call returns
-//!   (the worst of several).
+//!   (the worst of several);
+//! - `{rust,python,js}_marker_wasm_kib` and `..._instantiate_us`: the same
+//!   file-marker type built from Rust, Python (componentize-py) and
+//!   JavaScript (jco), when `cargo xtask examples` has built the latter two.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -78,6 +81,18 @@ fn main() {
     record("reopen_us", reopen);
     record("instance_kib", tokio.block_on(instance_kib(&dummy, &monitor)));
     record("hang_overrun_ms", tokio.block_on(hang_overrun_ms(&runtime, &guests, &monitor)));
+    // The same component in three languages: size and instantiation.
+    let examples = root.join("target/examples");
+    for (key, path) in [
+        ("rust", guests.join("file_marker.wasm")),
+        ("python", examples.join("python_marker.wasm")),
+        ("js", examples.join("js_marker.wasm")),
+    ] {
+        if let Ok(bytes) = std::fs::read(&path) {
+            record(&format!("{key}_marker_wasm_kib"), bytes.len() as f64 / 1024.0);
+            record(&format!("{key}_marker_instantiate_us"), tokio.block_on(instantiate_only_us(&runtime, &path, 200)));
+        }
+    }
 
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out).expect("target/bench");
@@ -281,18 +296,22 @@ async fn is_alive_file_ns(runtime: &Arc<Runtime>, guests: &Path, monitor: &Monit
     samples[samples.len() / 2]
 }
 
-async fn instantiate_us(runtime: &Arc<Runtime>, path: &Path, warm: &ResourceHandle) -> (f64, f64) {
-    // Store and instantiation alone, from the compiled, cached component.
-    let bytes = std::fs::read(path).expect("dummy.wasm");
+/// Store and instantiation alone, from the compiled, cached component.
+async fn instantiate_only_us(runtime: &Arc<Runtime>, path: &Path, runs: u32) -> f64 {
+    let bytes = std::fs::read(path).expect("component file");
     let (component, _) = runtime.load_component(path, &bytes).expect("component");
     let pre = runtime.linker().instantiate_pre(&component).expect("pre");
-    const RUNS: u32 = 2_000;
     let started = Instant::now();
-    for _ in 0..RUNS {
+    for _ in 0..runs {
         let mut store = runtime.new_store(steward::sandbox::SandboxState::ungranted("bench", 64 << 20));
         black_box(pre.instantiate_async(&mut store).await.expect("instantiate"));
     }
-    let instantiate = started.elapsed().as_secs_f64() * 1e6 / f64::from(RUNS);
+    started.elapsed().as_secs_f64() * 1e6 / f64::from(runs)
+}
+
+async fn instantiate_us(runtime: &Arc<Runtime>, path: &Path, warm: &ResourceHandle) -> (f64, f64) {
+    const RUNS: u32 = 2_000;
+    let instantiate = instantiate_only_us(runtime, path, RUNS).await;
     let started = Instant::now();
     for _ in 0..RUNS {
         warm.reopen().await.expect("reopen");
