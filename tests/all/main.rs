@@ -4,6 +4,7 @@
 mod cli;
 mod containment;
 mod daemon;
+mod examples;
 mod generic_app;
 mod network;
 mod ocf;

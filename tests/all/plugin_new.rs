@@ -55,27 +55,38 @@ fn bad_names_and_existing_directories_are_refused() {
     assert!(String::from_utf8_lossy(&exists.stderr).contains("already exists"));
 }
 
-#[test]
-fn a_new_python_plugin_builds_and_passes_the_check() {
+/// `plugin new --lang LANG`, its `build.sh` (which installs the toolchain),
+/// then `plugin check` of what it built, with a directory granted.
+fn new_marker_project_passes(lang: &str, name: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let project = dir.path().join("py-thing");
+    let project = dir.path().join(name);
     let created = Command::new(steward_binary())
-        .args(["plugin", "new", "py-thing", "--lang", "python", "--dir"])
+        .args(["plugin", "new", name, "--lang", lang, "--dir"])
         .arg(&project)
         .output()
         .expect("plugin new runs");
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     let built = Command::new("bash").arg(project.join("build.sh")).current_dir(&project).output().expect("build runs");
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(built.status.success(), "{lang}: {}", String::from_utf8_lossy(&built.stderr));
     let state = tempfile::tempdir().expect("state");
     let checked = Command::new(steward_binary())
         .args(["plugin", "check"])
-        .arg(project.join("build/py_thing.wasm"))
+        .arg(project.join("build").join(format!("{}.wasm", name.replace('-', "_"))))
         .args(["--prop", "path=/state/marker", "--grant-dir"])
         .arg(format!("{}:/state", state.path().display()))
         .output()
         .expect("check runs");
     let stdout = String::from_utf8_lossy(&checked.stdout);
-    assert!(checked.status.success(), "{stdout}");
-    assert!(stdout.trim_end().ends_with("PASS py-thing: every step passed"), "{stdout}");
+    assert!(checked.status.success(), "{lang}: {stdout}");
+    assert!(stdout.trim_end().ends_with(&format!("PASS {name}: every step passed")), "{stdout}");
+}
+
+#[test]
+fn a_new_python_plugin_builds_and_passes_the_check() {
+    new_marker_project_passes("python", "py-thing");
+}
+
+#[test]
+fn a_new_javascript_plugin_builds_and_passes_the_check() {
+    new_marker_project_passes("js", "js-thing");
 }

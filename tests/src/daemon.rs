@@ -11,6 +11,9 @@ use serde_json::Value;
 
 use crate::{guest_wasm, steward_binary};
 
+/// How long a daemon may take to start answering its API.
+const STARTUP_LIMIT: Duration = Duration::from_secs(180);
+
 /// A daemon under test.
 pub struct Daemon {
     /// Its directory (config, plugins, data, log).
@@ -64,7 +67,9 @@ impl Daemon {
             .spawn()
             .expect("the daemon starts");
         self.child = Some(child);
-        let until = Instant::now() + Duration::from_secs(30);
+        // Generous: a first start compiles every plugin, and a Python or
+        // JavaScript component takes seconds to compile on a busy machine.
+        let until = Instant::now() + STARTUP_LIMIT;
         while Instant::now() < until {
             if reqwest::get(self.url("/v1/status")).await.is_ok_and(|r| r.status().is_success()) {
                 return;
@@ -74,7 +79,7 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("the daemon's API did not answer within 30 s: {}", self.log());
+        panic!("the daemon's API did not answer within {STARTUP_LIMIT:?}: {}", self.log());
     }
 
     /// The daemon's log so far.

@@ -3,7 +3,9 @@
 //! - `guests`: build every plugin (`plugins/*`) and test fixture
 //!   (`tests/fixtures/*`) as a `wasm32-wasip2` component, once, into
 //!   `target/wasm32-wasip2/guest/`;
-//! - `test`: build the guests and the `steward` binary, then run every test;
+//! - `examples`: build the Python and JavaScript example plugins (their
+//!   scripts install componentize-py and jco) into `target/examples/`;
+//! - `test`: build the guests, the examples and the binaries, then run every test;
 //! - `demo`: build everything and start a node daemon on the demo
 //!   configuration (`demo/steward.toml.in`) in `target/demo`;
 //! - `bench`: build the guests, run the benchmarks (release build), which
@@ -21,10 +23,11 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let outcome = match task.as_str() {
         "guests" => build_guests(),
-        "test" => build_guests().and_then(|()| test()),
+        "test" => build_guests().and_then(|()| build_examples()).and_then(|()| test()),
+        "examples" => build_examples(),
         "demo" => build_guests().and_then(|()| demo()),
         "bench" => build_guests().and_then(|()| bench()),
-        _ => Err("usage: cargo xtask guests|test|demo|bench".to_string()),
+        _ => Err("usage: cargo xtask guests|examples|test|demo|bench".to_string()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,6 +69,19 @@ fn build_guests() -> Result<(), String> {
         command.args(["-p", &name]);
     }
     run(&mut command)
+}
+
+/// The example plugins in other languages, each built by its own script
+/// (which installs its toolchain from PyPI or npm) into `target/examples`.
+const EXAMPLES: &[&str] = &["python-marker", "js-marker"];
+
+fn build_examples() -> Result<(), String> {
+    let out = root().join("target/examples");
+    for example in EXAMPLES {
+        let script = root().join("plugins/examples").join(example).join("build.sh");
+        run(Command::new("bash").arg(&script).arg(&out))?;
+    }
+    Ok(())
 }
 
 fn test() -> Result<(), String> {

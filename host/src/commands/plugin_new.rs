@@ -28,6 +28,7 @@ pub struct Args {
 enum Language {
     Rust,
     Python,
+    Js,
 }
 
 /// The Rust template's files: (file name, template).
@@ -45,6 +46,17 @@ const PYTHON_TEMPLATE: [(&str, &str); 4] = [
     ("src/resource_type.py", include_str!("../../../plugins/examples/python-marker/src/resource_type.py")),
     ("build.sh", include_str!("../../../plugins/examples/python-marker/build.sh")),
     (".gitignore", include_str!("../../../plugins/examples/python-marker/.gitignore")),
+];
+
+/// The JavaScript project is the `js-marker` example itself, renamed, with
+/// the contract copied in.
+const JS_TEMPLATE: [(&str, &str); 6] = [
+    ("src/{{file}}.js", include_str!("../../../plugins/examples/js-marker/src/js_marker.js")),
+    ("wit/{{name}}.wit", include_str!("../../../plugins/examples/js-marker/wit/js-marker.wit")),
+    ("build.sh", include_str!("../../../plugins/examples/js-marker/build.sh")),
+    ("package.json", include_str!("../../../plugins/examples/js-marker/package.json")),
+    ("package-lock.json", include_str!("../../../plugins/examples/js-marker/package-lock.json")),
+    (".gitignore", include_str!("../../../plugins/examples/js-marker/.gitignore")),
 ];
 
 /// The contract, copied into projects whose toolchain reads WIT directly.
@@ -89,6 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let files: Vec<(&str, &str)> = match args.lang {
         Language::Rust => RUST_TEMPLATE.to_vec(),
         Language::Python => PYTHON_TEMPLATE.iter().chain(WIT_FILES.iter()).copied().collect(),
+        Language::Js => JS_TEMPLATE.iter().chain(WIT_FILES.iter()).copied().collect(),
     };
     for (file, template) in files {
         let text = match args.lang {
@@ -98,9 +111,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .replace("python-marker", "{{name}}")
                 .replace("python_marker", "{{file}}")
                 .replace("$here/../../../wit", "$here/wit"),
+            // The contract goes to `steward-wit/`: `wit/` holds the JS world.
+            Language::Js => template
+                .replace("js-marker", "{{name}}")
+                .replace("js_marker", "{{file}}")
+                .replace("\"$here\"/../../../wit/*.wit", "\"$here\"/steward-wit/*.wit"),
         };
         let text = replacements.iter().fold(text, |text, (key, value)| text.replace(key, value));
-        let file = file.replace("{{file}}", &name.replace('-', "_"));
+        let file = file.replace("{{file}}", &name.replace('-', "_")).replace("{{name}}", name);
+        let file = match (args.lang, file.strip_prefix("wit/")) {
+            (Language::Js, Some(contract)) if !contract.starts_with(name.as_str()) => format!("steward-wit/{contract}"),
+            _ => file,
+        };
         let path = dir.join(&file);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
@@ -114,12 +136,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("  cd {} && cargo build --target wasm32-wasip2 --release", dir.display());
             println!("  steward plugin check target/wasm32-wasip2/release/{file}.wasm");
         }
-        Language::Python => {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(dir.join("build.sh"), std::fs::Permissions::from_mode(0o755));
-            }
+        Language::Python | Language::Js => {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir.join("build.sh"), std::fs::Permissions::from_mode(0o755));
             println!("  cd {} && ./build.sh", dir.display());
             println!("  steward plugin check build/{file}.wasm --prop path=/state/marker --grant-dir /tmp:/state");
         }

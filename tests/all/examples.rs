@@ -1,0 +1,79 @@
+//! The example plugins in Python (componentize-py) and JavaScript (jco):
+//! built by `cargo xtask examples`, they pass the same conformance suite as
+//! the Rust plugins, and run under the daemon.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use steward_tests::daemon::Daemon;
+use steward_tests::{steward_binary, workspace_root};
+
+fn example(file: &str) -> PathBuf {
+    let path = workspace_root().join("target/examples").join(file);
+    assert!(path.is_file(), "{} is missing: run `cargo xtask examples` (or `cargo xtask test`)", path.display());
+    path
+}
+
+#[test]
+fn python_and_javascript_plugins_pass_the_conformance_suite() {
+    for file in ["python_marker.wasm", "js_marker.wasm"] {
+        let state = tempfile::tempdir().expect("tempdir");
+        let output = Command::new(steward_binary())
+            .args(["plugin", "check"])
+            .arg(example(file))
+            .args(["--prop", "path=/state/m", "--grant-dir"])
+            .arg(format!("{}:/state", state.path().display()))
+            .output()
+            .expect("check runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{file}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains("every step passed"), "{file}: {stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_plugins_run_under_the_daemon() {
+    let config = r#"
+[node]
+name = "node-x"
+plugin_dir = "plugins"
+data_dir = "data"
+api = "{api}"
+
+[[resource]]
+name = "py"
+type = "python-marker"
+properties = { path = "/state/py.online" }
+grants = { directories = [{ host = "{dir}/state", guest = "/state" }] }
+looks_alive_interval = "200ms"
+
+[[resource]]
+name = "js"
+type = "js-marker"
+properties = { path = "/state/js.online" }
+grants = { directories = [{ host = "{dir}/state", guest = "/state" }] }
+looks_alive_interval = "200ms"
+depends_on = ["py"]
+
+[[group]]
+name = "polyglot"
+resources = ["py", "js"]
+"#;
+    let daemon = Daemon::start_with_files(config, &[example("python_marker.wasm"), example("js_marker.wasm")]).await;
+    daemon.wait_group("polyglot", "online", Duration::from_secs(60)).await;
+    assert_eq!(std::fs::read_to_string(daemon.path("state/py.online")).expect("py marker"), "py");
+    assert_eq!(std::fs::read_to_string(daemon.path("state/js.online")).expect("js marker"), "js");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let metrics = reqwest::get(daemon.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    for resource in ["py", "js"] {
+        let probed = metrics
+            .lines()
+            .any(|l| l.starts_with(&format!("steward_probes_total{{resource=\"{resource}\"")) && !l.ends_with(" 0"));
+        assert!(probed, "{resource} is probed: {metrics}");
+    }
+    let (status, _) = daemon.post("/v1/groups/polyglot/offline").await;
+    assert_eq!(status, 202);
+    daemon.wait_group("polyglot", "offline", Duration::from_secs(30)).await;
+    assert!(!daemon.path("state/py.online").exists() && !daemon.path("state/js.online").exists());
+}
