@@ -66,6 +66,11 @@ fn new_marker_project_passes(lang: &str, name: &str) {
         .output()
         .expect("plugin new runs");
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let readme = std::fs::read_to_string(project.join("README.md")).expect("a README");
+    assert!(
+        readme.contains(name) && readme.contains("build.sh") && readme.contains("steward plugin check"),
+        "{readme}"
+    );
     let built = Command::new("bash").arg(project.join("build.sh")).current_dir(&project).output().expect("build runs");
     assert!(built.status.success(), "{lang}: {}", String::from_utf8_lossy(&built.stderr));
     let state = tempfile::tempdir().expect("state");

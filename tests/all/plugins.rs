@@ -1,7 +1,7 @@
 //! The first-party plugins pass the same conformance life cycle that
 //! `steward plugin check` runs, and the host checks their properties.
 
-use steward::conformance;
+use steward::conformance::{self, StepReport};
 use steward::grants::DirectoryGrant;
 use steward::monitor::{FailureKind, Monitor};
 use steward_tests::{context, plugin, spec};
@@ -126,6 +126,16 @@ async fn the_suite_names_each_broken_rule() {
         let failure = report.steps.iter().find(|s| !s.passed && s.step == step).expect("the failed step");
         assert!(failure.detail.contains(message), "{rule}: {}", failure.detail);
     }
+    let lax = plugin("lax_validate").await;
+    let report = conformance::run(lax.clone(), spec("l", &lax, &[("needed", "x")])).await;
+    let failed: Vec<&StepReport> = report.steps.iter().filter(|s| !s.passed).collect();
+    assert_eq!(failed.len(), 1, "{report:#?}");
+    assert_eq!(failed[0].step, "validate-rejects-missing");
+    assert!(
+        failed[0].detail.contains("validate accepted properties without required property `needed`"),
+        "{report:#?}"
+    );
+
     let report = conformance::run(sloppy.clone(), spec("s", &sloppy, &[])).await;
     let metadata = &report.step("metadata")[0];
     for flaw in ["version `one`", "description is empty", "property name `Loud`"] {

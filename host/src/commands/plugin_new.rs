@@ -41,7 +41,8 @@ const RUST_TEMPLATE: [(&str, &str); 4] = [
 
 /// The Python project is the `python-marker` example itself, renamed, with
 /// the contract copied in (componentize-py builds from `wit/`).
-const PYTHON_TEMPLATE: [(&str, &str); 4] = [
+const PYTHON_TEMPLATE: [(&str, &str); 5] = [
+    ("README.md", include_str!("../../../plugins/examples/python-marker/README.md")),
     ("src/{{file}}.py", include_str!("../../../plugins/examples/python-marker/src/python_marker.py")),
     ("src/resource_type.py", include_str!("../../../plugins/examples/python-marker/src/resource_type.py")),
     ("build.sh", include_str!("../../../plugins/examples/python-marker/build.sh")),
@@ -50,7 +51,8 @@ const PYTHON_TEMPLATE: [(&str, &str); 4] = [
 
 /// The JavaScript project is the `js-marker` example itself, renamed, with
 /// the contract copied in.
-const JS_TEMPLATE: [(&str, &str); 6] = [
+const JS_TEMPLATE: [(&str, &str); 7] = [
+    ("README.md", include_str!("../../../plugins/examples/js-marker/README.md")),
     ("src/{{file}}.js", include_str!("../../../plugins/examples/js-marker/src/js_marker.js")),
     ("wit/{{name}}.wit", include_str!("../../../plugins/examples/js-marker/wit/js-marker.wit")),
     ("build.sh", include_str!("../../../plugins/examples/js-marker/build.sh")),
@@ -110,12 +112,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Language::Python => template
                 .replace("python-marker", "{{name}}")
                 .replace("python_marker", "{{file}}")
-                .replace("$here/../../../wit", "$here/wit"),
+                .replace("$here/../../../wit", "$here/wit")
+                .replace("the repository's `wit/`", "the copy of Steward's contract in `wit/`"),
             // The contract goes to `steward-wit/`: `wit/` holds the JS world.
             Language::Js => template
                 .replace("js-marker", "{{name}}")
                 .replace("js_marker", "{{file}}")
-                .replace("\"$here\"/../../../wit/*.wit", "\"$here\"/steward-wit/*.wit"),
+                .replace("\"$here\"/../../../wit/*.wit", "\"$here\"/steward-wit/*.wit")
+                .replace("the repository's `wit/`", "the copy of Steward's contract in `steward-wit/`"),
         };
         let text = replacements.iter().fold(text, |text, (key, value)| text.replace(key, value));
         let file = file.replace("{{file}}", &name.replace('-', "_")).replace("{{name}}", name);
