@@ -30,8 +30,13 @@ impl Notepad {
         assert!(binary.is_file(), "{} is missing: run `cargo build -p notepad` first", binary.display());
         let state = tempfile::tempdir().expect("tempdir");
         let note = state.path().join("note.txt");
+        // Each notepad gets a loopback address of its own: once it stops, no
+        // other test's listener (all on 127.0.0.1) can take over its port.
+        static NEXT_HOST: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(10);
+        let host = NEXT_HOST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let listen = format!("127.0.0.{host}:0");
         let mut child = Command::new(&binary)
-            .args(["--listen", "127.0.0.1:0", "--note"])
+            .args(["--listen", &listen, "--note"])
             .arg(&note)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -148,12 +153,7 @@ async fn a_service_that_stops_no_longer_looks_alive() {
     assert!(health.alive && health.reason == format!("GET {url} answered 200"), "{health:?}");
 
     notepad.stop();
-    // Tests run in parallel and the system reuses freed ports: if something
-    // else listens there now, "gone" cannot be observed on this port.
-    if std::net::TcpStream::connect(notepad.address).is_ok() {
-        eprintln!("{address} was taken by another listener after notepad stopped; nothing to observe");
-        return;
-    }
+    assert!(std::net::TcpStream::connect(notepad.address).is_err(), "nothing listens on {address} any more");
     for (handle, named) in [(&port, &address), (&page, &url)] {
         assert!(!handle.looks_alive().await.expect("probe"), "{named} is gone");
         let health = handle.is_alive(CheckLevel::Thorough).await.expect("probe");

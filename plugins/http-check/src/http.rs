@@ -80,6 +80,9 @@ impl Url {
 pub fn get_status(url: &Url, timeout: Duration) -> std::io::Result<u16> {
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&url.address, timeout)?;
+    // A refused connect can come back as success on wasm32-wasip2; the peer
+    // address tells a real connection from a refused one.
+    stream.peer_addr()?;
     stream.set_write_timeout(Some(remaining(deadline, timeout)?))?;
     // HTTP/1.0 and `Connection: close`: no keep-alive or chunked encoding
     // to deal with, and the server closes when it is done.

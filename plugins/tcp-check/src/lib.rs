@@ -67,7 +67,11 @@ impl TcpCheck {
     /// One connection attempt, closed at once: the check is only whether
     /// the address accepts it.
     fn connect(&self) -> std::io::Result<()> {
-        TcpStream::connect_timeout(&self.address, self.connect_timeout).map(drop)
+        let stream = TcpStream::connect_timeout(&self.address, self.connect_timeout)?;
+        // On wasm32-wasip2 a refused connect can come back as success from
+        // `connect_timeout` (the pending error is never read back); asking
+        // for the peer tells a real connection from a refused one.
+        stream.peer_addr().map(drop)
     }
 }
 
