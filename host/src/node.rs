@@ -410,14 +410,13 @@ impl Node {
             self.execute(actions);
         }
         let deadline = Instant::now() + Timeouts::default().pending * 2;
-        while self
-            .handles
-            .keys()
-            .any(|r| matches!(self.engine.state(r), Some(ResourceState::Online | ResourceState::OfflinePending)))
-            && Instant::now() < deadline
-        {
+        let busy = |state| {
+            matches!(state, Some(ResourceState::Online | ResourceState::OnlinePending | ResourceState::OfflinePending))
+        };
+        while self.handles.keys().any(|r| busy(self.engine.state(r))) && Instant::now() < deadline {
             match tokio::time::timeout(Duration::from_secs(1), self.receiver.recv()).await {
-                Ok(Some(input @ Input::OfflineDone { .. })) => self.apply(input),
+                // A resource still coming online finishes, then goes offline.
+                Ok(Some(input @ (Input::OfflineDone { .. } | Input::OnlineDone { .. }))) => self.apply(input),
                 Ok(Some(_)) | Err(_) => {}
                 Ok(None) => break,
             }
