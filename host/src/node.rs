@@ -3,7 +3,7 @@
 //! One task owns the [`PolicyEngine`]; it receives [`Input`]s on a channel
 //! (operator requests from the API, call results, failed probes, signalled
 //! failures, timers) and turns the engine's [`Action`]s into calls on the
-//! monitor, probe tasks, timers, state-store writes and published events.
+//! monitor, the prober, timers, state-store writes and published events.
 //! Calls run in tasks of their own, so a slow resource never holds up the
 //! loop or another resource. Group ownership is decided in one place,
 //! [`Ownership`], so a cluster backend can take it over later.
