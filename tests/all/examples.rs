@@ -65,12 +65,8 @@ resources = ["py", "js"]
     assert_eq!(std::fs::read_to_string(daemon.path("state/py.online")).expect("py marker"), "py");
     assert_eq!(std::fs::read_to_string(daemon.path("state/js.online")).expect("js marker"), "js");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let metrics = reqwest::get(daemon.url("/metrics")).await.expect("metrics").text().await.expect("text");
     for resource in ["py", "js"] {
-        let probed = metrics
-            .lines()
-            .any(|l| l.starts_with(&format!("steward_probes_total{{resource=\"{resource}\"")) && !l.ends_with(" 0"));
-        assert!(probed, "{resource} is probed: {metrics}");
+        assert!(daemon.probes(resource).await > 0, "{resource} is probed");
     }
     let (status, _) = daemon.post("/v1/groups/polyglot/offline").await;
     assert_eq!(status, 202);

@@ -121,10 +121,7 @@ policy = {{ restart_threshold = 0 }}
     let state_file = daemon.path("state/dummy.state");
     assert!(state_file.exists(), "the agent's start ran");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let probes = reqwest::get(daemon.url("/metrics")).await.expect("metrics").text().await.expect("text");
-    let probed =
-        probes.lines().any(|l| l.starts_with("steward_probes_total{resource=\"dummy-agent\"") && !l.ends_with(" 0"));
-    assert!(probed, "the agent is probed with monitor: {probes}");
+    assert!(daemon.probes("dummy-agent").await > 0, "the agent is probed with monitor");
 
     std::fs::remove_file(&state_file).expect("remove the state file");
     daemon.wait_group("legacy", "failed", Duration::from_secs(20)).await;

@@ -111,6 +111,18 @@ impl Daemon {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Probes run on `resource` so far, read from the Prometheus metrics.
+    pub async fn probes(&self, resource: &str) -> u64 {
+        let metrics = reqwest::get(self.url("/metrics")).await.expect("metrics").text().await.expect("metrics text");
+        let prefix = format!("steward_probes_total{{resource=\"{resource}\"");
+        metrics
+            .lines()
+            .find(|line| line.starts_with(&prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse::<f64>().ok())
+            .map_or(0, |value| value as u64)
+    }
+
     /// The state of a resource.
     pub async fn state(&self, resource: &str) -> String {
         self.get(&format!("/v1/resources/{resource}")).await["state"].as_str().unwrap_or_default().to_string()
