@@ -330,6 +330,16 @@ impl Monitor {
     /// Opens a resource: checks its grants and properties, creates its
     /// sandbox and calls the plugin's `open`.
     pub async fn open(&self, plugin: Arc<Plugin>, spec: ResourceSpec) -> Result<ResourceHandle> {
+        let handle = self.prepare(plugin, spec)?;
+        handle.reopen().await.map_err(|source| Error::Call { resource: handle.name().to_string(), source })?;
+        Ok(handle)
+    }
+
+    /// Checks a resource's grants and properties and makes its handle, with
+    /// no sandbox yet: [`ResourceHandle::reopen`] creates one. The node uses
+    /// it so that a plugin whose `open` fails at start is retried by the
+    /// policy engine rather than stopping the node.
+    pub fn prepare(&self, plugin: Arc<Plugin>, spec: ResourceSpec) -> Result<ResourceHandle> {
         spec.grants.configure(&spec.name)?;
         if spec.memory_limit_bytes > MAX_MEMORY_LIMIT_BYTES {
             return Err(Error::InvalidGrant {
@@ -353,7 +363,6 @@ impl Monitor {
                 slot: Mutex::new(Slot { live: None, last_failure: None }),
             }),
         };
-        handle.reopen().await.map_err(|source| Error::Call { resource: handle.name().to_string(), source })?;
         Ok(handle)
     }
 }

@@ -246,6 +246,14 @@ pub async fn check_config(config: &NodeConfig, plugins: &BTreeMap<String, Arc<Pl
             )));
             continue;
         };
+        let memory_limit = resource.memory_limit_mib.unwrap_or(0) << 20;
+        if memory_limit > crate::runtime::MAX_MEMORY_LIMIT_BYTES {
+            let most = crate::runtime::MAX_MEMORY_LIMIT_BYTES >> 20;
+            errors.push(at(format!(
+                "memory_limit_mib: {} is over the most a resource may have, {most}",
+                memory_limit >> 20
+            )));
+        }
         if let Err(error) = resource.grants.configure(&resource.name) {
             errors.push(at(strip_resource(&error.to_string(), &resource.name)));
         }
@@ -294,7 +302,11 @@ impl Node {
             let Some(plugin) = plugins.get(&resource.type_name) else { continue };
             let record = store.record(&resource.name).unwrap_or_default();
             let spec = resource_spec(resource, plugin, store.processes(&resource.name).unwrap_or_default());
-            let handle = monitor.open(plugin.clone(), spec).await?;
+            let handle = monitor.prepare(plugin.clone(), spec)?;
+            if let Err(error) = handle.reopen().await {
+                // Not fatal for the node: online reopens it, under the policy.
+                tracing::error!(resource = %resource.name, %error, "cannot open the resource at start");
+            }
             let group = config.group_of(&resource.name).map(|g| g.name.clone()).unwrap_or_default();
             let counters = ResourceMetrics::default();
             counters.restarts_total.store(record.restarts_total, Ordering::Relaxed);

@@ -287,3 +287,38 @@ resources = ["sleeper"]
     daemon.wait_group("g", "offline", Duration::from_secs(20)).await;
     assert!(!process_running(pid));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_cannot_open_at_start_fails_its_group_not_the_node() {
+    let config = r#"
+[node]
+name = "node-p"
+plugin_dir = "plugins"
+data_dir = "data"
+api = "{api}"
+
+[[resource]]
+name = "fine"
+type = "dummy"
+
+[[resource]]
+name = "broken"
+type = "hostile"
+properties = { fault = "panic-open" }
+
+[[group]]
+name = "good"
+resources = ["fine"]
+
+[[group]]
+name = "bad"
+resources = ["broken"]
+policy = { restart_threshold = 1, restart_delay = "50ms" }
+"#;
+    let mut daemon = Daemon::start(config, &["dummy", "hostile"]).await;
+    daemon.wait_group("good", "online", Duration::from_secs(20)).await;
+    daemon.wait_group("bad", "failed", Duration::from_secs(20)).await;
+    let broken = daemon.get("/v1/resources/broken").await;
+    assert!(broken["reason"].as_str().unwrap_or_default().contains("hostile fixture: panic in open"), "{broken}");
+    assert!(daemon.running(), "the node kept running");
+}
