@@ -94,7 +94,20 @@ impl StateStore {
 
     /// Replaces what is remembered of `resource`.
     pub fn set_record(&self, resource: &str, record: &ResourceRecord) -> Result<(), StateError> {
-        self.put(RECORDS, resource, record)
+        self.set_records(&[(resource, record)])
+    }
+
+    /// Replaces what is remembered of several resources, in one commit.
+    pub fn set_records(&self, records: &[(&str, &ResourceRecord)]) -> Result<(), StateError> {
+        let write = self.database.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut table = write.open_table(RECORDS).map_err(|e| self.error(e))?;
+            for (resource, record) in records {
+                let json = serde_json::to_string(record).map_err(|e| self.error(e))?;
+                table.insert(*resource, json.as_str()).map_err(|e| self.error(e))?;
+            }
+        }
+        write.commit().map_err(|e| self.error(e))
     }
 
     fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>, key: &str) -> Result<Option<T>, StateError> {
@@ -137,10 +150,13 @@ mod tests {
             let store = StateStore::open(dir.path()).expect("open");
             store.set_group_wanted("g", true).expect("write");
             store.set_processes("r", &[TrackedProcess { pid: 42, start_time: 7 }]).expect("write");
+            let record = ResourceRecord { restarts_total: 3, ..ResourceRecord::default() };
+            store.set_records(&[("r", &record), ("s", &ResourceRecord::default())]).expect("write");
         }
         let store = StateStore::open(dir.path()).expect("reopen");
         assert_eq!(store.group_wanted("g").expect("read"), Some(true));
         assert_eq!(store.group_wanted("other").expect("read"), None);
         assert_eq!(store.processes("r").expect("read"), vec![TrackedProcess { pid: 42, start_time: 7 }]);
+        assert_eq!(store.record("r").expect("read").restarts_total, 3);
     }
 }
