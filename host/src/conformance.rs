@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bindings::{CallContext, CheckLevel, ClusterEvent, GroupMove, PropertyKind, TypeInfo};
+use crate::bindings::{CallContext, CheckLevel, ClusterEvent, GroupMove, TypeInfo};
 use crate::monitor::{CallError, Monitor, ResourceHandle, ResourceSpec};
 use crate::plugin::Plugin;
 
@@ -225,16 +225,10 @@ fn check_metadata(info: &TypeInfo) -> Result<String, String> {
                 spec.name
             ));
         }
-        if let Some(default) = &spec.default_value {
-            let fits = match spec.kind {
-                PropertyKind::Integer => default.trim().parse::<i64>().is_ok(),
-                PropertyKind::Boolean => matches!(default.trim(), "true" | "false"),
-                PropertyKind::Text | PropertyKind::TextList => true,
-            };
-            if !fits {
-                problems
-                    .push(format!("property `{}`: default `{default}` is not of its kind {:?}", spec.name, spec.kind));
-            }
+        if let Some(default) = &spec.default_value
+            && crate::properties::kind_problem(spec.kind, default).is_some()
+        {
+            problems.push(format!("property `{}`: default `{default}` is not of its kind {:?}", spec.name, spec.kind));
         }
     }
     if problems.is_empty() {

@@ -649,14 +649,13 @@ impl Node {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
         let Some(config) = self.config.resource(&resource) else { return };
         let timing = &handle.plugin().metadata().timing;
-        let looks_every = config.timing.looks_alive_interval.unwrap_or(match timing.looks_alive_interval_ms {
-            0 => DEFAULT_LOOKS_ALIVE_INTERVAL,
-            ms => Duration::from_millis(u64::from(ms)),
-        });
-        let is_every = config.timing.is_alive_interval.unwrap_or(match timing.is_alive_interval_ms {
-            0 => DEFAULT_IS_ALIVE_INTERVAL,
-            ms => Duration::from_millis(u64::from(ms)),
-        });
+        let looks_every = probe_interval(
+            config.timing.looks_alive_interval,
+            timing.looks_alive_interval_ms,
+            DEFAULT_LOOKS_ALIVE_INTERVAL,
+        );
+        let is_every =
+            probe_interval(config.timing.is_alive_interval, timing.is_alive_interval_ms, DEFAULT_IS_ALIVE_INTERVAL);
         let metrics = self.view.metrics.get(&resource).cloned().unwrap_or_default();
         let target = ProbeTarget { resource, handle, looks_every, is_every, metrics };
         let _ = self.probes.send(ProbeCommand::Start(Arc::new(target)));
@@ -694,6 +693,15 @@ impl Node {
             }
         });
     }
+}
+
+/// A probe interval: the resource's override, else the type's proposal
+/// (zero meaning none), else the host's default.
+fn probe_interval(configured: Option<Duration>, proposed_ms: u32, default: Duration) -> Duration {
+    configured.unwrap_or(match proposed_ms {
+        0 => default,
+        ms => Duration::from_millis(u64::from(ms)),
+    })
 }
 
 /// How often the prober wakes. Probes due within one tick run together, so

@@ -261,8 +261,8 @@ fn kill_group(pid: u32) {
 /// The start time of `pid` (field 22 of `/proc/PID/stat`), if it exists and
 /// is not a zombie.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let stat = stat_after_command(pid)?;
+    let mut fields = stat.split_whitespace();
     let state = fields.next()?;
     if state == "Z" || state == "X" {
         return None;
@@ -271,18 +271,21 @@ pub fn start_time(pid: u32) -> Option<u64> {
     fields.nth(22 - 4)?.parse().ok()
 }
 
-/// Reads the process state letter from `/proc/PID/stat` (the field after the
-/// parenthesised command name, which may itself contain spaces or parens).
+/// Reads the process state letter from `/proc/PID/stat`.
 fn proc_state(pid: u32) -> ProcessStatus {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return ProcessStatus::Running;
-    };
-    let state = stat.rfind(')').and_then(|end| stat[end + 1..].trim_start().chars().next());
+    let state = stat_after_command(pid).and_then(|stat| stat.trim_start().chars().next());
     match state {
         Some('Z') => ProcessStatus::Zombie,
         Some('T' | 't') => ProcessStatus::Stopped,
         _ => ProcessStatus::Running,
     }
+}
+
+/// `/proc/PID/stat` after the parenthesised command name (which may itself
+/// contain spaces or parentheses), starting with the state field.
+fn stat_after_command(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rfind(')').map(|end| stat[end + 1..].to_string())
 }
 
 fn os_signal(signal: Signal) -> OsSignal {

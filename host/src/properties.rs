@@ -31,7 +31,8 @@ pub fn check(schema: &[PropertySpec], values: &[(String, String)]) -> Vec<Proble
     problems
 }
 
-fn kind_problem(kind: PropertyKind, value: &str) -> Option<String> {
+/// Why `value` is not of `kind`, or none when it is.
+pub(crate) fn kind_problem(kind: PropertyKind, value: &str) -> Option<String> {
     match kind {
         PropertyKind::Integer if value.trim().parse::<i64>().is_err() => {
             Some(format!("`{value}` is not an integer; write a whole number such as 5"))
