@@ -551,6 +551,7 @@ impl Node {
             }
         });
         let group = self.group_name(&resource);
+        self.refresh_group(&group);
         self.view.publish(NodeEvent {
             kind: "transition".into(),
             resource: Some(resource),
@@ -593,20 +594,33 @@ impl Node {
     fn refresh_groups(&self) {
         let Ok(mut groups) = self.view.groups.write() else { return };
         for (name, view) in groups.iter_mut() {
-            let states: Vec<ResourceState> = view.resources.iter().filter_map(|r| self.engine.state(r)).collect();
-            let all = |state: ResourceState| states.iter().all(|s| *s == state);
-            view.state = if self.engine.group_failed(name) {
-                "failed"
-            } else if all(ResourceState::Online) {
-                "online"
-            } else if states.iter().all(|s| matches!(s, ResourceState::Offline | ResourceState::Unknown)) {
-                "offline"
-            } else if states.iter().any(|s| matches!(s, ResourceState::OnlinePending | ResourceState::OfflinePending)) {
-                "pending"
-            } else {
-                "partial"
-            }
-            .to_string();
+            view.state = self.group_state(name, view).to_string();
+        }
+    }
+
+    /// Derives one group's state, so a transition's event is published only
+    /// after the group it changes reads the new state: a client that sees the
+    /// last resource come online must also see its group online.
+    fn refresh_group(&self, group: &str) {
+        let Ok(mut groups) = self.view.groups.write() else { return };
+        if let Some(view) = groups.get_mut(group) {
+            view.state = self.group_state(group, view).to_string();
+        }
+    }
+
+    fn group_state(&self, name: &str, view: &GroupView) -> &'static str {
+        let states: Vec<ResourceState> = view.resources.iter().filter_map(|r| self.engine.state(r)).collect();
+        let all = |state: ResourceState| states.iter().all(|s| *s == state);
+        if self.engine.group_failed(name) {
+            "failed"
+        } else if all(ResourceState::Online) {
+            "online"
+        } else if states.iter().all(|s| matches!(s, ResourceState::Offline | ResourceState::Unknown)) {
+            "offline"
+        } else if states.iter().any(|s| matches!(s, ResourceState::OnlinePending | ResourceState::OfflinePending)) {
+            "pending"
+        } else {
+            "partial"
         }
     }
 
