@@ -45,6 +45,7 @@ pub fn router(view: Arc<NodeView>) -> Router {
         .route("/v1/groups/{name}/{action}", post(group_action))
         .route("/v1/targets/{name}/{action}", post(target_action))
         .route("/v1/plugins", get(plugins))
+        .route("/v1/workers", get(workers))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -143,8 +144,12 @@ async fn group(
         .ok_or_else(|| ApiError::not_found("name", format!("no group named `{name}`")))
 }
 
-async fn plugins(State(view): State<Arc<NodeView>>) -> Json<Vec<crate::node::PluginView>> {
-    Json(view.plugins.clone())
+async fn plugins(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<crate::node::PluginView>>, ApiError> {
+    Ok(Json(read(&view.plugins)?.clone()))
+}
+
+async fn workers(State(view): State<Arc<NodeView>>) -> Json<Vec<crate::worker::WorkerView>> {
+    Json(view.workers.views())
 }
 
 #[derive(Serialize)]
@@ -276,6 +281,19 @@ async fn metrics(State(view): State<Arc<NodeView>>) -> Result<Response, ApiError
                 escape(&resource.group)
             );
         }
+    }
+    let stats = view.runtime.stats();
+    let node_counters = [
+        ("steward_components_compiled_total", "Plugin components compiled from .wasm by the daemon.", stats.compiled.load(Ordering::Relaxed)),
+        ("steward_components_cached_total", "Plugin components loaded from the compile cache by the daemon.", stats.loaded_from_cache.load(Ordering::Relaxed)),
+    ];
+    for (family, help, value) in node_counters {
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter\n{family} {value}");
+    }
+    let family = "steward_worker_restarts_total";
+    let _ = writeln!(out, "# HELP {family} Monitor workers started again after a loss.\n# TYPE {family} counter");
+    for worker in view.workers.views() {
+        let _ = writeln!(out, "{family}{{worker=\"{}\"}} {}", escape(&worker.name), worker.restarts);
     }
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

@@ -15,6 +15,8 @@ wasmtime::component::bindgen!({
         default: trappable,
     },
     exports: { default: async },
+    // Monitor workers send these values over their pipe.
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 pub use self::exports::steward::resource::resource_type::{self as guest, Guest as ResourceTypeGuest};

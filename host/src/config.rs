@@ -22,6 +22,7 @@
 //! grants = { programs = ["/usr/bin/notepad"] }
 //! depends_on = ["marker"]
 //! looks_alive_interval = "1s"
+//! separate_monitor = true         # optional: a monitor worker of its own
 //!
 //! [[group]]
 //! name = "notepad"
@@ -66,6 +67,9 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// Whether SIGTERM leaves resources running (true) or takes them offline.
     pub leave_running_on_stop: bool,
+    /// A monitor worker that does not answer for this long is killed and
+    /// handled as dead.
+    pub worker_deadlock_timeout: Duration,
     /// Every resource, in file order.
     pub resources: Vec<ResourceConfig>,
     /// Every group, in file order.
@@ -100,6 +104,8 @@ pub struct ResourceConfig {
     pub timing: TimingOverrides,
     /// Its memory cap, in MiB.
     pub memory_limit_mib: Option<usize>,
+    /// Whether it gets a monitor worker of its own rather than the shared one.
+    pub separate_monitor: bool,
     /// The file and line it was defined at, for later errors.
     pub defined_at: String,
 }
@@ -192,6 +198,7 @@ pub fn load(file: &Path) -> Result<NodeConfig, ConfigError> {
         api: raw.node.api,
         log_format: raw.node.log_format,
         leave_running_on_stop: raw.node.leave_running_on_stop,
+        worker_deadlock_timeout: raw.node.worker_deadlock_timeout.map_or(DEFAULT_WORKER_DEADLOCK_TIMEOUT, |d| d.0),
         resources,
         groups,
     };
@@ -284,6 +291,7 @@ fn collect(
                 probe_timeout: raw.probe_timeout.map(|d| d.0),
             },
             memory_limit_mib: raw.memory_limit_mib,
+            separate_monitor: raw.separate_monitor,
             defined_at,
             name,
         });
@@ -480,8 +488,14 @@ struct RawNode {
     log_format: LogFormat,
     #[serde(default)]
     leave_running_on_stop: bool,
+    worker_deadlock_timeout: Option<TextDuration>,
     include: Option<PathBuf>,
 }
+
+/// How long a silent monitor worker is given before it is killed: far above
+/// any ping's round trip, short enough that a wedged worker is replaced
+/// well before probes would call its resources failed.
+pub const DEFAULT_WORKER_DEADLOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn default_api() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7700))
@@ -503,6 +517,8 @@ struct RawResource {
     pending_timeout: Option<TextDuration>,
     probe_timeout: Option<TextDuration>,
     memory_limit_mib: Option<usize>,
+    #[serde(default)]
+    separate_monitor: bool,
 }
 
 #[derive(Deserialize, Default)]

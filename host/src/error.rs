@@ -59,6 +59,14 @@ pub enum Error {
         /// What happened.
         source: crate::monitor::CallError,
     },
+    /// An operating-system call the host needs failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the host was doing.
+        context: String,
+        /// What failed.
+        source: std::io::Error,
+    },
 }
 
 /// The host library's result type.

@@ -25,7 +25,7 @@ use crate::guest_log::StderrTail;
 use crate::process::ProcessTable;
 
 /// A host directory made visible to a resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirectoryGrant {
     /// The directory on the host (absolute).
     pub host_path: PathBuf,
@@ -36,7 +36,7 @@ pub struct DirectoryGrant {
 }
 
 /// Everything a resource is allowed to reach.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grants {
     /// Programs the resource may spawn, by absolute path.
     pub programs: Vec<PathBuf>,

@@ -24,5 +24,6 @@ pub mod properties;
 pub mod runtime;
 pub mod sandbox;
 pub mod state;
+pub mod worker;
 
 pub use error::{Error, Result};

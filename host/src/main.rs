@@ -42,6 +42,9 @@ enum Command {
     Plugin(PluginCommand),
     /// Run a plugin as an OCF resource agent (for Pacemaker).
     Ocf(commands::ocf::Args),
+    /// A monitor worker; started by the daemon, never by hand.
+    #[command(hide = true)]
+    Monitor(commands::monitor::Args),
 }
 
 #[derive(clap::Args)]
@@ -64,7 +67,7 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Daemon(_)) {
+    if !matches!(cli.command, Command::Daemon(_) | Command::Monitor(_)) {
         init_tracing(false, "warn");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Command::Plugin(PluginCommand::List(api)) => commands::client::plugin_list(&api).await,
             Command::Plugin(PluginCommand::New(args)) => commands::plugin_new::run(args).await,
             Command::Ocf(args) => commands::ocf::run(args).await,
+            Command::Monitor(args) => commands::monitor::run(args).await,
         }
     });
     match outcome {

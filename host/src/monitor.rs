@@ -50,7 +50,7 @@ pub const MAX_ERROR_TEXT_BYTES: usize = 8 << 10;
 const DEADLINE_SLACK: Duration = Duration::from_millis(2);
 
 /// The operations of the contract, for deadlines and reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Operation {
     /// `metadata`
     Metadata,
@@ -92,7 +92,7 @@ impl std::fmt::Display for Operation {
 }
 
 /// Why a call into a resource did not succeed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CallError {
     /// The guest trapped (a panic, `unreachable`, a stack overflow).
     #[error("{operation} trapped: {message}")]
@@ -132,7 +132,7 @@ pub enum CallError {
         /// The call.
         operation: Operation,
         /// Which value.
-        what: &'static str,
+        what: String,
         /// Its size.
         bytes: usize,
         /// The limit.
@@ -158,6 +158,13 @@ pub enum CallError {
         /// The failure that discarded it.
         last: String,
     },
+    /// The monitor worker hosting the instance died or stopped answering
+    /// before the call returned; the node re-creates its instances.
+    #[error("the monitor worker was lost: {reason}")]
+    WorkerLost {
+        /// What happened to the worker.
+        reason: String,
+    },
 }
 
 /// The kind of a [`CallError`], for decisions and tests.
@@ -179,6 +186,8 @@ pub enum FailureKind {
     Instantiate,
     /// See [`CallError::NoInstance`].
     NoInstance,
+    /// See [`CallError::WorkerLost`].
+    WorkerLost,
 }
 
 impl CallError {
@@ -193,6 +202,7 @@ impl CallError {
             CallError::Plugin { .. } => FailureKind::Plugin,
             CallError::Instantiate { .. } => FailureKind::Instantiate,
             CallError::NoInstance { .. } => FailureKind::NoInstance,
+            CallError::WorkerLost { .. } => FailureKind::WorkerLost,
         }
     }
 
@@ -215,7 +225,7 @@ pub fn describe_plugin_error(error: &PluginError) -> String {
 }
 
 /// The deadline of each operation of one resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timeouts {
     /// `open`.
     pub open: Duration,
@@ -274,7 +284,7 @@ impl Timeouts {
 }
 
 /// One resource to open: its name, properties, grants and limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResourceSpec {
     /// The resource's name.
     pub name: String,
@@ -704,6 +714,10 @@ fn cut_plugin_error(error: PluginError) -> PluginError {
     }
 }
 
-fn bounded_size(operation: Operation, what: &'static str, bytes: usize, limit: usize) -> Result<(), CallError> {
-    if bytes > limit { Err(CallError::OversizedReturn { operation, what, bytes, limit }) } else { Ok(()) }
+fn bounded_size(operation: Operation, what: &str, bytes: usize, limit: usize) -> Result<(), CallError> {
+    if bytes > limit {
+        Err(CallError::OversizedReturn { operation, what: what.to_string(), bytes, limit })
+    } else {
+        Ok(())
+    }
 }

@@ -18,14 +18,16 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::bindings::{CallContext, CheckLevel, PluginError};
+use crate::bindings::{CallContext, PluginError};
 use crate::config::{ConfigError, NodeConfig, ResourceConfig};
-use crate::events::EventKind;
-use crate::monitor::{CallError, Monitor, ResourceHandle, ResourceSpec, Timeouts};
+use crate::monitor::{CallError, ResourceSpec, Timeouts};
 use crate::plugin::Plugin;
 use crate::policy::{Action, Input, PolicyEngine, ResourceState, Severity};
 use crate::runtime::Runtime;
 use crate::state::{ResourceRecord, StateStore};
+use crate::worker::client::ProbeAnswer;
+use crate::worker::protocol::{ProbeItem, ProbeOutcome};
+use crate::worker::{RemoteResource, WorkerEvent, WorkerOptions, WorkerPool};
 
 /// The probe intervals of the classic cluster service.
 pub const DEFAULT_LOOKS_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -98,6 +100,8 @@ pub struct ResourceView {
     pub failures_total: u64,
     /// Processes it runs now.
     pub pids: Vec<u32>,
+    /// The monitor worker hosting it: `shared`, or its own name.
+    pub worker: String,
 }
 
 /// One group as the API shows it.
@@ -126,6 +130,9 @@ pub struct PluginView {
     /// The type's version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The sha256 of the file loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     /// Why it did not load, when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -141,7 +148,7 @@ pub struct NodeView {
     /// Every group.
     pub groups: RwLock<BTreeMap<String, GroupView>>,
     /// Every plugin file.
-    pub plugins: Vec<PluginView>,
+    pub plugins: RwLock<Vec<PluginView>>,
     /// Counters per resource.
     pub metrics: BTreeMap<String, Arc<ResourceMetrics>>,
     /// Published events.
@@ -150,6 +157,10 @@ pub struct NodeView {
     pub recent: Mutex<VecDeque<NodeEvent>>,
     /// Requests to the node loop.
     pub requests: mpsc::UnboundedSender<Input>,
+    /// The monitor workers.
+    pub workers: Arc<WorkerPool>,
+    /// The daemon's engine (its compile counters).
+    pub runtime: Arc<Runtime>,
     started: Instant,
     next_seq: AtomicU64,
 }
@@ -186,12 +197,15 @@ impl Ownership for SingleNode {
 
 /// Loads every `.wasm` in the plugin directory: the types that loaded, and a
 /// view of every file (with the reason for those that did not, which the
-/// caller reports: a bad file never stops the node).
-pub async fn load_plugins(runtime: &Arc<Runtime>, dir: &Path) -> (BTreeMap<String, Arc<Plugin>>, Vec<PluginView>) {
+/// caller reports: a bad file never stops the node). With `versions`, each
+/// loaded file's bytes are kept there for the monitor workers.
+pub async fn load_plugins(
+    runtime: &Arc<Runtime>,
+    dir: &Path,
+    versions: Option<&Path>,
+) -> (BTreeMap<String, Arc<Plugin>>, Vec<PluginView>) {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "wasm")).collect()
-        }
+        Ok(entries) => entries.flatten().map(|e| e.path()).filter(|p| is_plugin_file(p)).collect(),
         Err(error) => {
             tracing::error!(dir = %dir.display(), %error, "cannot read the plugin directory");
             Vec::new()
@@ -201,29 +215,58 @@ pub async fn load_plugins(runtime: &Arc<Runtime>, dir: &Path) -> (BTreeMap<Strin
     let mut plugins = BTreeMap::new();
     let mut views = Vec::new();
     for file in files {
-        match Plugin::load(runtime, &file).await {
-            Ok(plugin) => {
-                let info = plugin.metadata();
-                tracing::info!(file = %file.display(), r#type = %info.name, version = %info.version, "plugin loaded");
-                views.push(PluginView {
-                    file: file.display().to_string(),
-                    type_name: Some(info.name.clone()),
-                    version: Some(info.version.clone()),
-                    error: None,
-                });
-                plugins.insert(info.name.clone(), Arc::new(plugin));
-            }
-            Err(error) => {
-                views.push(PluginView {
-                    file: file.display().to_string(),
-                    type_name: None,
-                    version: None,
-                    error: Some(error.to_string()),
-                });
-            }
+        let (plugin, view) = load_plugin(runtime, &file, versions).await;
+        if let Some(plugin) = plugin {
+            plugins.insert(plugin.type_name().to_string(), plugin);
         }
+        views.push(view);
     }
     (plugins, views)
+}
+
+/// Whether `path` names a plugin: a `.wasm` file, not hidden (editors and
+/// copy tools write hidden temporaries beside the real file).
+pub fn is_plugin_file(path: &Path) -> bool {
+    let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+    !hidden && path.extension().is_some_and(|e| e == "wasm")
+}
+
+/// Loads one plugin file, logging the outcome; the view says what it is or
+/// why it could not be loaded.
+pub async fn load_plugin(
+    runtime: &Arc<Runtime>,
+    file: &Path,
+    versions: Option<&Path>,
+) -> (Option<Arc<Plugin>>, PluginView) {
+    let loaded = match versions {
+        Some(versions) => Plugin::load_versioned(runtime, file, versions).await,
+        None => Plugin::load(runtime, file).await,
+    };
+    match loaded {
+        Ok(plugin) => {
+            let info = plugin.metadata();
+            let compiled = plugin.load_info().compiled;
+            tracing::info!(file = %file.display(), r#type = %info.name, version = %info.version, compiled, "plugin loaded");
+            let view = PluginView {
+                file: file.display().to_string(),
+                type_name: Some(info.name.clone()),
+                version: Some(info.version.clone()),
+                hash: Some(plugin.hash().to_string()),
+                error: None,
+            };
+            (Some(Arc::new(plugin)), view)
+        }
+        Err(error) => {
+            let view = PluginView {
+                file: file.display().to_string(),
+                type_name: None,
+                version: None,
+                hash: None,
+                error: Some(error.to_string()),
+            };
+            (None, view)
+        }
+    }
 }
 
 /// The checks of a configuration that need its plugins: each resource's
@@ -271,8 +314,9 @@ fn strip_resource(message: &str, resource: &str) -> String {
 /// A running node.
 pub struct Node {
     config: NodeConfig,
-    monitor: Monitor,
-    handles: BTreeMap<String, ResourceHandle>,
+    workers: Arc<WorkerPool>,
+    worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
+    handles: BTreeMap<String, RemoteResource>,
     engine: PolicyEngine,
     store: Arc<StateStore>,
     view: Arc<NodeView>,
@@ -290,11 +334,33 @@ impl Node {
     /// store recorded for it) and prepares the view. Nothing goes online yet.
     pub async fn start(
         config: NodeConfig,
+        runtime: Arc<Runtime>,
         plugins: BTreeMap<String, Arc<Plugin>>,
         plugin_views: Vec<PluginView>,
         store: StateStore,
     ) -> Result<Node, crate::Error> {
-        let monitor = Monitor::new(&config.name);
+        let store = Arc::new(store);
+        let (worker_events_sender, worker_events) = mpsc::unbounded_channel();
+        let (probe_answers, probe_answer_receiver) = mpsc::unbounded_channel();
+        let workers = WorkerPool::new(
+            WorkerOptions {
+                program: std::env::current_exe().map_err(|source| crate::Error::Io {
+                    context: "cannot find the steward binary to start monitor workers".into(),
+                    source,
+                })?,
+                node_name: config.name.clone(),
+                cache_dir: config.data_dir.join("compile-cache"),
+                log_json: config.log_format == crate::config::LogFormat::Json,
+                shared_capacity: config.resources.len() as u32,
+                deadlock_timeout: config.worker_deadlock_timeout,
+                recorded_processes: {
+                    let store = store.clone();
+                    Box::new(move |resource| store.processes(resource).unwrap_or_default())
+                },
+            },
+            worker_events_sender,
+            probe_answers,
+        );
         let (inputs, receiver) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(crate::events::EVENT_BACKLOG);
         let mut handles = BTreeMap::new();
@@ -304,7 +370,7 @@ impl Node {
             let Some(plugin) = plugins.get(&resource.type_name) else { continue };
             let record = store.record(&resource.name).unwrap_or_default();
             let spec = resource_spec(resource, plugin, store.processes(&resource.name).unwrap_or_default());
-            let handle = monitor.prepare(plugin.clone(), spec)?;
+            let handle = workers.resource(plugin.clone(), spec, resource.separate_monitor);
             if let Err(error) = handle.reopen().await {
                 // Not fatal for the node: online reopens it, under the policy.
                 tracing::error!(resource = %resource.name, %error, "cannot open the resource at start");
@@ -326,7 +392,8 @@ impl Node {
                     restarts_in_period: 0,
                     restarts_total: record.restarts_total,
                     failures_total: record.failures_total,
-                    pids: handle.tracked_processes().await,
+                    pids: handle.running_processes().await.iter().map(|p| p.pid).collect(),
+                    worker: handle.worker_name().to_string(),
                 },
             );
             handles.insert(resource.name.clone(), handle);
@@ -349,22 +416,25 @@ impl Node {
             node_name: config.name.clone(),
             resources: RwLock::new(resources),
             groups: RwLock::new(groups),
-            plugins: plugin_views,
+            plugins: RwLock::new(plugin_views),
+            runtime: runtime.clone(),
             metrics,
             events,
             recent: Mutex::new(VecDeque::new()),
             requests: inputs.clone(),
+            workers: workers.clone(),
             started: Instant::now(),
             next_seq: AtomicU64::new(0),
         });
         let (probes, probe_commands) = mpsc::unbounded_channel();
-        let prober = tokio::spawn(run_probes(probe_commands, inputs.clone()));
+        let prober = tokio::spawn(run_probes(probe_commands, probe_answer_receiver, inputs.clone()));
         Ok(Node {
             engine: PolicyEngine::new(&config),
             config,
-            monitor,
+            workers,
+            worker_events,
             handles,
-            store: Arc::new(store),
+            store,
             view,
             inputs,
             receiver,
@@ -385,7 +455,6 @@ impl Node {
     /// loop until `shutdown` resolves; then takes groups offline (or leaves
     /// them running, as configured).
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        self.forward_signalled_failures();
         for group in self.config.groups.clone() {
             let wanted = self.store.group_wanted(&group.name).ok().flatten().unwrap_or(group.autostart);
             if !wanted || !self.ownership.owns(&group.name) {
@@ -405,6 +474,7 @@ impl Node {
         loop {
             tokio::select! {
                 Some(input) = self.receiver.recv() => self.apply(input),
+                Some(event) = self.worker_events.recv() => self.on_worker_event(event),
                 () = &mut shutdown => break,
             }
         }
@@ -415,9 +485,7 @@ impl Node {
         self.prober.abort();
         if self.config.leave_running_on_stop {
             tracing::info!("stopping; leaving resources running, as configured");
-            for handle in self.handles.values() {
-                handle.release().await;
-            }
+            self.workers.shutdown(true).await;
             return;
         }
         tracing::info!("stopping; taking groups offline in reverse dependency order");
@@ -437,6 +505,7 @@ impl Node {
                 Ok(None) => break,
             }
         }
+        self.workers.shutdown(false).await;
     }
 
     /// Feeds an input to the engine and carries out what it decides.
@@ -662,7 +731,8 @@ impl Node {
     fn start_probes(&mut self, resource: String) {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
         let Some(config) = self.config.resource(&resource) else { return };
-        let timing = &handle.plugin().metadata().timing;
+        let plugin = handle.plugin();
+        let timing = &plugin.metadata().timing;
         let looks_every = probe_interval(
             config.timing.looks_alive_interval,
             timing.looks_alive_interval_ms,
@@ -675,37 +745,54 @@ impl Node {
         let _ = self.probes.send(ProbeCommand::Start(Arc::new(target)));
     }
 
-    /// A plugin's `signal-failure` is acted on at once, not at the next probe.
-    fn forward_signalled_failures(&self) {
-        let mut events = self.monitor.subscribe();
-        let inputs = self.inputs.clone();
-        let view = self.view.clone();
-        let groups: HashMap<String, String> =
-            self.config.resources.iter().map(|r| (r.name.clone(), self.group_name(&r.name))).collect();
-        tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(event) => {
-                        if let EventKind::SignalledFailure { reason } = event.kind {
-                            let group = groups.get(&event.resource).cloned().unwrap_or_default();
-                            view.publish(NodeEvent {
-                                kind: "signalled-failure".into(),
-                                resource: Some(event.resource.clone()),
-                                group,
-                                reason: reason.clone(),
-                                ..blank_event()
-                            });
-                            let reason = format!("the plugin signalled failure: {reason}");
-                            let _ = inputs.send(Input::Failed { resource: event.resource, reason });
-                        }
+    /// What the workers report: a plugin's `signal-failure` is acted on at
+    /// once, not at the next probe; a lost worker is logged and published;
+    /// once its instances are re-created in a new worker, the online ones
+    /// are probed at once, and only those that fail go through the policy.
+    fn on_worker_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::SignalledFailure { resource, reason } => {
+                self.view.publish(NodeEvent {
+                    kind: "signalled-failure".into(),
+                    resource: Some(resource.clone()),
+                    group: self.group_name(&resource),
+                    reason: reason.clone(),
+                    ..blank_event()
+                });
+                let reason = format!("the plugin signalled failure: {reason}");
+                self.apply(Input::Failed { resource, reason });
+            }
+            WorkerEvent::Lost { worker, pid, reason } => {
+                self.view.publish(NodeEvent {
+                    kind: "worker-lost".into(),
+                    reason: format!("monitor worker `{worker}` (pid {pid}) was lost: {reason}"),
+                    ..blank_event()
+                });
+            }
+            WorkerEvent::Restarted { worker, pid, reopened, failed, took } => {
+                self.view.publish(NodeEvent {
+                    kind: "worker-restarted".into(),
+                    reason: format!(
+                        "monitor worker `{worker}` runs again as pid {pid}: {} instance(s) re-created, {} failed, {} ms after the loss",
+                        reopened.len(),
+                        failed.len(),
+                        took.as_millis()
+                    ),
+                    ..blank_event()
+                });
+                let online: Vec<String> = reopened
+                    .into_iter()
+                    .filter(|r| self.engine.state(r) == Some(ResourceState::Online))
+                    .collect();
+                let _ = self.probes.send(ProbeCommand::ProbeNow(online));
+                for (resource, error) in failed {
+                    if self.engine.state(&resource) == Some(ResourceState::Online) {
+                        let reason = format!("cannot re-create its instance after the worker was lost: {error}");
+                        self.apply(Input::Failed { resource, reason });
                     }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "monitor events lagged; some were missed");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
-        });
+        }
     }
 }
 
@@ -729,11 +816,13 @@ enum ProbeCommand {
     Start(Arc<ProbeTarget>),
     /// Stop probing it.
     Stop(String),
+    /// Probe these now (their instances were just re-created).
+    ProbeNow(Vec<String>),
 }
 
 struct ProbeTarget {
     resource: String,
-    handle: ResourceHandle,
+    handle: RemoteResource,
     looks_every: Duration,
     is_every: Duration,
     metrics: Arc<ResourceMetrics>,
@@ -743,20 +832,36 @@ struct ProbeTarget {
 /// that names one resource's current target), which kind.
 type DueProbe = std::cmp::Reverse<(Instant, u64, bool)>;
 
-/// One task probes every online resource. Probes run concurrently inside
-/// it, so a probe stuck until its deadline delays no other; a resource's
-/// next probe is scheduled when its current one returns. A failure is sent
-/// to the node loop as [`Input::Failed`] and ends that resource's probing.
-async fn run_probes(mut commands: mpsc::UnboundedReceiver<ProbeCommand>, inputs: mpsc::UnboundedSender<Input>) {
-    use futures_util::StreamExt;
-    use futures_util::stream::FuturesUnordered;
+/// A probe sent to a worker: which start of probing, which kind, when it was due.
+struct SentProbe {
+    start: u64,
+    thorough: bool,
+    due: Instant,
+    target: Arc<ProbeTarget>,
+}
 
+/// How soon a probe the worker's loss ended is tried again: the new worker
+/// is usually up well within this.
+const LOST_PROBE_RETRY: Duration = Duration::from_millis(100);
+
+/// One task probes every online resource. The probes due at a tick travel
+/// to each worker in one batch, and come back one by one as each ends, so a
+/// probe stuck until its deadline delays no other; a resource's next probe
+/// is scheduled when its current one returns. A failure is sent to the node
+/// loop as [`Input::Failed`] and ends that resource's probing; a probe the
+/// worker's loss ended is tried again.
+async fn run_probes(
+    mut commands: mpsc::UnboundedReceiver<ProbeCommand>,
+    mut answers: mpsc::UnboundedReceiver<ProbeAnswer>,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
     // Probing targets by start number; names map to their current start.
     let mut targets: HashMap<u64, Arc<ProbeTarget>> = HashMap::new();
     let mut current: HashMap<String, u64> = HashMap::new();
     let mut due: std::collections::BinaryHeap<DueProbe> = std::collections::BinaryHeap::new();
-    let mut in_flight = FuturesUnordered::new();
+    let mut sent: HashMap<u64, SentProbe> = HashMap::new();
     let mut starts: u64 = 0;
+    let mut next_probe_id: u64 = 0;
     let mut ticker = tokio::time::interval(PROBE_TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -778,31 +883,51 @@ async fn run_probes(mut commands: mpsc::UnboundedReceiver<ProbeCommand>, inputs:
                         targets.remove(&start);
                     }
                 }
-            },
-            _ = ticker.tick() => {
-                let now = Instant::now();
-                while due.peek().is_some_and(|std::cmp::Reverse((at, ..))| *at <= now) {
-                    let Some(std::cmp::Reverse((at, start, thorough))) = due.pop() else { break };
-                    if let Some(target) = targets.get(&start) {
-                        let target = target.clone();
-                        in_flight.push(async move {
-                            let outcome = probe_once(&target, thorough).await;
-                            (target, start, thorough, at, outcome)
-                        });
+                Some(ProbeCommand::ProbeNow(resources)) => {
+                    let now = Instant::now();
+                    for start in resources.iter().filter_map(|r| current.get(r)) {
+                        due.push(std::cmp::Reverse((now, *start, false)));
                     }
                 }
             },
-            Some((target, start, thorough, at, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                // One batch per worker.
+                let mut batches: Vec<(RemoteResource, Vec<ProbeItem>)> = Vec::new();
+                while due.peek().is_some_and(|std::cmp::Reverse((at, ..))| *at <= now) {
+                    let Some(std::cmp::Reverse((at, start, thorough))) = due.pop() else { break };
+                    let Some(target) = targets.get(&start) else { continue };
+                    next_probe_id += 1;
+                    let item = ProbeItem { id: next_probe_id, resource: target.resource.clone(), thorough };
+                    match batches.iter_mut().find(|(handle, _)| handle.same_worker(&target.handle)) {
+                        Some((_, batch)) => batch.push(item),
+                        None => batches.push((target.handle.clone(), vec![item])),
+                    }
+                    sent.insert(next_probe_id, SentProbe { start, thorough, due: at, target: target.clone() });
+                }
+                for (handle, batch) in batches {
+                    handle.probe(batch);
+                }
+            },
+            Some((id, outcome, nanos)) = answers.recv() => {
+                let Some(SentProbe { start, thorough, due: at, target }) = sent.remove(&id) else { continue };
                 if !targets.contains_key(&start) {
                     continue;
                 }
+                if outcome != ProbeOutcome::Lost {
+                    target.metrics.probes_total.fetch_add(1, Ordering::Relaxed);
+                    target.metrics.probe_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+                }
                 match outcome {
-                    Ok(()) => {
+                    ProbeOutcome::Healthy => {
                         let every = if thorough { target.is_every } else { target.looks_every };
                         let next = (at + every).max(Instant::now());
                         due.push(std::cmp::Reverse((next, start, thorough)));
                     }
-                    Err(reason) => {
+                    ProbeOutcome::Lost => {
+                        due.push(std::cmp::Reverse((Instant::now() + LOST_PROBE_RETRY, start, thorough)));
+                    }
+                    ProbeOutcome::Failed(reason) => {
                         targets.remove(&start);
                         current.remove(&target.resource);
                         let _ = inputs.send(Input::Failed { resource: target.resource.clone(), reason });
@@ -813,34 +938,7 @@ async fn run_probes(mut commands: mpsc::UnboundedReceiver<ProbeCommand>, inputs:
     }
 }
 
-/// One probe. A false looks-alive is confirmed by a thorough is-alive before
-/// it counts as a failure, as the classic cluster service does.
-async fn probe_once(target: &ProbeTarget, thorough: bool) -> Result<(), String> {
-    let handle = &target.handle;
-    let started = Instant::now();
-    let outcome = if thorough {
-        handle.is_alive(CheckLevel::Normal).await.map(|health| (health.alive, health.reason))
-    } else {
-        handle.looks_alive().await.map(|alive| (alive, "looks-alive returned false".to_string()))
-    };
-    target.metrics.probes_total.fetch_add(1, Ordering::Relaxed);
-    target.metrics.probe_nanos_total.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    match outcome {
-        Ok((true, _)) => Ok(()),
-        Ok((false, reason)) if !thorough => match handle.is_alive(CheckLevel::Thorough).await {
-            Ok(health) if health.alive => {
-                tracing::info!(resource = handle.name(), "looks-alive false, is-alive true");
-                Ok(())
-            }
-            Ok(health) => Err(format!("{reason}; is-alive: {}", health.reason)),
-            Err(error) => Err(error.to_string()),
-        },
-        Ok((false, reason)) => Err(format!("is-alive: {reason}")),
-        Err(error) => Err(error.to_string()),
-    }
-}
-
-async fn record_processes(handle: &ResourceHandle, store: &StateStore, view: &NodeView) {
+async fn record_processes(handle: &RemoteResource, store: &StateStore, view: &NodeView) {
     let running = handle.running_processes().await;
     // Most resources run no process: skip the synced write when nothing changes.
     let unchanged = store.processes(handle.name()).is_ok_and(|recorded| recorded == running);

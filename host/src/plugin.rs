@@ -35,7 +35,10 @@ const WASM_HEADER_BYTES: usize = 8;
 pub struct Plugin {
     looks_alive_export: ComponentExportIndex,
     path: PathBuf,
+    /// The content-addressed copy workers load, when loaded versioned.
+    version_file: Option<PathBuf>,
     hash: String,
+    cache_key: String,
     pre: PluginPre<SandboxState>,
     metadata: TypeInfo,
     load: LoadInfo,
@@ -52,10 +55,33 @@ impl Plugin {
     /// Loads the plugin at `path` and reads its metadata.
     pub async fn load(runtime: &Arc<Runtime>, path: &Path) -> Result<Plugin> {
         let bytes = std::fs::read(path).map_err(|source| Error::PluginRead { path: path.to_path_buf(), source })?;
+        Self::from_bytes(runtime, path, &bytes).await
+    }
+
+    /// Loads the plugin at `path` and keeps a copy of the exact bytes loaded
+    /// in `versions`, named by their hash: monitor workers load that copy,
+    /// so a resource keeps its version when the file in the plugin
+    /// directory is replaced or removed.
+    pub async fn load_versioned(runtime: &Arc<Runtime>, path: &Path, versions: &Path) -> Result<Plugin> {
+        let bytes = std::fs::read(path).map_err(|source| Error::PluginRead { path: path.to_path_buf(), source })?;
+        let mut plugin = Self::from_bytes(runtime, path, &bytes).await?;
+        let copy = versions.join(format!("{}.wasm", plugin.hash));
+        if !copy.exists() {
+            let partial = copy.with_extension("partial");
+            let write = std::fs::create_dir_all(versions)
+                .and_then(|()| std::fs::write(&partial, &bytes))
+                .and_then(|()| std::fs::rename(&partial, &copy));
+            write.map_err(|source| Error::PluginRead { path: copy.clone(), source })?;
+        }
+        plugin.version_file = Some(copy);
+        Ok(plugin)
+    }
+
+    async fn from_bytes(runtime: &Arc<Runtime>, path: &Path, bytes: &[u8]) -> Result<Plugin> {
         let invalid = |reason: String| Error::PluginInvalid { path: path.to_path_buf(), reason };
-        check_header(&bytes).map_err(invalid)?;
+        check_header(bytes).map_err(invalid)?;
         let (component, load) = runtime
-            .load_component(path, &bytes)
+            .load_component(path, bytes)
             .map_err(|e| invalid(format!("malformed or truncated component ({e}); rebuild the plugin")))?;
         let instance_pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
             invalid(format!(
@@ -81,7 +107,9 @@ impl Plugin {
         Ok(Plugin {
             looks_alive_export,
             path: path.to_path_buf(),
-            hash: content_hash(&bytes),
+            version_file: None,
+            hash: content_hash(bytes),
+            cache_key: runtime.cache_key(bytes),
             pre,
             metadata,
             load,
@@ -94,9 +122,19 @@ impl Plugin {
         &self.path
     }
 
+    /// The file a monitor worker loads this exact version from.
+    pub fn version_file(&self) -> &Path {
+        self.version_file.as_deref().unwrap_or(&self.path)
+    }
+
     /// The sha256 of the file, in hex.
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// Its key in the compile cache.
+    pub fn cache_key(&self) -> &str {
+        &self.cache_key
     }
 
     /// What the type says about itself.

@@ -182,7 +182,25 @@ impl Runtime {
         store
     }
 
-    fn cache_key(&self, bytes: &[u8]) -> String {
+    /// Removes compiled components that no current plugin version uses:
+    /// those of replaced files and those of an older engine (whose
+    /// compatibility hash differs). Returns how many went.
+    pub fn prune_cache(&self, keep: &std::collections::HashSet<String>) -> usize {
+        let Some(dir) = &self.cache_dir else { return 0 };
+        let Ok(entries) = fs::read_dir(dir) else { return 0 };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            if !keep.contains(&stem) && fs::remove_file(&path).is_ok() {
+                tracing::info!(cache = %path.display(), "dropped a stale compiled component");
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    pub(crate) fn cache_key(&self, bytes: &[u8]) -> String {
         let mut hasher = ShaHasher(Sha256::new());
         hasher.0.update(bytes);
         self.engine.precompile_compatibility_hash().hash(&mut hasher);

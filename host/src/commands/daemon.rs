@@ -10,9 +10,8 @@ use steward::node::{Node, check_config, load_plugins};
 use steward::runtime::{Runtime, RuntimeConfig};
 use steward::state::StateStore;
 
-/// Instance slots kept beyond one per resource: scratch instances for
-/// `metadata` and `validate`, and a reopen racing a close.
-const SPARE_INSTANCE_SLOTS: u32 = 64;
+/// Scratch instances for `metadata` and `validate` calls at once.
+const SCRATCH_INSTANCE_SLOTS: u32 = 64;
 
 /// Arguments of `steward daemon`.
 #[derive(clap::Args)]
@@ -33,11 +32,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     crate::init_tracing(config.log_format == steward::config::LogFormat::Json, "info");
+    // Instances live in the monitor workers; the daemon's own engine runs
+    // only `metadata` and `validate` in scratch instances.
     let runtime = Runtime::new(&RuntimeConfig {
-        max_live_instances: config.resources.len() as u32 + SPARE_INSTANCE_SLOTS,
+        max_live_instances: SCRATCH_INSTANCE_SLOTS,
         cache_dir: Some(config.data_dir.join("compile-cache")),
     })?;
-    let (plugins, plugin_views) = load_plugins(&runtime, &config.plugin_dir).await;
+    let versions = config.data_dir.join("plugin-versions");
+    let (plugins, plugin_views) = load_plugins(&runtime, &config.plugin_dir, Some(&versions)).await;
     for error in plugin_views.iter().filter_map(|view| view.error.as_ref()) {
         tracing::error!(%error, "plugin not loaded");
     }
@@ -57,7 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {} (node.api); is another daemon running?", config.api))?;
     let api = listener.local_addr()?;
-    let node = Node::start(config.clone(), plugins, plugin_views, store).await?;
+    let node = Node::start(config.clone(), runtime.clone(), plugins, plugin_views, store).await?;
     let router = steward::api::router(node.view());
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {

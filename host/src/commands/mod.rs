@@ -4,6 +4,7 @@
 pub mod client;
 pub mod daemon;
 pub mod grant_args;
+pub mod monitor;
 pub mod ocf;
 pub mod plugin_check;
 pub mod plugin_new;

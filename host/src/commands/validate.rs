@@ -24,7 +24,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let runtime = Runtime::new(&RuntimeConfig { max_live_instances: 16, cache_dir: None })?;
-    let (plugins, views) = load_plugins(&runtime, &config.plugin_dir).await;
+    let (plugins, views) = load_plugins(&runtime, &config.plugin_dir, None).await;
     for view in views.iter().filter(|view| view.error.is_some()) {
         println!("warning: plugin not loaded: {}", view.error.as_deref().unwrap_or_default());
     }

@@ -1,0 +1,646 @@
+//! The daemon side of the monitor workers: starts each worker, keeps the
+//! list of instances it hosts, and, when a worker dies or stops answering,
+//! starts a new one and re-creates those instances there (adopting the
+//! processes they ran, which a worker's death does not kill).
+//!
+//! The daemon never waits on a worker: requests go through a channel to a
+//! writer task, replies come back through a reader task, and a worker that
+//! does not answer a ping within the deadlock timeout is killed and handled
+//! as dead. Calls in flight when a worker is lost end with
+//! [`CallError::WorkerLost`]; probes in flight end as [`ProbeOutcome::Lost`],
+//! which says nothing about the resource.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+
+use super::protocol::{Call, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
+use crate::bindings::{CallContext, CheckLevel, Health};
+use crate::monitor::{CallError, ResourceSpec};
+use crate::plugin::Plugin;
+use crate::process::TrackedProcess;
+
+/// How often the daemon pings each worker.
+const PING_EVERY: Duration = Duration::from_millis(250);
+
+/// The shortest time between two starts of one worker, so a worker that
+/// cannot start does not spin.
+const RESTART_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The name of the worker resources share unless they ask for their own.
+pub const SHARED_WORKER: &str = "shared";
+
+/// How the daemon starts its workers.
+pub struct WorkerOptions {
+    /// The `steward` binary.
+    pub program: PathBuf,
+    /// The node's name, for the plugins' `node-info`.
+    pub node_name: String,
+    /// The shared compile cache.
+    pub cache_dir: PathBuf,
+    /// Log as JSON lines.
+    pub log_json: bool,
+    /// How many instances the shared worker is sized for.
+    pub shared_capacity: u32,
+    /// A worker that does not answer a ping for this long is killed.
+    pub deadlock_timeout: Duration,
+    /// The processes the state store recorded for a resource, to adopt when
+    /// its instance is re-created in a new worker.
+    pub recorded_processes: Box<dyn Fn(&str) -> Vec<TrackedProcess> + Send + Sync>,
+}
+
+/// What the workers tell the node.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// A worker died or was killed.
+    Lost {
+        /// The worker.
+        worker: String,
+        /// Its pid.
+        pid: u32,
+        /// What happened.
+        reason: String,
+    },
+    /// A new worker runs and the lost one's instances were re-created.
+    Restarted {
+        /// The worker.
+        worker: String,
+        /// The new pid.
+        pid: u32,
+        /// Resources whose instance was re-created.
+        reopened: Vec<String>,
+        /// Resources whose instance could not be, and why.
+        failed: Vec<(String, String)>,
+        /// From the loss to the last instance re-created.
+        took: Duration,
+    },
+    /// A plugin called `signal-failure`.
+    SignalledFailure {
+        /// The resource.
+        resource: String,
+        /// The plugin's reason.
+        reason: String,
+    },
+}
+
+/// A probe's answer: its id, outcome and duration in nanoseconds.
+pub type ProbeAnswer = (u64, ProbeOutcome, u64);
+
+/// What the API shows of a worker.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerView {
+    /// Its name: `shared`, or the resource it serves alone.
+    pub name: String,
+    /// Its pid now (0 while it is being started).
+    pub pid: u32,
+    /// How many times it was started again after a loss.
+    pub restarts: u64,
+    /// The resources it hosts.
+    pub resources: Vec<String>,
+}
+
+/// Every worker of the node.
+pub struct WorkerPool {
+    options: Arc<WorkerOptions>,
+    workers: Mutex<BTreeMap<String, Arc<Worker>>>,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+    probe_answers: mpsc::UnboundedSender<ProbeAnswer>,
+}
+
+impl WorkerPool {
+    /// A pool with no worker yet; each starts with its first resource.
+    pub fn new(
+        options: WorkerOptions,
+        events: mpsc::UnboundedSender<WorkerEvent>,
+        probe_answers: mpsc::UnboundedSender<ProbeAnswer>,
+    ) -> Arc<WorkerPool> {
+        Arc::new(WorkerPool { options: Arc::new(options), workers: Mutex::new(BTreeMap::new()), events, probe_answers })
+    }
+
+    /// The handle of resource `spec`, hosted in the shared worker or (with
+    /// `separate`) in a worker of its own. Nothing is opened yet.
+    pub fn resource(&self, plugin: Arc<Plugin>, spec: ResourceSpec, separate: bool) -> RemoteResource {
+        let name = if separate { spec.name.clone() } else { SHARED_WORKER.to_string() };
+        let worker = self.worker(&name, if separate { 1 } else { self.options.shared_capacity });
+        RemoteResource { inner: Arc::new(RemoteInner { worker, plugin: Mutex::new(plugin), spec }) }
+    }
+
+    /// What the API shows of every worker.
+    pub fn views(&self) -> Vec<WorkerView> {
+        let workers: Vec<Arc<Worker>> = self.workers.lock().map(|w| w.values().cloned().collect()).unwrap_or_default();
+        workers.iter().map(|worker| worker.view()).collect()
+    }
+
+    /// Closes every instance (or leaves their processes running, with
+    /// `release`) and stops the workers.
+    pub async fn shutdown(&self, release: bool) {
+        let workers: Vec<Arc<Worker>> = self.workers.lock().map(|w| w.values().cloned().collect()).unwrap_or_default();
+        for worker in workers {
+            worker.shutdown(release).await;
+        }
+    }
+
+    fn worker(&self, name: &str, capacity: u32) -> Arc<Worker> {
+        let Ok(mut workers) = self.workers.lock() else {
+            unreachable!("the worker map's lock is never held across a panic")
+        };
+        workers
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let mut worker = Worker {
+                    name: name.to_string(),
+                    capacity,
+                    options: self.options.clone(),
+                    connection: RwLock::new(Arc::new(Connection::unstarted())),
+                    hosted: Mutex::new(BTreeMap::new()),
+                    restarts: AtomicU64::new(0),
+                    stopping: AtomicU32::new(0),
+                    events: self.events.clone(),
+                    probe_answers: self.probe_answers.clone(),
+                    stop: tokio::sync::Notify::new(),
+                };
+                // Started here, so the first calls find it running.
+                let first = worker.start();
+                match &first {
+                    Ok((_, connection)) => worker.connection = RwLock::new(connection.clone()),
+                    Err(error) => tracing::error!(worker = name, %error, "cannot start a monitor worker"),
+                }
+                let worker = Arc::new(worker);
+                tokio::spawn(worker.clone().supervise(first));
+                worker
+            })
+            .clone()
+    }
+}
+
+/// One worker process, as the daemon sees it across its restarts.
+struct Worker {
+    name: String,
+    /// How many instances it is sized for.
+    capacity: u32,
+    options: Arc<WorkerOptions>,
+    connection: RwLock<Arc<Connection>>,
+    /// What it hosts: each resource's plugin version and spec, to re-create
+    /// the instances in a new worker.
+    hosted: Mutex<BTreeMap<String, (PathBuf, ResourceSpec)>>,
+    restarts: AtomicU64,
+    /// Set when the node stops: a worker that exits then is not restarted.
+    stopping: AtomicU32,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+    probe_answers: mpsc::UnboundedSender<ProbeAnswer>,
+    stop: tokio::sync::Notify,
+}
+
+impl Worker {
+    fn connection(&self) -> Arc<Connection> {
+        match self.connection.read() {
+            Ok(connection) => connection.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn view(&self) -> WorkerView {
+        WorkerView {
+            name: self.name.clone(),
+            pid: self.connection().pid,
+            restarts: self.restarts.load(Ordering::Relaxed),
+            resources: self.hosted.lock().map(|h| h.keys().cloned().collect()).unwrap_or_default(),
+        }
+    }
+
+    /// Watches the worker started first, and starts it again each time it
+    /// is lost, until the node stops.
+    async fn supervise(self: Arc<Self>, first: std::io::Result<(Child, Arc<Connection>)>) {
+        let mut lost_at: Option<Instant> = None;
+        let mut next = Some(first);
+        loop {
+            let started = Instant::now();
+            match next.take().unwrap_or_else(|| self.start()) {
+                Ok((child, connection)) => {
+                    let pid = connection.pid;
+                    *self.connection.write().unwrap_or_else(|p| p.into_inner()) = connection.clone();
+                    if let Some(lost_at) = lost_at.take() {
+                        self.restarts.fetch_add(1, Ordering::Relaxed);
+                        let worker = self.clone();
+                        tokio::spawn(async move { worker.recreate(pid, lost_at).await });
+                    }
+                    let reason = self.watch(child, &connection).await;
+                    if self.stopping.load(Ordering::Relaxed) > 0 {
+                        return;
+                    }
+                    tracing::error!(worker = %self.name, pid, %reason, "monitor worker lost; starting a new one");
+                    lost_at = Some(Instant::now());
+                    let _ = self.events.send(WorkerEvent::Lost { worker: self.name.clone(), pid, reason });
+                }
+                Err(error) => {
+                    tracing::error!(worker = %self.name, %error, "cannot start a monitor worker; retrying");
+                    lost_at.get_or_insert_with(Instant::now);
+                }
+            }
+            if let Some(wait) = RESTART_BACKOFF.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    fn start(&self) -> std::io::Result<(Child, Arc<Connection>)> {
+        let options = &self.options;
+        let capacity = self.capacity;
+        let mut command = Command::new(&options.program);
+        command
+            .arg("monitor")
+            .args(["--node", &options.node_name, "--worker", &self.name])
+            .arg("--cache-dir")
+            .arg(&options.cache_dir)
+            .args(["--instances", &capacity.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if options.log_json {
+            command.arg("--log-json");
+        }
+        let mut child = command.spawn()?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(std::io::Error::other("the worker's pipes were not created"));
+        };
+        let pid = child.id().unwrap_or(0);
+        let (requests, outgoing) = mpsc::unbounded_channel();
+        let connection = Arc::new(Connection {
+            pid,
+            requests,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            pending_probes: Mutex::new(HashSet::new()),
+            lost: Mutex::new(None),
+            last_pong: Mutex::new(Instant::now()),
+        });
+        tokio::spawn(async move {
+            if let Err(error) = pump(outgoing, Writer::new(stdin)).await {
+                tracing::debug!(%error, "the worker's request pipe closed");
+            }
+        });
+        let reader = connection.clone();
+        let (events, probe_answers) = (self.events.clone(), self.probe_answers.clone());
+        tokio::spawn(async move { reader.read(Reader::new(stdout), events, probe_answers).await });
+        Ok((child, connection))
+    }
+
+    /// Waits until the worker exits or stops answering pings (then kills
+    /// it), ends what was in flight, and says what happened.
+    async fn watch(&self, mut child: Child, connection: &Arc<Connection>) -> String {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        let reason = loop {
+            tokio::select! {
+                status = child.wait() => break match status {
+                    Ok(status) => describe_exit(status),
+                    Err(error) => format!("cannot wait for it: {error}"),
+                },
+                _ = ping.tick() => {
+                    let silent = connection.last_pong.lock().map(|at| at.elapsed()).unwrap_or_default();
+                    if silent > self.options.deadlock_timeout {
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                        break format!(
+                            "it did not answer for {} ms (the deadlock timeout) and was killed",
+                            silent.as_millis()
+                        );
+                    }
+                    let id = connection.next_id.fetch_add(1, Ordering::Relaxed);
+                    let _ = connection.requests.send(Request::Ping { id });
+                },
+                () = self.stop.notified() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+                    let _ = child.start_kill();
+                    break "stopped with the node".to_string();
+                }
+            }
+        };
+        connection.lose(&reason, &self.probe_answers);
+        reason
+    }
+
+    /// Re-creates every hosted instance in the new worker, in parallel.
+    async fn recreate(&self, pid: u32, lost_at: Instant) {
+        let hosted: Vec<(String, (PathBuf, ResourceSpec))> =
+            self.hosted.lock().map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        let opens = hosted.into_iter().map(|(name, (plugin, mut spec))| async move {
+            spec.adopt = (self.options.recorded_processes)(&name);
+            let result = self.send_open(plugin, spec).await;
+            (name, result)
+        });
+        let results = futures_util::future::join_all(opens).await;
+        let mut reopened = Vec::new();
+        let mut failed = Vec::new();
+        for (name, result) in results {
+            match result {
+                Ok(()) => reopened.push(name),
+                Err(error) => failed.push((name, error.to_string())),
+            }
+        }
+        let took = lost_at.elapsed();
+        tracing::info!(worker = %self.name, pid, reopened = reopened.len(), failed = failed.len(), took_ms = took.as_millis() as u64, "instances re-created in a new worker");
+        let _ = self.events.send(WorkerEvent::Restarted { worker: self.name.clone(), pid, reopened, failed, took });
+    }
+
+    async fn send_open(&self, plugin: PathBuf, spec: ResourceSpec) -> Result<(), CallError> {
+        let connection = self.connection();
+        let value = connection.request(|id| Request::Open { id, plugin, spec }).await?;
+        expect_done(value)
+    }
+
+    async fn shutdown(&self, release: bool) {
+        self.stopping.store(1, Ordering::Relaxed);
+        let _ = self.connection().requests.send(Request::Shutdown { release });
+        self.stop.notify_one();
+    }
+}
+
+/// One running worker process.
+struct Connection {
+    pid: u32,
+    requests: mpsc::UnboundedSender<Request>,
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, CallError>>>>,
+    pending_probes: Mutex<HashSet<u64>>,
+    /// Why it was lost, once it was.
+    lost: Mutex<Option<String>>,
+    last_pong: Mutex<Instant>,
+}
+
+impl Connection {
+    /// A connection to no process yet: every call ends as lost.
+    fn unstarted() -> Connection {
+        let (requests, _) = mpsc::unbounded_channel();
+        Connection {
+            pid: 0,
+            requests,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            pending_probes: Mutex::new(HashSet::new()),
+            lost: Mutex::new(Some("the worker is starting".into())),
+            last_pong: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn lost_reason(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|lost| lost.clone())
+    }
+
+    async fn request(&self, build: impl FnOnce(u64) -> Request) -> Result<Value, CallError> {
+        let (sender, receiver) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            // Checked under the lock `lose` takes, so no reply is left waiting.
+            let Ok(mut pending) = self.pending.lock() else { return Err(lost("its state is poisoned")) };
+            if let Some(reason) = self.lost_reason() {
+                return Err(lost(&reason));
+            }
+            pending.insert(id, sender);
+        }
+        if self.requests.send(build(id)).is_err() {
+            self.pending.lock().ok().and_then(|mut pending| pending.remove(&id));
+            return Err(lost("its request pipe is closed"));
+        }
+        receiver.await.unwrap_or_else(|_| Err(lost("it ended before answering")))
+    }
+
+    fn probe(&self, batch: Vec<ProbeItem>, answers: &mpsc::UnboundedSender<ProbeAnswer>) {
+        let lost_now = {
+            let Ok(mut pending) = self.pending_probes.lock() else { return };
+            let lost_now = self.lost_reason().is_some();
+            if !lost_now {
+                pending.extend(batch.iter().map(|item| item.id));
+            }
+            lost_now
+        };
+        if lost_now {
+            for item in batch {
+                let _ = answers.send((item.id, ProbeOutcome::Lost, 0));
+            }
+        } else {
+            let _ = self.requests.send(Request::Probe(batch));
+        }
+    }
+
+    async fn read(
+        &self,
+        mut reader: Reader<tokio::process::ChildStdout>,
+        events: mpsc::UnboundedSender<WorkerEvent>,
+        answers: mpsc::UnboundedSender<ProbeAnswer>,
+    ) {
+        while let Some(message) = reader.next::<Response>().await {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::error!(pid = self.pid, %error, "unreadable message from a monitor worker");
+                    break;
+                }
+            };
+            match message {
+                Response::Reply { id, result } => {
+                    if let Some(sender) = self.pending.lock().ok().and_then(|mut p| p.remove(&id)) {
+                        let _ = sender.send(result);
+                    }
+                }
+                Response::Probed { id, outcome, nanos } => {
+                    if self.pending_probes.lock().is_ok_and(|mut p| p.remove(&id)) {
+                        let _ = answers.send((id, outcome, nanos));
+                    }
+                }
+                Response::Pong { .. } => {
+                    if let Ok(mut at) = self.last_pong.lock() {
+                        *at = Instant::now();
+                    }
+                }
+                Response::SignalledFailure { resource, reason } => {
+                    let _ = events.send(WorkerEvent::SignalledFailure { resource, reason });
+                }
+            }
+        }
+    }
+
+    /// Ends every call and probe in flight as lost.
+    fn lose(&self, reason: &str, answers: &mpsc::UnboundedSender<ProbeAnswer>) {
+        let calls: Vec<_> = match self.pending.lock() {
+            Ok(mut pending) => {
+                if let Ok(mut lost) = self.lost.lock() {
+                    *lost = Some(reason.to_string());
+                }
+                pending.drain().map(|(_, sender)| sender).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for sender in calls {
+            let _ = sender.send(Err(lost(reason)));
+        }
+        let probes: Vec<u64> = self.pending_probes.lock().map(|mut p| p.drain().collect()).unwrap_or_default();
+        for id in probes {
+            let _ = answers.send((id, ProbeOutcome::Lost, 0));
+        }
+    }
+}
+
+fn lost(reason: &str) -> CallError {
+    CallError::WorkerLost { reason: reason.to_string() }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (_, Some(signal)) => format!("it was killed by signal {signal}"),
+        (Some(code), _) => format!("it exited with status {code}"),
+        _ => "it exited".to_string(),
+    }
+}
+
+fn expect_done(value: Value) -> Result<(), CallError> {
+    match value {
+        Value::Done => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(value: Value) -> CallError {
+    lost(&format!("it answered out of protocol: {value:?}"))
+}
+
+/// The node's handle to a resource hosted in a worker. Cheap to clone.
+#[derive(Clone)]
+pub struct RemoteResource {
+    inner: Arc<RemoteInner>,
+}
+
+struct RemoteInner {
+    worker: Arc<Worker>,
+    /// The version its next open uses.
+    plugin: Mutex<Arc<Plugin>>,
+    spec: ResourceSpec,
+}
+
+impl std::fmt::Debug for RemoteResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteResource").field("name", &self.name()).field("worker", &self.inner.worker.name).finish()
+    }
+}
+
+impl RemoteResource {
+    /// The resource's name.
+    pub fn name(&self) -> &str {
+        &self.inner.spec.name
+    }
+
+    /// The worker that hosts it.
+    pub fn worker_name(&self) -> &str {
+        &self.inner.worker.name
+    }
+
+    /// The plugin version its next open uses.
+    pub fn plugin(&self) -> Arc<Plugin> {
+        match self.inner.plugin.lock() {
+            Ok(plugin) => plugin.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes `plugin` the version its next open uses.
+    pub fn set_plugin(&self, plugin: Arc<Plugin>) {
+        if let Ok(mut current) = self.inner.plugin.lock() {
+            *current = plugin;
+        }
+    }
+
+    /// The version of the instance in the worker now, if it was opened.
+    pub fn running_version(&self) -> Option<String> {
+        let hosted = self.inner.worker.hosted.lock().ok()?;
+        let (file, _) = hosted.get(self.name())?;
+        file.file_stem().and_then(|s| s.to_str()).map(str::to_string)
+    }
+
+    /// Creates a fresh sandbox in the worker and opens the resource in it
+    /// (with the current plugin version), replacing any previous one.
+    pub async fn reopen(&self) -> Result<(), CallError> {
+        let file = self.plugin().version_file().to_path_buf();
+        let spec = self.inner.spec.clone();
+        if let Ok(mut hosted) = self.inner.worker.hosted.lock() {
+            hosted.insert(spec.name.clone(), (file.clone(), spec.clone()));
+        }
+        self.inner.worker.send_open(file, spec).await
+    }
+
+    async fn call(&self, call: Call) -> Result<Value, CallError> {
+        let resource = self.name().to_string();
+        self.inner.worker.connection().request(|id| Request::Call { id, resource, call }).await
+    }
+
+    /// Whether it has a live sandbox.
+    pub async fn is_live(&self) -> bool {
+        matches!(self.call(Call::IsLive).await, Ok(Value::Bool(true)))
+    }
+
+    /// The still-running processes its instance tracks.
+    pub async fn running_processes(&self) -> Vec<TrackedProcess> {
+        match self.call(Call::RunningProcesses).await {
+            Ok(Value::Processes(processes)) => processes,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Brings it online.
+    pub async fn online(&self, context: &CallContext) -> Result<(), CallError> {
+        expect_done(self.call(Call::Online(context.clone())).await?)
+    }
+
+    /// Takes it offline gracefully.
+    pub async fn offline(&self, context: &CallContext) -> Result<(), CallError> {
+        expect_done(self.call(Call::Offline(context.clone())).await?)
+    }
+
+    /// Takes it offline at once, killing what it spawned.
+    pub async fn terminate(&self) -> Result<(), CallError> {
+        expect_done(self.call(Call::Terminate).await?)
+    }
+
+    /// The cheap probe, one round trip.
+    pub async fn looks_alive(&self) -> Result<bool, CallError> {
+        match self.call(Call::LooksAlive).await? {
+            Value::Bool(alive) => Ok(alive),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The thorough probe.
+    pub async fn is_alive(&self, level: CheckLevel) -> Result<Health, CallError> {
+        match self.call(Call::IsAlive(level)).await? {
+            Value::Health(health) => Ok(health),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Drops the sandbox, leaving its processes running.
+    pub async fn release(&self) {
+        let _ = self.call(Call::Release).await;
+    }
+
+    /// Drops the sandbox, killing its processes.
+    pub async fn close(&self) {
+        let _ = self.call(Call::Close).await;
+    }
+
+    /// Sends probes of resources hosted in the same worker as this one; the
+    /// answers come on the pool's probe channel.
+    pub fn probe(&self, batch: Vec<ProbeItem>) {
+        self.inner.worker.connection().probe(batch, &self.inner.worker.probe_answers);
+    }
+
+    /// Whether `other` is hosted in the same worker (so probes of both can
+    /// travel in one batch).
+    pub fn same_worker(&self, other: &RemoteResource) -> bool {
+        Arc::ptr_eq(&self.inner.worker, &other.inner.worker)
+    }
+}

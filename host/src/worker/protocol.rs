@@ -1,0 +1,237 @@
+//! The typed protocol between the daemon and a monitor worker: postcard
+//! values in length-delimited frames, over the worker's stdin (requests)
+//! and stdout (replies and events).
+//!
+//! Every request but a probe batch carries an id that its one reply
+//! repeats. A probe batch is answered item by item as each probe ends, so
+//! a probe stuck until its deadline delays no other. Events (a plugin's
+//! `signal-failure`) are sent unasked.
+
+use std::path::PathBuf;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::bytes::Bytes;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use crate::bindings::{CallContext, CheckLevel, ClusterEvent, Health};
+use crate::monitor::{CallError, ResourceSpec};
+use crate::process::TrackedProcess;
+
+/// The largest frame either side accepts: a `control` output (1 MiB) with room.
+pub const MAX_FRAME_BYTES: usize = 4 << 20;
+
+/// What the daemon asks of a worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Create (or re-create) a resource's handle and open it in a fresh sandbox.
+    Open {
+        /// Echoed in the reply.
+        id: u64,
+        /// The plugin version's file (content-addressed, so it never changes).
+        plugin: PathBuf,
+        /// The resource.
+        spec: ResourceSpec,
+    },
+    /// Call into one resource.
+    Call {
+        /// Echoed in the reply.
+        id: u64,
+        /// The resource.
+        resource: String,
+        /// What to call.
+        call: Call,
+    },
+    /// Probe these resources; each answer is a [`Response::Probed`].
+    Probe(Vec<ProbeItem>),
+    /// Are you there? Answered at once, whatever the instances are doing.
+    Ping {
+        /// Echoed in the pong.
+        id: u64,
+    },
+    /// Close every instance (killing what they spawned unless `release`)
+    /// and exit.
+    Shutdown {
+        /// Leave the spawned processes running (the node was told to).
+        release: bool,
+    },
+}
+
+/// One call into a resource.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Call {
+    /// Open it again in a fresh sandbox.
+    Reopen,
+    /// `online`.
+    Online(CallContext),
+    /// `offline`.
+    Offline(CallContext),
+    /// `terminate`, then kill what it spawned.
+    Terminate,
+    /// `looks-alive`.
+    LooksAlive,
+    /// `is-alive`.
+    IsAlive(CheckLevel),
+    /// `control`.
+    Control {
+        /// The operation.
+        code: String,
+        /// Its input.
+        input: String,
+    },
+    /// `notify`.
+    Notify(ClusterEvent),
+    /// Whether it has a live sandbox.
+    IsLive,
+    /// The still-running processes it tracks.
+    RunningProcesses,
+    /// Drop the sandbox, leaving its processes running.
+    Release,
+    /// Drop the sandbox, killing its processes.
+    Close,
+    /// Close it and forget it.
+    Remove,
+}
+
+/// A successful call's value.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Value {
+    /// Nothing to say.
+    Done,
+    /// A yes or no.
+    Bool(bool),
+    /// `is-alive`'s answer.
+    Health(Health),
+    /// `control`'s output.
+    Text(String),
+    /// Tracked processes.
+    Processes(Vec<TrackedProcess>),
+}
+
+/// One probe of a batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeItem {
+    /// Names this probe in its answer.
+    pub id: u64,
+    /// The resource.
+    pub resource: String,
+    /// `is-alive` (thorough) rather than `looks-alive`.
+    pub thorough: bool,
+}
+
+/// How a probe ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeOutcome {
+    /// The resource is healthy.
+    Healthy,
+    /// The resource failed, and why. A false `looks-alive` is confirmed by a
+    /// thorough `is-alive` before it counts.
+    Failed(String),
+    /// The worker was lost before the probe ended; it says nothing about
+    /// the resource.
+    Lost,
+}
+
+/// What a worker tells the daemon.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// The answer to an [`Request::Open`] or [`Request::Call`].
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// Its outcome.
+        result: Result<Value, CallError>,
+    },
+    /// One probe of a batch ended.
+    Probed {
+        /// The probe's id.
+        id: u64,
+        /// How.
+        outcome: ProbeOutcome,
+        /// How long the probe took, in nanoseconds.
+        nanos: u64,
+    },
+    /// The answer to a [`Request::Ping`].
+    Pong {
+        /// The ping's id.
+        id: u64,
+    },
+    /// A plugin called `signal-failure`.
+    SignalledFailure {
+        /// The resource.
+        resource: String,
+        /// The plugin's reason.
+        reason: String,
+    },
+}
+
+/// The length-delimited codec both sides use.
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
+}
+
+/// Reads typed messages from `reader`.
+pub struct Reader<R> {
+    frames: FramedRead<R, LengthDelimitedCodec>,
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    /// Wraps `reader`.
+    pub fn new(reader: R) -> Self {
+        Reader { frames: FramedRead::new(reader, codec()) }
+    }
+
+    /// The next message; `None` at the end of the stream. A frame that does
+    /// not decode is an error: the two sides are the same binary, so it
+    /// means the stream is corrupt and the connection must go.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Option<std::io::Result<T>> {
+        let frame = match self.frames.next().await? {
+            Ok(frame) => frame,
+            Err(error) => return Some(Err(error)),
+        };
+        Some(postcard::from_bytes(&frame).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+    }
+}
+
+/// Writes typed messages to `writer`, flushing only when asked, so a burst
+/// of messages costs one write.
+pub struct Writer<W> {
+    frames: FramedWrite<W, LengthDelimitedCodec>,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    /// Wraps `writer`.
+    pub fn new(writer: W) -> Self {
+        Writer { frames: FramedWrite::new(writer, codec()) }
+    }
+
+    /// Queues one message.
+    pub async fn feed<T: Serialize>(&mut self, message: &T) -> std::io::Result<()> {
+        let bytes =
+            postcard::to_allocvec(message).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.frames.feed(Bytes::from(bytes)).await
+    }
+
+    /// Writes what is queued.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        SinkExt::<Bytes>::flush(&mut self.frames).await
+    }
+}
+
+/// Drains `messages` into `writer`, one flush per burst, until the channel
+/// closes or the pipe breaks.
+pub async fn pump<T: Serialize, W: AsyncWrite + Unpin>(
+    mut messages: tokio::sync::mpsc::UnboundedReceiver<T>,
+    mut writer: Writer<W>,
+) -> std::io::Result<()> {
+    while let Some(message) = messages.recv().await {
+        writer.feed(&message).await?;
+        while let Ok(message) = messages.try_recv() {
+            writer.feed(&message).await?;
+        }
+        writer.flush().await?;
+    }
+    Ok(())
+}

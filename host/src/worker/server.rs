@@ -1,0 +1,234 @@
+//! The worker side: `steward monitor`, started by the daemon with pipes on
+//! its stdin and stdout. It hosts resource instances in its own [`Monitor`]
+//! and answers the daemon's requests, each in its own task, so that a slow
+//! call into one resource holds up no other, and a ping is answered while
+//! calls run.
+//!
+//! When its stdin ends without a [`Request::Shutdown`], the daemon is gone
+//! (killed, or crashed): the worker exits at once *without* closing its
+//! instances, so the programs they run outlive it and the next daemon
+//! adopts them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use std::os::fd::AsFd;
+
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+use super::protocol::{Call, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
+use crate::bindings::CheckLevel;
+use crate::events::EventKind;
+use crate::monitor::{CallError, Monitor, ResourceHandle};
+use crate::plugin::Plugin;
+use crate::runtime::Runtime;
+
+/// Serves the daemon on stdin and stdout until told to stop or orphaned.
+pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()> {
+    // The pipes are polled by the reactor: tokio's `stdin()`/`stdout()` hop
+    // through the blocking pool on every read and write, which would cost
+    // more than the probe they carry.
+    let stdin = pipe::Receiver::from_owned_fd(std::io::stdin().as_fd().try_clone_to_owned()?)?;
+    let stdout = pipe::Sender::from_owned_fd(std::io::stdout().as_fd().try_clone_to_owned()?)?;
+    let (replies, outgoing) = mpsc::unbounded_channel::<Response>();
+    let writer = tokio::spawn(pump(outgoing, Writer::new(stdout)));
+    let worker = Arc::new(Worker {
+        runtime,
+        monitor: Monitor::new(node_name),
+        plugins: Mutex::new(HashMap::new()),
+        handles: Mutex::new(HashMap::new()),
+        replies,
+    });
+    worker.forward_signalled_failures();
+    let mut requests = Reader::new(stdin);
+    while let Some(request) = requests.next::<Request>().await {
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(%error, "unreadable request from the daemon; exiting");
+                break;
+            }
+        };
+        match request {
+            Request::Ping { id } => worker.send(Response::Pong { id }),
+            Request::Shutdown { release } => {
+                worker.shutdown(release).await;
+                drop(worker);
+                let _ = writer.await;
+                return Ok(());
+            }
+            Request::Open { id, plugin, spec } => {
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    let result = worker.open(&plugin, spec).await.map(|()| Value::Done);
+                    worker.send(Response::Reply { id, result });
+                });
+            }
+            Request::Call { id, resource, call } => {
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    let result = worker.call(&resource, call).await;
+                    worker.send(Response::Reply { id, result });
+                });
+            }
+            Request::Probe(batch) => {
+                for item in batch {
+                    let worker = worker.clone();
+                    tokio::spawn(async move { worker.probe(item).await });
+                }
+            }
+        }
+    }
+    // Orphaned: leave the instances' processes running for the next daemon.
+    tracing::info!("the daemon closed the pipe; exiting and leaving resources running");
+    std::process::exit(0)
+}
+
+struct Worker {
+    runtime: Arc<Runtime>,
+    monitor: Monitor,
+    /// Loaded plugin versions, by their content-addressed file.
+    plugins: Mutex<HashMap<PathBuf, Arc<Plugin>>>,
+    handles: Mutex<HashMap<String, ResourceHandle>>,
+    replies: mpsc::UnboundedSender<Response>,
+}
+
+impl Worker {
+    fn send(&self, response: Response) {
+        let _ = self.replies.send(response);
+    }
+
+    fn handle(&self, resource: &str) -> Option<ResourceHandle> {
+        self.handles.lock().ok()?.get(resource).cloned()
+    }
+
+    async fn plugin(&self, file: &Path) -> Result<Arc<Plugin>, CallError> {
+        if let Some(plugin) = self.plugins.lock().ok().and_then(|p| p.get(file).cloned()) {
+            return Ok(plugin);
+        }
+        let plugin = Plugin::load(&self.runtime, file)
+            .await
+            .map_err(|error| CallError::Instantiate { message: error.to_string() })?;
+        let plugin = Arc::new(plugin);
+        if let Ok(mut plugins) = self.plugins.lock() {
+            plugins.insert(file.to_path_buf(), plugin.clone());
+        }
+        Ok(plugin)
+    }
+
+    async fn open(&self, file: &Path, spec: crate::monitor::ResourceSpec) -> Result<(), CallError> {
+        let plugin = self.plugin(file).await?;
+        let name = spec.name.clone();
+        let handle = self
+            .monitor
+            .prepare(plugin, spec)
+            .map_err(|error| CallError::Instantiate { message: error.to_string() })?;
+        let replaced = self.handles.lock().ok().and_then(|mut handles| handles.insert(name, handle.clone()));
+        if let Some(replaced) = replaced {
+            replaced.close().await;
+        }
+        handle.reopen().await
+    }
+
+    async fn call(&self, resource: &str, call: Call) -> Result<Value, CallError> {
+        let Some(handle) = self.handle(resource) else {
+            return Err(CallError::WorkerLost { reason: format!("this worker does not host `{resource}`") });
+        };
+        Ok(match call {
+            Call::Reopen => handle.reopen().await.map(|()| Value::Done)?,
+            Call::Online(context) => handle.online(&context).await.map(|()| Value::Done)?,
+            Call::Offline(context) => handle.offline(&context).await.map(|()| Value::Done)?,
+            Call::Terminate => handle.terminate().await.map(|()| Value::Done)?,
+            Call::LooksAlive => Value::Bool(handle.looks_alive().await?),
+            Call::IsAlive(level) => Value::Health(handle.is_alive(level).await?),
+            Call::Control { code, input } => Value::Text(handle.control(&code, &input).await?),
+            Call::Notify(event) => handle.notify(&event).await.map(|()| Value::Done)?,
+            Call::IsLive => Value::Bool(handle.is_live().await),
+            Call::RunningProcesses => Value::Processes(handle.running_processes().await),
+            Call::Release => {
+                handle.release().await;
+                Value::Done
+            }
+            Call::Close => {
+                handle.close().await;
+                Value::Done
+            }
+            Call::Remove => {
+                if let Ok(mut handles) = self.handles.lock() {
+                    handles.remove(resource);
+                }
+                handle.close().await;
+                Value::Done
+            }
+        })
+    }
+
+    /// One probe: a false `looks-alive` is confirmed by a thorough
+    /// `is-alive` before it counts, as the classic cluster service does.
+    async fn probe(&self, item: ProbeItem) {
+        let started = Instant::now();
+        let outcome = match self.handle(&item.resource) {
+            None => ProbeOutcome::Lost,
+            Some(handle) => probe(&handle, item.thorough).await,
+        };
+        let nanos = started.elapsed().as_nanos() as u64;
+        self.send(Response::Probed { id: item.id, outcome, nanos });
+    }
+
+    fn forward_signalled_failures(self: &Arc<Self>) {
+        let mut events = self.monitor.subscribe();
+        let replies = self.replies.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        if let EventKind::SignalledFailure { reason } = event.kind {
+                            let _ = replies.send(Response::SignalledFailure { resource: event.resource, reason });
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "monitor events lagged; some were missed");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+
+    async fn shutdown(&self, release: bool) {
+        let handles: Vec<ResourceHandle> =
+            self.handles.lock().map(|mut handles| handles.drain().map(|(_, h)| h).collect()).unwrap_or_default();
+        for handle in handles {
+            if release {
+                handle.release().await;
+            } else {
+                handle.close().await;
+            }
+        }
+    }
+}
+
+/// One probe of one resource, as the prober counts it.
+pub async fn probe(handle: &ResourceHandle, thorough: bool) -> ProbeOutcome {
+    let outcome = if thorough {
+        handle.is_alive(CheckLevel::Normal).await.map(|health| (health.alive, health.reason))
+    } else {
+        handle.looks_alive().await.map(|alive| (alive, "looks-alive returned false".to_string()))
+    };
+    match outcome {
+        Ok((true, _)) => ProbeOutcome::Healthy,
+        Ok((false, reason)) if !thorough => match handle.is_alive(CheckLevel::Thorough).await {
+            Ok(health) if health.alive => {
+                tracing::info!(resource = handle.name(), "looks-alive false, is-alive true");
+                ProbeOutcome::Healthy
+            }
+            Ok(health) => ProbeOutcome::Failed(format!("{reason}; is-alive: {}", health.reason)),
+            Err(error) => ProbeOutcome::Failed(error.to_string()),
+        },
+        Ok((false, reason)) => ProbeOutcome::Failed(format!("is-alive: {reason}")),
+        Err(error) => ProbeOutcome::Failed(error.to_string()),
+    }
+}
