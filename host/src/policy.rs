@@ -446,6 +446,7 @@ mod tests {
             depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
             timing: TimingOverrides::default(),
             memory_limit_mib: None,
+            separate_monitor: false,
             defined_at: "test".into(),
         };
         let config = NodeConfig {
@@ -456,6 +457,7 @@ mod tests {
             api: "127.0.0.1:1".parse().expect("address"),
             log_format: LogFormat::Text,
             leave_running_on_stop: false,
+            worker_deadlock_timeout: crate::config::DEFAULT_WORKER_DEADLOCK_TIMEOUT,
             resources: vec![resource("disk", &[]), resource("web", &["disk"])],
             groups: vec![GroupConfig {
                 name: "g".into(),

@@ -52,8 +52,11 @@ pub struct WorkerOptions {
     pub deadlock_timeout: Duration,
     /// The processes the state store recorded for a resource, to adopt when
     /// its instance is re-created in a new worker.
-    pub recorded_processes: Box<dyn Fn(&str) -> Vec<TrackedProcess> + Send + Sync>,
+    pub recorded_processes: RecordedProcesses,
 }
+
+/// Reads the processes the state store recorded for a resource.
+pub type RecordedProcesses = Box<dyn Fn(&str) -> Vec<TrackedProcess> + Send + Sync>;
 
 /// What the workers tell the node.
 #[derive(Debug)]
