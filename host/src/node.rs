@@ -465,6 +465,7 @@ impl Node {
                 // Probe first: what still runs is adopted, not restarted.
                 let handle = &self.handles[member];
                 if matches!(handle.looks_alive().await, Ok(true)) {
+                    handle.adopted();
                     self.apply(Input::Adopted(member.clone()));
                 }
             }

@@ -7,22 +7,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use steward_tests::daemon::{Daemon, free_address, workspace_binary};
+use steward_tests::daemon::{Daemon, demo};
 use steward_tests::{kill_from_outside, process_running};
-
-/// The demo's configuration, as `cargo xtask demo` runs it.
-fn demo_config() -> String {
-    let template = std::fs::read_to_string(steward_tests::workspace_root().join("demo/steward.toml.in"))
-        .expect("demo/steward.toml.in");
-    template
-        .replace("{notepad}", &workspace_binary("notepad").display().to_string())
-        .replace("{notepad_addr}", &free_address())
-}
-
-async fn demo() -> Daemon {
-    let config = demo_config();
-    Daemon::start(&config, &["file_marker", "generic_app", "http_check"]).await
-}
 
 fn transitions_to<'a>(events: &'a [Value], state: &str) -> Vec<&'a str> {
     events
@@ -30,11 +16,6 @@ fn transitions_to<'a>(events: &'a [Value], state: &str) -> Vec<&'a str> {
         .filter(|e| e["kind"] == "transition" && e["to"] == state)
         .filter_map(|e| e["resource"].as_str())
         .collect()
-}
-
-async fn notepad_pid(daemon: &Daemon) -> u32 {
-    let resource = daemon.get("/v1/resources/notepad").await;
-    resource["pids"][0].as_u64().expect("notepad runs a process") as u32
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +35,7 @@ async fn a_killed_program_is_restarted_and_past_the_threshold_the_group_fails() 
     let daemon = demo().await;
     daemon.wait_group("ha-notepad", "online", Duration::from_secs(20)).await;
     for restart in 1..=3 {
-        let pid = notepad_pid(&daemon).await;
+        let pid = daemon.program_pid("notepad").await;
         kill_from_outside(pid);
         let until = std::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -70,7 +51,7 @@ async fn a_killed_program_is_restarted_and_past_the_threshold_the_group_fails() 
         daemon.wait_group("ha-notepad", "online", Duration::from_secs(20)).await;
     }
     // The fourth failure within the period is past the threshold of 3.
-    kill_from_outside(notepad_pid(&daemon).await);
+    kill_from_outside(daemon.program_pid("notepad").await);
     daemon.wait_group("ha-notepad", "failed", Duration::from_secs(20)).await;
     let status = daemon.status_text().await;
     let group_line = status.lines().find(|l| l.starts_with("ha-notepad")).unwrap_or_default().to_string();
@@ -84,12 +65,12 @@ async fn a_killed_program_is_restarted_and_past_the_threshold_the_group_fails() 
 async fn sigkill_of_the_daemon_then_a_new_start_adopts_the_running_program() {
     let mut daemon = demo().await;
     daemon.wait_group("ha-notepad", "online", Duration::from_secs(20)).await;
-    let pid = notepad_pid(&daemon).await;
+    let pid = daemon.program_pid("notepad").await;
     daemon.kill9();
     assert!(process_running(pid), "the program outlives the daemon");
     daemon.spawn().await;
     daemon.wait_group("ha-notepad", "online", Duration::from_secs(20)).await;
-    assert_eq!(notepad_pid(&daemon).await, pid, "same program, not a new one");
+    assert_eq!(daemon.program_pid("notepad").await, pid, "same program, not a new one");
     let events = daemon.events().await;
     let pending = transitions_to(&events, "online-pending");
     assert!(!pending.contains(&"notepad"), "the program was not restarted: {events:#?}");
@@ -102,7 +83,7 @@ async fn sigkill_of_the_daemon_then_a_new_start_adopts_the_running_program() {
 async fn sigterm_takes_groups_offline_in_reverse_dependency_order() {
     let mut daemon = demo().await;
     daemon.wait_group("ha-notepad", "online", Duration::from_secs(20)).await;
-    let pid = notepad_pid(&daemon).await;
+    let pid = daemon.program_pid("notepad").await;
     let status = daemon.terminate();
     assert!(status.success(), "{status}");
     assert!(!process_running(pid), "the program was stopped");

@@ -11,3 +11,4 @@ mod ocf;
 mod plugin_new;
 mod plugins;
 mod tidy;
+mod workers;

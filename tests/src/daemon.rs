@@ -123,6 +123,20 @@ impl Daemon {
             .map_or(0, |value| value as u64)
     }
 
+    /// The first process `resource` runs.
+    pub async fn program_pid(&self, resource: &str) -> u32 {
+        let resource = self.get(&format!("/v1/resources/{resource}")).await;
+        resource["pids"][0].as_u64().unwrap_or_else(|| panic!("the resource runs a process: {resource}")) as u32
+    }
+
+    /// The pid of monitor worker `name` (`shared`, or a resource's own), 0
+    /// when it is being started.
+    pub async fn worker_pid(&self, name: &str) -> u32 {
+        let workers = self.get("/v1/workers").await;
+        let worker = workers.as_array().and_then(|w| w.iter().find(|w| w["name"] == name).cloned());
+        worker.and_then(|w| w["pid"].as_u64()).unwrap_or(0) as u32
+    }
+
     /// The state of a resource.
     pub async fn state(&self, resource: &str) -> String {
         self.get(&format!("/v1/resources/{resource}")).await["state"].as_str().unwrap_or_default().to_string()
@@ -229,6 +243,20 @@ impl Drop for Daemon {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// The demo's configuration, as `cargo xtask demo` runs it.
+pub fn demo_config() -> String {
+    let template = std::fs::read_to_string(crate::workspace_root().join("demo/steward.toml.in"))
+        .expect("demo/steward.toml.in");
+    template
+        .replace("{notepad}", &workspace_binary("notepad").display().to_string())
+        .replace("{notepad_addr}", &free_address())
+}
+
+/// A daemon running the demo configuration with its plugins.
+pub async fn demo() -> Daemon {
+    Daemon::start(&demo_config(), &["file_marker", "generic_app", "http_check"]).await
 }
 
 /// A loopback address no one listens on now.

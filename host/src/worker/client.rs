@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -131,7 +131,8 @@ impl WorkerPool {
     pub fn resource(&self, plugin: Arc<Plugin>, spec: ResourceSpec, separate: bool) -> RemoteResource {
         let name = if separate { spec.name.clone() } else { SHARED_WORKER.to_string() };
         let worker = self.worker(&name, if separate { 1 } else { self.options.shared_capacity });
-        RemoteResource { inner: Arc::new(RemoteInner { worker, plugin: Mutex::new(plugin), spec }) }
+        let online = Arc::new(AtomicBool::new(false));
+        RemoteResource { inner: Arc::new(RemoteInner { worker, plugin: Mutex::new(plugin), spec, online }) }
     }
 
     /// What the API shows of every worker.
@@ -189,9 +190,8 @@ struct Worker {
     capacity: u32,
     options: Arc<WorkerOptions>,
     connection: RwLock<Arc<Connection>>,
-    /// What it hosts: each resource's plugin version and spec, to re-create
-    /// the instances in a new worker.
-    hosted: Mutex<BTreeMap<String, (PathBuf, ResourceSpec)>>,
+    /// What it hosts, to re-create the instances in a new worker.
+    hosted: Mutex<BTreeMap<String, Hosted>>,
     restarts: AtomicU64,
     /// Set when the node stops: a worker that exits then is not restarted.
     stopping: AtomicU32,
@@ -330,11 +330,16 @@ impl Worker {
 
     /// Re-creates every hosted instance in the new worker, in parallel.
     async fn recreate(&self, pid: u32, lost_at: Instant) {
-        let hosted: Vec<(String, (PathBuf, ResourceSpec))> =
+        let hosted: Vec<(String, Hosted)> =
             self.hosted.lock().map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
-        let opens = hosted.into_iter().map(|(name, (plugin, mut spec))| async move {
+        let opens = hosted.into_iter().map(|(name, Hosted { plugin, mut spec, online })| async move {
             spec.adopt = (self.options.recorded_processes)(&name);
-            let result = self.send_open(plugin, spec).await;
+            let resume = online.load(Ordering::Relaxed).then(|| CallContext {
+                node_name: self.options.node_name.clone(),
+                fencing_token: spec.fencing_token,
+                attempt: 1,
+            });
+            let result = self.send_open(plugin, spec, resume).await;
             (name, result)
         });
         let results = futures_util::future::join_all(opens).await;
@@ -351,9 +356,14 @@ impl Worker {
         let _ = self.events.send(WorkerEvent::Restarted { worker: self.name.clone(), pid, reopened, failed, took });
     }
 
-    async fn send_open(&self, plugin: PathBuf, spec: ResourceSpec) -> Result<(), CallError> {
+    async fn send_open(
+        &self,
+        plugin: PathBuf,
+        spec: ResourceSpec,
+        resume: Option<CallContext>,
+    ) -> Result<(), CallError> {
         let connection = self.connection();
-        let value = connection.request(|id| Request::Open { id, plugin, spec }).await?;
+        let value = connection.request(|id| Request::Open { id, plugin, spec, resume }).await?;
         expect_done(value)
     }
 
@@ -362,6 +372,17 @@ impl Worker {
         let _ = self.connection().requests.send(Request::Shutdown { release });
         self.stop.notify_one();
     }
+}
+
+/// One instance a worker hosts.
+#[derive(Clone)]
+struct Hosted {
+    /// The plugin version it runs.
+    plugin: PathBuf,
+    spec: ResourceSpec,
+    /// Whether its last `online` succeeded and no `offline` or `terminate`
+    /// came since: a re-created instance is brought back online.
+    online: Arc<AtomicBool>,
 }
 
 /// One running worker process.
@@ -524,6 +545,7 @@ struct RemoteInner {
     /// The version its next open uses.
     plugin: Mutex<Arc<Plugin>>,
     spec: ResourceSpec,
+    online: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RemoteResource {
@@ -561,7 +583,7 @@ impl RemoteResource {
     /// The version of the instance in the worker now, if it was opened.
     pub fn running_version(&self) -> Option<String> {
         let hosted = self.inner.worker.hosted.lock().ok()?;
-        let (file, _) = hosted.get(self.name())?;
+        let file = &hosted.get(self.name())?.plugin;
         file.file_stem().and_then(|s| s.to_str()).map(str::to_string)
     }
 
@@ -570,10 +592,12 @@ impl RemoteResource {
     pub async fn reopen(&self) -> Result<(), CallError> {
         let file = self.plugin().version_file().to_path_buf();
         let spec = self.inner.spec.clone();
+        self.inner.online.store(false, Ordering::Relaxed);
         if let Ok(mut hosted) = self.inner.worker.hosted.lock() {
-            hosted.insert(spec.name.clone(), (file.clone(), spec.clone()));
+            let online = self.inner.online.clone();
+            hosted.insert(spec.name.clone(), Hosted { plugin: file.clone(), spec: spec.clone(), online });
         }
-        self.inner.worker.send_open(file, spec).await
+        self.inner.worker.send_open(file, spec, None).await
     }
 
     async fn call(&self, call: Call) -> Result<Value, CallError> {
@@ -596,16 +620,25 @@ impl RemoteResource {
 
     /// Brings it online.
     pub async fn online(&self, context: &CallContext) -> Result<(), CallError> {
-        expect_done(self.call(Call::Online(context.clone())).await?)
+        let outcome = expect_done(self.call(Call::Online(context.clone())).await?);
+        self.inner.online.store(outcome.is_ok(), Ordering::Relaxed);
+        outcome
+    }
+
+    /// Marks it online without a call: it was found running and adopted.
+    pub fn adopted(&self) {
+        self.inner.online.store(true, Ordering::Relaxed);
     }
 
     /// Takes it offline gracefully.
     pub async fn offline(&self, context: &CallContext) -> Result<(), CallError> {
+        self.inner.online.store(false, Ordering::Relaxed);
         expect_done(self.call(Call::Offline(context.clone())).await?)
     }
 
     /// Takes it offline at once, killing what it spawned.
     pub async fn terminate(&self) -> Result<(), CallError> {
+        self.inner.online.store(false, Ordering::Relaxed);
         expect_done(self.call(Call::Terminate).await?)
     }
 

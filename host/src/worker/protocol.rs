@@ -34,6 +34,12 @@ pub enum Request {
         plugin: PathBuf,
         /// The resource.
         spec: ResourceSpec,
+        /// Set when the instance is re-created for a resource that is online:
+        /// `online` is called again after `open` (the contract makes it
+        /// idempotent), so an instance that keeps its state in memory picks
+        /// up where the lost one was, while one that adopted its processes
+        /// in `open` does nothing more.
+        resume: Option<CallContext>,
     },
     /// Call into one resource.
     Call {

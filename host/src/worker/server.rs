@@ -20,7 +20,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::protocol::{Call, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
-use crate::bindings::CheckLevel;
+use crate::bindings::{CallContext, CheckLevel};
 use crate::events::EventKind;
 use crate::monitor::{CallError, Monitor, ResourceHandle};
 use crate::plugin::Plugin;
@@ -60,10 +60,10 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
                 let _ = writer.await;
                 return Ok(());
             }
-            Request::Open { id, plugin, spec } => {
+            Request::Open { id, plugin, spec, resume } => {
                 let worker = worker.clone();
                 tokio::spawn(async move {
-                    let result = worker.open(&plugin, spec).await.map(|()| Value::Done);
+                    let result = worker.open(&plugin, spec, resume).await.map(|()| Value::Done);
                     worker.send(Response::Reply { id, result });
                 });
             }
@@ -119,7 +119,12 @@ impl Worker {
         Ok(plugin)
     }
 
-    async fn open(&self, file: &Path, spec: crate::monitor::ResourceSpec) -> Result<(), CallError> {
+    async fn open(
+        &self,
+        file: &Path,
+        spec: crate::monitor::ResourceSpec,
+        resume: Option<CallContext>,
+    ) -> Result<(), CallError> {
         let plugin = self.plugin(file).await?;
         let name = spec.name.clone();
         let handle = self
@@ -130,7 +135,11 @@ impl Worker {
         if let Some(replaced) = replaced {
             replaced.close().await;
         }
-        handle.reopen().await
+        handle.reopen().await?;
+        match resume {
+            Some(context) => handle.online(&context).await,
+            None => Ok(()),
+        }
     }
 
     async fn call(&self, resource: &str, call: Call) -> Result<Value, CallError> {
