@@ -5,6 +5,11 @@
 //! `target/bench/daemon.json` (the 10,000-resource figures at the top level,
 //! the 1,000-resource ones under `n1000`) and prints it. Run it with
 //! `cargo xtask bench`.
+//!
+//! The instances live in the daemon's monitor workers, so CPU and resident
+//! memory are summed over the daemon and the workers `GET /v1/workers`
+//! names (`density_cpu_pct`, `density_rss_mib`), and given for each side too
+//! (`daemon_cpu_pct`, `workers_cpu_pct`, `daemon_rss_mib`, `workers_rss_mib`).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -133,18 +138,39 @@ async fn density(guests: &Path, count: usize) -> Value {
     // Let the probe timers spread and the allocator settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pid = daemon.child.id();
-    let before = cpu_seconds(pid);
+    let workers = worker_pids(&daemon).await;
+    assert!(!workers.is_empty(), "GET /v1/workers names the daemon's monitor workers");
+    let cpu_of = |pids: &[u32]| pids.iter().map(|pid| cpu_seconds(*pid)).sum::<f64>();
+    let (daemon_before, workers_before) = (cpu_seconds(pid), cpu_of(&workers));
     let started = Instant::now();
     tokio::time::sleep(SAMPLE).await;
-    let cpu = (cpu_seconds(pid) - before) / started.elapsed().as_secs_f64() * 100.0;
-    let rss = rss_mib(pid);
-    println!("{count} resources: online in {startup:?}, {cpu:.2}% of one core, {rss:.0} MiB resident");
+    let percent = |seconds: f64| seconds / started.elapsed().as_secs_f64() * 100.0;
+    let (daemon_cpu, workers_cpu) = (percent(cpu_seconds(pid) - daemon_before), percent(cpu_of(&workers) - workers_before));
+    let (daemon_rss, workers_rss) = (rss_mib(pid), workers.iter().map(|pid| rss_mib(*pid)).sum::<f64>());
+    let (cpu, rss) = (daemon_cpu + workers_cpu, daemon_rss + workers_rss);
+    println!(
+        "{count} resources: online in {startup:?}, {cpu:.2}% of one core ({daemon_cpu:.2}% daemon, {workers_cpu:.2}% {} worker(s)), {rss:.0} MiB resident ({daemon_rss:.0} MiB daemon, {workers_rss:.0} MiB workers)",
+        workers.len()
+    );
+    let percent = |value: f64| (value * 100.0).round() / 100.0;
     json!({
         "resources": count,
-        "density_cpu_pct": (cpu * 100.0).round() / 100.0,
+        "workers": workers.len(),
+        "density_cpu_pct": percent(cpu),
         "density_rss_mib": rss.round(),
+        "daemon_cpu_pct": percent(daemon_cpu),
+        "workers_cpu_pct": percent(workers_cpu),
+        "daemon_rss_mib": daemon_rss.round(),
+        "workers_rss_mib": workers_rss.round(),
         "startup_s": (startup.as_secs_f64() * 10.0).round() / 10.0,
     })
+}
+
+/// The pids of the daemon's running monitor workers, from `GET /v1/workers`.
+async fn worker_pids(daemon: &Daemon) -> Vec<u32> {
+    let workers = get(daemon, "/v1/workers").await.unwrap_or_default();
+    let pids = workers.as_array().into_iter().flatten().filter_map(|worker| worker["pid"].as_u64());
+    pids.map(|pid| pid as u32).filter(|pid| *pid != 0).collect()
 }
 
 /// From the `signalled-failure` event to the transition to failed, which

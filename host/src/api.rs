@@ -3,7 +3,10 @@
 //! - `GET  /v1/status`: node, groups and resources in one document
 //! - `GET  /v1/resources`, `GET /v1/resources/{name}`
 //! - `GET  /v1/groups`, `GET /v1/groups/{name}`
-//! - `GET  /v1/plugins`
+//! - `GET  /v1/plugins`: every plugin file, with its type or why it was rejected
+//! - `POST /v1/plugins/{type}/upgrade`: switch a type's resources to its newest version
+//! - `POST /v1/reload`: read the configuration again and add its new groups
+//! - `GET  /v1/workers`: the monitor workers, their pids and resources
 //! - `POST /v1/resources/{name}/online|offline`, `POST /v1/groups/{name}/online|offline`
 //! - `POST /v1/targets/{name}/online|offline`: a group or, failing that, a resource
 //! - `GET  /v1/events`: a server-sent event stream of every transition
@@ -30,7 +33,7 @@ use futures_util::{Stream, StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::node::{NodeEvent, NodeView};
+use crate::node::{NodeEvent, NodeRequest, NodeView};
 use crate::policy::Input;
 
 /// The API's routes over `view`.
@@ -45,6 +48,8 @@ pub fn router(view: Arc<NodeView>) -> Router {
         .route("/v1/groups/{name}/{action}", post(group_action))
         .route("/v1/targets/{name}/{action}", post(target_action))
         .route("/v1/plugins", get(plugins))
+        .route("/v1/plugins/{type}/upgrade", post(upgrade_plugin))
+        .route("/v1/reload", post(reload))
         .route("/v1/workers", get(workers))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
@@ -146,6 +151,31 @@ async fn group(
 
 async fn plugins(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<crate::node::PluginView>>, ApiError> {
     Ok(Json(read(&view.plugins)?.clone()))
+}
+
+async fn upgrade_plugin(
+    State(view): State<Arc<NodeView>>,
+    Path(type_name): Path<String>,
+) -> Result<Json<crate::node::UpgradeReport>, ApiError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    ask(&view, NodeRequest::Upgrade { type_name, reply })?;
+    let report = answer.await.map_err(|_| ApiError::internal("the node loop dropped the request".into()))?;
+    report.map(Json).map_err(|message| ApiError::not_found("type", message))
+}
+
+async fn reload(State(view): State<Arc<NodeView>>) -> Result<Json<crate::node::ReloadReport>, ApiError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    ask(&view, NodeRequest::Reload { reply })?;
+    let report = answer.await.map_err(|_| ApiError::internal("the node loop dropped the request".into()))?;
+    report.map(Json).map_err(|message| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message,
+        field: Some("config"),
+    })
+}
+
+fn ask(view: &NodeView, request: NodeRequest) -> Result<(), ApiError> {
+    view.node_requests.send(request).map_err(|_| ApiError::internal("the node loop has stopped".into()))
 }
 
 async fn workers(State(view): State<Arc<NodeView>>) -> Json<Vec<crate::worker::WorkerView>> {
@@ -266,7 +296,7 @@ async fn metrics(State(view): State<Arc<NodeView>>) -> Result<Response, ApiError
     for (family, kind, help) in families {
         let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
         for (name, resource) in resources.iter() {
-            let Some(counters) = view.metrics.get(name) else { continue };
+            let Some(counters) = view.metrics_of(name) else { continue };
             let value = match family {
                 "steward_probes_total" => counters.probes_total.load(Ordering::Relaxed) as f64,
                 "steward_probe_seconds_total" => counters.probe_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,

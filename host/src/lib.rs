@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod node;
 pub mod ocf;
 pub mod plugin;
+pub mod plugin_dir;
 pub mod policy;
 pub mod process;
 pub mod properties;

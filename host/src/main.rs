@@ -29,6 +29,8 @@ enum Command {
     Online(Target),
     /// Take a group (or a resource, with what depends on it) offline.
     Offline(Target),
+    /// Make a running daemon read its configuration again and add its new groups.
+    Reload(ApiArgs),
     /// Follow a running daemon's events.
     Events {
         #[command(flatten)]
@@ -63,6 +65,14 @@ enum PluginCommand {
     List(ApiArgs),
     /// Create a new plugin project that builds and passes `plugin check` as generated.
     New(commands::plugin_new::Args),
+    /// Switch a running daemon's resources of a type to its newest loaded version.
+    Upgrade {
+        /// The type's name.
+        #[arg(value_name = "TYPE")]
+        type_name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +98,10 @@ fn main() -> ExitCode {
             Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check::run(args).await,
             Command::Plugin(PluginCommand::List(api)) => commands::client::plugin_list(&api).await,
             Command::Plugin(PluginCommand::New(args)) => commands::plugin_new::run(args).await,
+            Command::Plugin(PluginCommand::Upgrade { type_name, api }) => {
+                commands::client::plugin_upgrade(&api, &type_name).await
+            }
+            Command::Reload(api) => commands::client::reload(&api).await,
             Command::Ocf(args) => commands::ocf::run(args).await,
             Command::Monitor(args) => commands::monitor::run(args).await,
         }

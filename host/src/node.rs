@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::bindings::{CallContext, PluginError};
-use crate::config::{ConfigError, NodeConfig, ResourceConfig};
+use crate::config::{ConfigError, GroupConfig, NodeConfig, ResourceConfig};
 use crate::monitor::{CallError, ResourceSpec, Timeouts};
 use crate::plugin::Plugin;
 use crate::policy::{Action, Input, PolicyEngine, ResourceState, Severity};
@@ -29,10 +29,21 @@ use crate::worker::client::ProbeAnswer;
 use crate::worker::protocol::{ProbeItem, ProbeOutcome};
 use crate::worker::{RemoteResource, WorkerEvent, WorkerOptions, WorkerPool};
 
+mod live;
+
+pub use live::{NodeRequest, ReloadReport, UpgradeReport};
+
 /// The probe intervals of the classic cluster service.
 pub const DEFAULT_LOOKS_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// See [`DEFAULT_LOOKS_ALIVE_INTERVAL`].
 pub const DEFAULT_IS_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where, in the data directory, the daemon keeps the bytes of every plugin
+/// version it loaded, named by their hash, for the monitor workers.
+pub const PLUGIN_VERSIONS_DIR: &str = "plugin-versions";
+
+/// Instance slots the shared worker keeps for resources a reload adds.
+const RELOAD_HEADROOM: u32 = 64;
 
 /// Events kept for `GET /v1/events` history and `steward status`.
 const RECENT_EVENTS: usize = 256;
@@ -150,13 +161,16 @@ pub struct NodeView {
     /// Every plugin file.
     pub plugins: RwLock<Vec<PluginView>>,
     /// Counters per resource.
-    pub metrics: BTreeMap<String, Arc<ResourceMetrics>>,
+    pub metrics: RwLock<BTreeMap<String, Arc<ResourceMetrics>>>,
     /// Published events.
     pub events: broadcast::Sender<NodeEvent>,
     /// The last events.
     pub recent: Mutex<VecDeque<NodeEvent>>,
     /// Requests to the node loop.
     pub requests: mpsc::UnboundedSender<Input>,
+    /// Operator requests that are not the policy engine's: plugin upgrades
+    /// and configuration reloads.
+    pub node_requests: mpsc::UnboundedSender<NodeRequest>,
     /// The monitor workers.
     pub workers: Arc<WorkerPool>,
     /// The daemon's engine (its compile counters).
@@ -166,6 +180,11 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// The counters of `resource`.
+    pub fn metrics_of(&self, resource: &str) -> Option<Arc<ResourceMetrics>> {
+        self.metrics.read().ok()?.get(resource).cloned()
+    }
+
     fn publish(&self, mut event: NodeEvent) {
         event.seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
         event.unix_ms = unix_ms();
@@ -314,6 +333,9 @@ fn strip_resource(message: &str, resource: &str) -> String {
 /// A running node.
 pub struct Node {
     config: NodeConfig,
+    runtime: Arc<Runtime>,
+    /// The current version of each type.
+    plugins: BTreeMap<String, Arc<Plugin>>,
     workers: Arc<WorkerPool>,
     worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
     handles: BTreeMap<String, RemoteResource>,
@@ -322,6 +344,9 @@ pub struct Node {
     view: Arc<NodeView>,
     inputs: mpsc::UnboundedSender<Input>,
     receiver: mpsc::UnboundedReceiver<Input>,
+    node_requests: mpsc::UnboundedReceiver<NodeRequest>,
+    internal_sender: mpsc::UnboundedSender<live::Internal>,
+    internal: mpsc::UnboundedReceiver<live::Internal>,
     probes: mpsc::UnboundedSender<ProbeCommand>,
     prober: JoinHandle<()>,
     records: BTreeMap<String, ResourceRecord>,
@@ -351,7 +376,7 @@ impl Node {
                 node_name: config.name.clone(),
                 cache_dir: config.data_dir.join("compile-cache"),
                 log_json: config.log_format == crate::config::LogFormat::Json,
-                shared_capacity: config.resources.len() as u32,
+                shared_capacity: config.resources.len() as u32 + RELOAD_HEADROOM,
                 deadlock_timeout: config.worker_deadlock_timeout,
                 recorded_processes: {
                     let store = store.clone();
@@ -363,87 +388,115 @@ impl Node {
         );
         let (inputs, receiver) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(crate::events::EVENT_BACKLOG);
-        let mut handles = BTreeMap::new();
-        let mut resources = BTreeMap::new();
-        let mut metrics = BTreeMap::new();
-        for resource in &config.resources {
-            let Some(plugin) = plugins.get(&resource.type_name) else { continue };
-            let record = store.record(&resource.name).unwrap_or_default();
-            let spec = resource_spec(resource, plugin, store.processes(&resource.name).unwrap_or_default());
-            let handle = workers.resource(plugin.clone(), spec, resource.separate_monitor);
-            if let Err(error) = handle.reopen().await {
-                // Not fatal for the node: online reopens it, under the policy.
-                tracing::error!(resource = %resource.name, %error, "cannot open the resource at start");
-            }
-            let group = config.group_of(&resource.name).map(|g| g.name.clone()).unwrap_or_default();
-            let counters = ResourceMetrics::default();
-            counters.restarts_total.store(record.restarts_total, Ordering::Relaxed);
-            counters.failures_total.store(record.failures_total, Ordering::Relaxed);
-            metrics.insert(resource.name.clone(), Arc::new(counters));
-            resources.insert(
-                resource.name.clone(),
-                ResourceView {
-                    name: resource.name.clone(),
-                    type_name: resource.type_name.clone(),
-                    group,
-                    state: ResourceState::Unknown,
-                    reason: String::new(),
-                    depends_on: resource.depends_on.clone(),
-                    restarts_in_period: 0,
-                    restarts_total: record.restarts_total,
-                    failures_total: record.failures_total,
-                    pids: handle.running_processes().await.iter().map(|p| p.pid).collect(),
-                    worker: handle.worker_name().to_string(),
-                },
-            );
-            handles.insert(resource.name.clone(), handle);
-        }
-        let groups = config
-            .groups
-            .iter()
-            .map(|group| {
-                let view = GroupView {
-                    name: group.name.clone(),
-                    state: "offline".into(),
-                    reason: String::new(),
-                    wanted_online: false,
-                    resources: group.resources.clone(),
-                };
-                (group.name.clone(), view)
-            })
-            .collect();
+        let (requests, node_requests) = mpsc::unbounded_channel();
         let view = Arc::new(NodeView {
             node_name: config.name.clone(),
-            resources: RwLock::new(resources),
-            groups: RwLock::new(groups),
+            resources: RwLock::new(BTreeMap::new()),
+            groups: RwLock::new(BTreeMap::new()),
             plugins: RwLock::new(plugin_views),
             runtime: runtime.clone(),
-            metrics,
+            metrics: RwLock::new(BTreeMap::new()),
             events,
             recent: Mutex::new(VecDeque::new()),
             requests: inputs.clone(),
+            node_requests: requests,
             workers: workers.clone(),
             started: Instant::now(),
             next_seq: AtomicU64::new(0),
         });
         let (probes, probe_commands) = mpsc::unbounded_channel();
         let prober = tokio::spawn(run_probes(probe_commands, probe_answer_receiver, inputs.clone()));
-        Ok(Node {
-            engine: PolicyEngine::new(&config),
-            config,
+        let (internal_sender, internal) = mpsc::unbounded_channel();
+        let mut node = Node {
+            engine: PolicyEngine::new(&NodeConfig { resources: Vec::new(), groups: Vec::new(), ..config.clone() }),
+            config: NodeConfig { resources: Vec::new(), groups: Vec::new(), ..config.clone() },
+            runtime,
+            plugins,
             workers,
             worker_events,
-            handles,
+            handles: BTreeMap::new(),
             store,
             view,
             inputs,
             receiver,
+            node_requests,
+            internal_sender,
+            internal,
             probes,
             prober,
             records: BTreeMap::new(),
             dirty_records: Default::default(),
             ownership: Box::new(SingleNode),
-        })
+        };
+        node.add(config.resources, config.groups).await;
+        Ok(node)
+    }
+
+    /// Adds resources and groups to the node: creates each resource's
+    /// handle, view and counters, opens them all at once in their workers
+    /// (a failed open is not fatal: online reopens it, under the policy),
+    /// and gives the groups to the policy engine, offline.
+    async fn add(&mut self, resources: Vec<ResourceConfig>, groups: Vec<GroupConfig>) {
+        self.config.resources.extend(resources.iter().cloned());
+        self.config.groups.extend(groups.iter().cloned());
+        let mut opening = Vec::new();
+        for resource in &resources {
+            let Some(plugin) = self.plugins.get(&resource.type_name) else { continue };
+            let record = self.store.record(&resource.name).unwrap_or_default();
+            let spec = resource_spec(resource, plugin, self.store.processes(&resource.name).unwrap_or_default());
+            let handle = self.workers.resource(plugin.clone(), spec, resource.separate_monitor);
+            let counters = ResourceMetrics::default();
+            counters.restarts_total.store(record.restarts_total, Ordering::Relaxed);
+            counters.failures_total.store(record.failures_total, Ordering::Relaxed);
+            if let Ok(mut metrics) = self.view.metrics.write() {
+                metrics.insert(resource.name.clone(), Arc::new(counters));
+            }
+            let view = ResourceView {
+                name: resource.name.clone(),
+                type_name: resource.type_name.clone(),
+                group: self.group_name(&resource.name),
+                state: ResourceState::Unknown,
+                reason: String::new(),
+                depends_on: resource.depends_on.clone(),
+                restarts_in_period: 0,
+                restarts_total: record.restarts_total,
+                failures_total: record.failures_total,
+                pids: Vec::new(),
+                worker: handle.worker_name().to_string(),
+            };
+            if let Ok(mut views) = self.view.resources.write() {
+                views.insert(resource.name.clone(), view);
+            }
+            self.handles.insert(resource.name.clone(), handle.clone());
+            opening.push(handle);
+        }
+        let opens = opening.iter().map(|handle| async move {
+            if let Err(error) = handle.reopen().await {
+                tracing::error!(resource = %handle.name(), %error, "cannot open the resource");
+            }
+            (handle.name(), handle.running_processes().await)
+        });
+        let opened = futures_util::future::join_all(opens).await;
+        if let Ok(mut views) = self.view.resources.write() {
+            for (name, running) in opened {
+                if let Some(view) = views.get_mut(name) {
+                    view.pids = running.iter().map(|p| p.pid).collect();
+                }
+            }
+        }
+        for group in &groups {
+            self.engine.add_group(group, &self.config);
+            let view = GroupView {
+                name: group.name.clone(),
+                state: "offline".into(),
+                reason: String::new(),
+                wanted_online: false,
+                resources: group.resources.clone(),
+            };
+            if let Ok(mut views) = self.view.groups.write() {
+                views.insert(group.name.clone(), view);
+            }
+        }
     }
 
     /// The view the API serves.
@@ -471,11 +524,21 @@ impl Node {
             }
             self.apply(Input::GroupOnline(group.name.clone()));
         }
+        let (_watcher, mut plugin_files) = match crate::plugin_dir::watch(&self.config.plugin_dir) {
+            Ok((watcher, changes)) => (Some(watcher), changes),
+            Err(error) => {
+                tracing::error!(%error, "the plugin directory is not watched");
+                (None, mpsc::unbounded_channel().1)
+            }
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 Some(input) = self.receiver.recv() => self.apply(input),
                 Some(event) = self.worker_events.recv() => self.on_worker_event(event),
+                Some(change) = plugin_files.recv() => self.on_plugin_file(change),
+                Some(message) = self.internal.recv() => self.on_internal(message).await,
+                Some(request) = self.node_requests.recv() => self.on_request(request).await,
                 () = &mut shutdown => break,
             }
         }
@@ -575,8 +638,7 @@ impl Node {
                 Action::RestartCounted { resource, restarts_in_period } => {
                     let total = self
                         .view
-                        .metrics
-                        .get(&resource)
+                        .metrics_of(&resource)
                         .map_or(0, |m| m.restarts_total.fetch_add(1, Ordering::Relaxed) + 1);
                     if let Some(view) = self.view.resources.write().ok().as_mut().and_then(|r| r.get_mut(&resource)) {
                         view.restarts_in_period = restarts_in_period;
@@ -600,7 +662,7 @@ impl Node {
         tracing::info!(%resource, ?from, ?to, %reason, "transition");
         let mut failures = None;
         if to == ResourceState::Failed {
-            failures = self.view.metrics.get(&resource).map(|m| m.failures_total.fetch_add(1, Ordering::Relaxed) + 1);
+            failures = self.view.metrics_of(&resource).map(|m| m.failures_total.fetch_add(1, Ordering::Relaxed) + 1);
         }
         if let Some(view) = self.view.resources.write().ok().as_mut().and_then(|r| r.get_mut(&resource)) {
             view.state = to;
@@ -698,9 +760,22 @@ impl Node {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
         let (inputs, store, view) = (self.inputs.clone(), self.store.clone(), self.view.clone());
         let context = CallContext { node_name: self.config.name.clone(), fencing_token: 0, attempt: 1 };
+        let type_name = handle.plugin().type_name().to_string();
+        if !self.plugins.contains_key(&type_name) {
+            // Its file left the plugin directory: what ran kept running, but
+            // nothing new starts on a type the operator removed.
+            let reason = format!(
+                "the plugin of type `{type_name}` was removed from {}; put a plugin file for it back",
+                self.config.plugin_dir.display()
+            );
+            let _ = self.inputs.send(Input::OnlineDone { resource, result: Err((reason, Severity::Final)) });
+            return;
+        }
         tokio::spawn(async move {
             let mut result = Ok(());
-            if !handle.is_live().await {
+            // A new version of its plugin takes over here, between calls.
+            let outdated = handle.running_version().as_deref() != Some(handle.plugin().hash());
+            if outdated || !handle.is_live().await {
                 result = handle.reopen().await;
             }
             if result.is_ok() {
@@ -741,7 +816,7 @@ impl Node {
         );
         let is_every =
             probe_interval(config.timing.is_alive_interval, timing.is_alive_interval_ms, DEFAULT_IS_ALIVE_INTERVAL);
-        let metrics = self.view.metrics.get(&resource).cloned().unwrap_or_default();
+        let metrics = self.view.metrics_of(&resource).unwrap_or_default();
         let target = ProbeTarget { resource, handle, looks_every, is_every, metrics };
         let _ = self.probes.send(ProbeCommand::Start(Arc::new(target)));
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{NodeConfig, Policy};
+use crate::config::{GroupConfig, NodeConfig, Policy};
 
 /// Where a resource is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,29 +123,31 @@ pub struct PolicyEngine {
 impl PolicyEngine {
     /// An engine for `config`'s resources and groups, all offline.
     pub fn new(config: &NodeConfig) -> Self {
-        let mut resources = BTreeMap::new();
-        let mut groups = BTreeMap::new();
+        let mut engine = PolicyEngine { resources: BTreeMap::new(), groups: BTreeMap::new() };
         for group in &config.groups {
-            for member in &group.resources {
-                let depends_on = config.resource(member).map(|r| r.depends_on.clone()).unwrap_or_default();
-                resources.insert(
-                    member.clone(),
-                    ResourceEntry {
-                        group: group.name.clone(),
-                        depends_on,
-                        state: ResourceState::Unknown,
-                        wanted_online: false,
-                        restarts: VecDeque::new(),
-                        restart_pending: false,
-                    },
-                );
-            }
-            groups.insert(
-                group.name.clone(),
-                GroupEntry { members: group.resources.clone(), policy: group.policy, failed: false },
+            engine.add_group(group, config);
+        }
+        engine
+    }
+
+    /// Adds `group` (whose resources `config` describes), offline.
+    pub fn add_group(&mut self, group: &GroupConfig, config: &NodeConfig) {
+        for member in &group.resources {
+            let depends_on = config.resource(member).map(|r| r.depends_on.clone()).unwrap_or_default();
+            self.resources.insert(
+                member.clone(),
+                ResourceEntry {
+                    group: group.name.clone(),
+                    depends_on,
+                    state: ResourceState::Unknown,
+                    wanted_online: false,
+                    restarts: VecDeque::new(),
+                    restart_pending: false,
+                },
             );
         }
-        PolicyEngine { resources, groups }
+        self.groups
+            .insert(group.name.clone(), GroupEntry { members: group.resources.clone(), policy: group.policy, failed: false });
     }
 
     /// The state of `resource`.

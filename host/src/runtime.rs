@@ -186,18 +186,7 @@ impl Runtime {
     /// those of replaced files and those of an older engine (whose
     /// compatibility hash differs). Returns how many went.
     pub fn prune_cache(&self, keep: &std::collections::HashSet<String>) -> usize {
-        let Some(dir) = &self.cache_dir else { return 0 };
-        let Ok(entries) = fs::read_dir(dir) else { return 0 };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-            if !keep.contains(&stem) && fs::remove_file(&path).is_ok() {
-                tracing::info!(cache = %path.display(), "dropped a stale compiled component");
-                removed += 1;
-            }
-        }
-        removed
+        self.cache_dir.as_deref().map_or(0, |dir| prune_dir(dir, keep))
     }
 
     pub(crate) fn cache_key(&self, bytes: &[u8]) -> String {
@@ -212,6 +201,23 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker.stop();
     }
+}
+
+/// Removes the files of `dir` whose name, less its extension, is not in
+/// `keep`: stale entries of a content-addressed directory. Returns how
+/// many went.
+pub fn prune_dir(dir: &Path, keep: &std::collections::HashSet<String>) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if !keep.contains(stem) && fs::remove_file(&path).is_ok() {
+            tracing::info!(file = %path.display(), "dropped a stale entry");
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The sha256 of a file's bytes, in hex: a plugin's identity.

@@ -1,5 +1,6 @@
 //! The operator's commands that talk to a running daemon over its HTTP API:
-//! `status`, `online`, `offline`, `events`, `plugin list`.
+//! `status`, `online`, `offline`, `events`, `reload`, `plugin list`,
+//! `plugin upgrade`.
 
 use std::process::ExitCode;
 
@@ -75,12 +76,52 @@ pub async fn plugin_list(api: &ApiArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{:<16} {:<10} FILE", "TYPE", "VERSION");
     for plugin in body.as_array().into_iter().flatten() {
+        let type_name = plugin.get("type").map_or_else(|| "-".to_string(), text);
+        let version = plugin.get("version").map_or_else(|| "-".to_string(), text);
+        let file = text(&plugin["file"]);
         match plugin.get("error") {
-            Some(error) => println!("{:<16} {:<10} {}  ERROR: {}", "-", "-", text(&plugin["file"]), text(error)),
-            None => {
-                println!("{:<16} {:<10} {}", text(&plugin["type"]), text(&plugin["version"]), text(&plugin["file"]))
-            }
+            Some(error) => println!("{type_name:<16} {version:<10} {file}  ERROR: {}", text(error)),
+            None => println!("{type_name:<16} {version:<10} {file}"),
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `steward plugin upgrade TYPE`: switches the type's resources to its
+/// newest loaded version (online ones now, the others at their next online).
+pub async fn plugin_upgrade(api: &ApiArgs, type_name: &str) -> anyhow::Result<ExitCode> {
+    let body = post(api, &format!("/v1/plugins/{type_name}/upgrade")).await?;
+    if api.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("type {} is now version {} ({})", text(&body["type"]), text(&body["version"]), text(&body["hash"]));
+    for (key, label) in [
+        ("switching", "switching now"),
+        ("at_next_online", "switch at their next online"),
+        ("current", "already on it"),
+    ] {
+        let names: Vec<String> = body[key].as_array().into_iter().flatten().map(text).collect();
+        if !names.is_empty() {
+            println!("  {label}: {}", names.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `steward reload`: the daemon reads its configuration again and adds the
+/// new groups and their resources.
+pub async fn reload(api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let body = post(api, "/v1/reload").await?;
+    if api.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |key: &str| body[key].as_array().into_iter().flatten().map(text).collect::<Vec<_>>().join(", ");
+    println!("added groups: {}", list("added_groups"));
+    println!("added resources: {}", list("added_resources"));
+    for note in body["not_applied"].as_array().into_iter().flatten() {
+        println!("not applied: {}", text(note));
     }
     Ok(ExitCode::SUCCESS)
 }

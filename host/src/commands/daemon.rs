@@ -2,6 +2,7 @@
 //! and plugins, checks everything, opens the state store, serves the API,
 //! and runs the node loop until SIGTERM or SIGINT.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,10 +39,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_live_instances: SCRATCH_INSTANCE_SLOTS,
         cache_dir: Some(config.data_dir.join("compile-cache")),
     })?;
-    let versions = config.data_dir.join("plugin-versions");
+    let versions = config.data_dir.join(steward::node::PLUGIN_VERSIONS_DIR);
     let (plugins, plugin_views) = load_plugins(&runtime, &config.plugin_dir, Some(&versions)).await;
     for error in plugin_views.iter().filter_map(|view| view.error.as_ref()) {
         tracing::error!(%error, "plugin not loaded");
+    }
+    // What no plugin file now needs goes: compiled forms of replaced files
+    // or of an older engine, and copies of versions no resource will run.
+    let compiled: HashSet<String> = plugins.values().map(|p| p.cache_key().to_string()).collect();
+    let hashes: HashSet<String> = plugins.values().map(|p| p.hash().to_string()).collect();
+    let stale = runtime.prune_cache(&compiled) + steward::runtime::prune_dir(&versions, &hashes);
+    if stale > 0 {
+        tracing::info!(stale, "dropped stale compiled components and plugin versions");
     }
     let errors = check_config(&config, &plugins).await;
     if !errors.is_empty() {
@@ -60,6 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {} (node.api); is another daemon running?", config.api))?;
     let api = listener.local_addr()?;
     let node = Node::start(config.clone(), runtime.clone(), plugins, plugin_views, store).await?;
+    forward_hangups(node.view());
     let router = steward::api::router(node.view());
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
@@ -71,6 +81,31 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     node.run(shutdown_signal()).await;
     tracing::info!("daemon stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP reloads the configuration, as daemons conventionally do.
+fn forward_hangups(view: std::sync::Arc<steward::node::NodeView>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::error!(%error, "cannot watch SIGHUP; use `steward reload`");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if view.node_requests.send(steward::node::NodeRequest::Reload { reply }).is_err() {
+                return;
+            }
+            match answer.await {
+                Ok(Ok(report)) => tracing::info!(?report, "configuration reloaded on SIGHUP"),
+                Ok(Err(error)) => tracing::error!(%error, "configuration not reloaded"),
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -339,7 +339,7 @@ impl Worker {
                 fencing_token: spec.fencing_token,
                 attempt: 1,
             });
-            let result = self.send_open(plugin, spec, resume).await;
+            let result = self.send_open(plugin, spec, resume, false).await;
             (name, result)
         });
         let results = futures_util::future::join_all(opens).await;
@@ -361,9 +361,10 @@ impl Worker {
         plugin: PathBuf,
         spec: ResourceSpec,
         resume: Option<CallContext>,
+        keep_processes: bool,
     ) -> Result<(), CallError> {
         let connection = self.connection();
-        let value = connection.request(|id| Request::Open { id, plugin, spec, resume }).await?;
+        let value = connection.request(|id| Request::Open { id, plugin, spec, resume, keep_processes }).await?;
         expect_done(value)
     }
 
@@ -597,7 +598,24 @@ impl RemoteResource {
             let online = self.inner.online.clone();
             hosted.insert(spec.name.clone(), Hosted { plugin: file.clone(), spec: spec.clone(), online });
         }
-        self.inner.worker.send_open(file, spec, None).await
+        self.inner.worker.send_open(file, spec, None, false).await
+    }
+
+    /// Re-creates the online instance with the current plugin version,
+    /// between calls: the old instance is dropped without killing its
+    /// processes, the new one adopts them in `open`, then `online` is
+    /// called again (idempotent by the contract).
+    pub async fn switch_version(&self, context: &CallContext) -> Result<(), CallError> {
+        let file = self.plugin().version_file().to_path_buf();
+        let mut spec = self.inner.spec.clone();
+        spec.adopt = (self.inner.worker.options.recorded_processes)(&spec.name);
+        if let Ok(mut hosted) = self.inner.worker.hosted.lock() {
+            let online = self.inner.online.clone();
+            hosted.insert(spec.name.clone(), Hosted { plugin: file.clone(), spec: spec.clone(), online });
+        }
+        let outcome = self.inner.worker.send_open(file, spec, Some(context.clone()), true).await;
+        self.inner.online.store(outcome.is_ok(), Ordering::Relaxed);
+        outcome
     }
 
     async fn call(&self, call: Call) -> Result<Value, CallError> {

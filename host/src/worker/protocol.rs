@@ -40,6 +40,9 @@ pub enum Request {
         /// up where the lost one was, while one that adopted its processes
         /// in `open` does nothing more.
         resume: Option<CallContext>,
+        /// Drop the instance this one replaces without killing its
+        /// processes (they are adopted by this one): a version switch.
+        keep_processes: bool,
     },
     /// Call into one resource.
     Call {

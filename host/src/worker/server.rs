@@ -60,10 +60,10 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
                 let _ = writer.await;
                 return Ok(());
             }
-            Request::Open { id, plugin, spec, resume } => {
+            Request::Open { id, plugin, spec, resume, keep_processes } => {
                 let worker = worker.clone();
                 tokio::spawn(async move {
-                    let result = worker.open(&plugin, spec, resume).await.map(|()| Value::Done);
+                    let result = worker.open(&plugin, spec, resume, keep_processes).await.map(|()| Value::Done);
                     worker.send(Response::Reply { id, result });
                 });
             }
@@ -124,6 +124,7 @@ impl Worker {
         file: &Path,
         spec: crate::monitor::ResourceSpec,
         resume: Option<CallContext>,
+        keep_processes: bool,
     ) -> Result<(), CallError> {
         let plugin = self.plugin(file).await?;
         let name = spec.name.clone();
@@ -132,8 +133,10 @@ impl Worker {
             .prepare(plugin, spec)
             .map_err(|error| CallError::Instantiate { message: error.to_string() })?;
         let replaced = self.handles.lock().ok().and_then(|mut handles| handles.insert(name, handle.clone()));
-        if let Some(replaced) = replaced {
-            replaced.close().await;
+        match replaced {
+            Some(replaced) if keep_processes => replaced.release().await,
+            Some(replaced) => replaced.close().await,
+            None => {}
         }
         handle.reopen().await?;
         match resume {

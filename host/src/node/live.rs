@@ -1,0 +1,295 @@
+//! What changes under a running node: plugin files appearing, changing and
+//! leaving the plugin directory, an operator switching resources to a new
+//! plugin version (`steward plugin upgrade`), and a configuration reload
+//! that adds groups and resources (`steward reload`, SIGHUP).
+//!
+//! A new version never replaces an instance inside a call: a resource
+//! switches when it next comes online, or on an upgrade, which re-creates
+//! its instance between calls, keeping the processes it runs (they are
+//! adopted by the new instance, then `online` is called again, which the
+//! contract makes idempotent).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::{NodeEvent, PluginView, ProbeCommand, blank_event, check_config, load_plugin};
+use crate::bindings::CallContext;
+use crate::monitor::CallError;
+use crate::plugin::Plugin;
+use crate::plugin_dir::PluginFileChange;
+use crate::policy::{Input, ResourceState};
+
+/// An operator's request that is not the policy engine's.
+#[derive(Debug)]
+pub enum NodeRequest {
+    /// Switch the resources of a type to its newest loaded version now.
+    Upgrade {
+        /// The type.
+        type_name: String,
+        /// What happened, or why nothing could.
+        reply: oneshot::Sender<Result<UpgradeReport, String>>,
+    },
+    /// Read the configuration again and add its new groups and resources.
+    Reload {
+        /// What was added, or why nothing was.
+        reply: oneshot::Sender<Result<ReloadReport, String>>,
+    },
+}
+
+/// What `steward plugin upgrade` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeReport {
+    /// The type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The version now current.
+    pub version: String,
+    /// Its sha256.
+    pub hash: String,
+    /// Online resources being switched now.
+    pub switching: Vec<String>,
+    /// Resources not online, which switch when they next come online.
+    pub at_next_online: Vec<String>,
+    /// Resources already on it.
+    pub current: Vec<String>,
+}
+
+/// What `steward reload` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// Groups added.
+    pub added_groups: Vec<String>,
+    /// Resources added.
+    pub added_resources: Vec<String>,
+    /// What the file now says that a reload does not apply (a restart does).
+    pub not_applied: Vec<String>,
+}
+
+/// What the node's own tasks report back to its loop.
+pub(super) enum Internal {
+    /// A plugin file was loaded (or failed to).
+    Loaded { file: PathBuf, plugin: Option<Arc<Plugin>>, view: PluginView },
+    /// An upgrade's re-creation of an instance ended.
+    Switched { resource: String, version: String, result: Result<(), CallError> },
+}
+
+impl super::Node {
+    /// A plugin file is complete (load it in the background) or was removed.
+    pub(super) fn on_plugin_file(&mut self, change: PluginFileChange) {
+        match change {
+            PluginFileChange::Ready(file) => {
+                let (runtime, internal) = (self.runtime.clone(), self.internal_sender.clone());
+                let versions = self.config.data_dir.join(super::PLUGIN_VERSIONS_DIR);
+                tokio::spawn(async move {
+                    let (plugin, view) = load_plugin(&runtime, &file, Some(&versions)).await;
+                    let _ = internal.send(Internal::Loaded { file, plugin, view });
+                });
+            }
+            PluginFileChange::Removed(file) => self.plugin_removed(file),
+        }
+    }
+
+    pub(super) async fn on_internal(&mut self, message: Internal) {
+        match message {
+            Internal::Loaded { file, plugin, view } => self.plugin_loaded(file, plugin, view),
+            Internal::Switched { resource, version, result } => match result {
+                Ok(()) => {
+                    self.publish_about(&resource, "plugin-upgraded", format!("now runs version {version}"));
+                    if self.engine.state(&resource) == Some(ResourceState::Online) {
+                        self.start_probes(resource);
+                    }
+                }
+                Err(error) => {
+                    let reason = format!("switching to plugin version {version} failed: {error}");
+                    self.apply(Input::Failed { resource, reason });
+                }
+            },
+        }
+    }
+
+    pub(super) async fn on_request(&mut self, request: NodeRequest) {
+        match request {
+            NodeRequest::Upgrade { type_name, reply } => {
+                let _ = reply.send(self.upgrade(&type_name));
+            }
+            NodeRequest::Reload { reply } => {
+                let _ = reply.send(self.reload().await);
+            }
+        }
+    }
+
+    fn plugin_loaded(&mut self, file: PathBuf, plugin: Option<Arc<Plugin>>, mut view: PluginView) {
+        let shown = file.display().to_string();
+        if let Ok(mut views) = self.view.plugins.write() {
+            let previous = views.iter().position(|v| v.file == shown).map(|at| views.remove(at));
+            if let (Some(previous), None) = (previous, &plugin) {
+                // A bad replacement changes nothing else: the version that
+                // was loaded from this file keeps serving, and says so.
+                view.type_name = previous.type_name;
+                view.version = previous.version;
+                view.hash = previous.hash;
+            }
+            views.push(view.clone());
+            views.sort_by(|a, b| a.file.cmp(&b.file));
+        }
+        let Some(plugin) = plugin else {
+            let error = view.error.unwrap_or_default();
+            tracing::error!(file = %shown, %error, "plugin file rejected; nothing else changed");
+            self.publish_node_event("plugin-rejected", error);
+            return;
+        };
+        let type_name = plugin.type_name().to_string();
+        if self.plugins.get(&type_name).is_some_and(|current| current.hash() == plugin.hash()) {
+            return;
+        }
+        let users: Vec<String> =
+            self.config.resources.iter().filter(|r| r.type_name == type_name).map(|r| r.name.clone()).collect();
+        for user in &users {
+            if let Some(handle) = self.handles.get(user) {
+                handle.set_plugin(plugin.clone());
+            }
+        }
+        let version = &plugin.metadata().version;
+        let reason = if users.is_empty() {
+            format!("type `{type_name}` version {version} is available (from {shown})")
+        } else {
+            format!(
+                "type `{type_name}` version {version} loaded from {shown}; {} resource(s) switch at their next online or on `steward plugin upgrade {type_name}`",
+                users.len()
+            )
+        };
+        tracing::info!(file = %shown, r#type = %type_name, %version, "{reason}");
+        self.publish_node_event("plugin-loaded", reason);
+        self.plugins.insert(type_name, plugin);
+    }
+
+    fn plugin_removed(&mut self, file: PathBuf) {
+        let shown = file.display().to_string();
+        if let Ok(mut views) = self.view.plugins.write() {
+            views.retain(|v| v.file != shown);
+        }
+        let gone: Vec<String> =
+            self.plugins.iter().filter(|(_, plugin)| plugin.path() == file).map(|(name, _)| name.clone()).collect();
+        for type_name in gone {
+            self.plugins.remove(&type_name);
+            let running: Vec<&str> = self
+                .config
+                .resources
+                .iter()
+                .filter(|r| r.type_name == type_name && self.engine.state(&r.name) == Some(ResourceState::Online))
+                .map(|r| r.name.as_str())
+                .collect();
+            let reason = format!(
+                "{shown} was removed: type `{type_name}` is no longer available; {} online resource(s) keep running on it until they go offline{}",
+                running.len(),
+                if running.is_empty() { String::new() } else { format!(" ({})", running.join(", ")) }
+            );
+            tracing::warn!("{reason}");
+            self.publish_node_event("plugin-removed", reason);
+        }
+    }
+
+    fn upgrade(&mut self, type_name: &str) -> Result<UpgradeReport, String> {
+        let Some(plugin) = self.plugins.get(type_name).cloned() else {
+            let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
+            return Err(format!(
+                "no plugin of type `{type_name}` is loaded (loaded: {}); `steward plugin list` shows the files",
+                known.join(", ")
+            ));
+        };
+        let mut report = UpgradeReport {
+            type_name: type_name.to_string(),
+            version: plugin.metadata().version.clone(),
+            hash: plugin.hash().to_string(),
+            switching: Vec::new(),
+            at_next_online: Vec::new(),
+            current: Vec::new(),
+        };
+        let users: Vec<String> =
+            self.config.resources.iter().filter(|r| r.type_name == type_name).map(|r| r.name.clone()).collect();
+        for resource in users {
+            let Some(handle) = self.handles.get(&resource).cloned() else { continue };
+            handle.set_plugin(plugin.clone());
+            if handle.running_version().as_deref() == Some(plugin.hash()) {
+                report.current.push(resource);
+            } else if self.engine.state(&resource) == Some(ResourceState::Online) {
+                // No probe may land between the old instance and the new.
+                let _ = self.probes.send(ProbeCommand::Stop(resource.clone()));
+                let internal = self.internal_sender.clone();
+                let context = CallContext { node_name: self.config.name.clone(), fencing_token: 0, attempt: 1 };
+                let version = report.version.clone();
+                report.switching.push(resource.clone());
+                tokio::spawn(async move {
+                    let result = handle.switch_version(&context).await;
+                    let _ = internal.send(Internal::Switched { resource, version, result });
+                });
+            } else {
+                report.at_next_online.push(resource);
+            }
+        }
+        Ok(report)
+    }
+
+    async fn reload(&mut self) -> Result<ReloadReport, String> {
+        let file = self.config.file.clone();
+        let fresh = crate::config::load(&file).map_err(|e| format!("{e}; nothing was changed"))?;
+        let known_groups: Vec<&str> = self.config.groups.iter().map(|g| g.name.as_str()).collect();
+        let groups: Vec<_> = fresh.groups.iter().filter(|g| !known_groups.contains(&g.name.as_str())).cloned().collect();
+        let members: Vec<&str> = groups.iter().flat_map(|g| g.resources.iter().map(String::as_str)).collect();
+        let resources: Vec<_> = fresh.resources.iter().filter(|r| members.contains(&r.name.as_str())).cloned().collect();
+        let mut errors = Vec::new();
+        for resource in &resources {
+            if self.handles.contains_key(&resource.name) {
+                errors.push(format!(
+                    "{}: resource `{}` already exists in a running group; give the new one another name",
+                    resource.defined_at, resource.name
+                ));
+            }
+        }
+        let additions = crate::config::NodeConfig { resources: resources.clone(), groups: Vec::new(), ..fresh.clone() };
+        errors.extend(check_config(&additions, &self.plugins).await.iter().map(ToString::to_string));
+        if !errors.is_empty() {
+            return Err(format!("{}; nothing was changed", errors.join("; ")));
+        }
+        let mut not_applied = Vec::new();
+        for group in &self.config.groups {
+            match fresh.groups.iter().find(|g| g.name == group.name) {
+                None => not_applied.push(format!("group `{}` was removed from the file", group.name)),
+                Some(now) if now.resources != group.resources => {
+                    not_applied.push(format!("group `{}` has other resources now", group.name))
+                }
+                Some(_) => {}
+            }
+        }
+        if !not_applied.is_empty() {
+            not_applied.push("a reload only adds groups; restart the daemon to apply the rest".into());
+        }
+        let report = ReloadReport {
+            added_groups: groups.iter().map(|g| g.name.clone()).collect(),
+            added_resources: resources.iter().map(|r| r.name.clone()).collect(),
+            not_applied,
+        };
+        self.add(resources, groups.clone()).await;
+        for group in groups {
+            let input = if group.autostart { Input::GroupOnline(group.name) } else { Input::GroupOffline(group.name) };
+            self.apply(input);
+        }
+        self.publish_node_event(
+            "reloaded",
+            format!("added groups: [{}]; resources: [{}]", report.added_groups.join(", "), report.added_resources.join(", ")),
+        );
+        Ok(report)
+    }
+
+    fn publish_node_event(&self, kind: &str, reason: String) {
+        self.view.publish(NodeEvent { kind: kind.into(), reason, ..blank_event() });
+    }
+
+    fn publish_about(&self, resource: &str, kind: &str, reason: String) {
+        let group = self.group_name(resource);
+        self.view.publish(NodeEvent { kind: kind.into(), resource: Some(resource.to_string()), group, reason, ..blank_event() });
+    }
+}
