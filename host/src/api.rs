@@ -314,8 +314,16 @@ async fn metrics(State(view): State<Arc<NodeView>>) -> Result<Response, ApiError
     }
     let stats = view.runtime.stats();
     let node_counters = [
-        ("steward_components_compiled_total", "Plugin components compiled from .wasm by the daemon.", stats.compiled.load(Ordering::Relaxed)),
-        ("steward_components_cached_total", "Plugin components loaded from the compile cache by the daemon.", stats.loaded_from_cache.load(Ordering::Relaxed)),
+        (
+            "steward_components_compiled_total",
+            "Plugin components compiled from .wasm by the daemon.",
+            stats.compiled.load(Ordering::Relaxed),
+        ),
+        (
+            "steward_components_cached_total",
+            "Plugin components loaded from the compile cache by the daemon.",
+            stats.loaded_from_cache.load(Ordering::Relaxed),
+        ),
     ];
     for (family, help, value) in node_counters {
         let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter\n{family} {value}");

@@ -113,6 +113,8 @@ pub struct ResourceView {
     pub pids: Vec<u32>,
     /// The monitor worker hosting it: `shared`, or its own name.
     pub worker: String,
+    /// The sha256 of the plugin version its instance runs.
+    pub plugin_hash: String,
 }
 
 /// One group as the API shows it.
@@ -463,6 +465,7 @@ impl Node {
                 failures_total: record.failures_total,
                 pids: Vec::new(),
                 worker: handle.worker_name().to_string(),
+                plugin_hash: String::new(),
             };
             if let Ok(mut views) = self.view.resources.write() {
                 views.insert(resource.name.clone(), view);
@@ -474,13 +477,14 @@ impl Node {
             if let Err(error) = handle.reopen().await {
                 tracing::error!(resource = %handle.name(), %error, "cannot open the resource");
             }
-            (handle.name(), handle.running_processes().await)
+            (handle.name(), handle.running_processes().await, handle.running_version())
         });
         let opened = futures_util::future::join_all(opens).await;
         if let Ok(mut views) = self.view.resources.write() {
-            for (name, running) in opened {
+            for (name, running, version) in opened {
                 if let Some(view) = views.get_mut(name) {
                     view.pids = running.iter().map(|p| p.pid).collect();
+                    view.plugin_hash = version.unwrap_or_default();
                 }
             }
         }
@@ -856,10 +860,8 @@ impl Node {
                     ),
                     ..blank_event()
                 });
-                let online: Vec<String> = reopened
-                    .into_iter()
-                    .filter(|r| self.engine.state(r) == Some(ResourceState::Online))
-                    .collect();
+                let online: Vec<String> =
+                    reopened.into_iter().filter(|r| self.engine.state(r) == Some(ResourceState::Online)).collect();
                 let _ = self.probes.send(ProbeCommand::ProbeNow(online));
                 for (resource, error) in failed {
                     if self.engine.state(&resource) == Some(ResourceState::Online) {
@@ -1023,6 +1025,7 @@ async fn record_processes(handle: &RemoteResource, store: &StateStore, view: &No
     }
     if let Some(entry) = view.resources.write().ok().as_mut().and_then(|r| r.get_mut(handle.name())) {
         entry.pids = running.iter().map(|p| p.pid).collect();
+        entry.plugin_hash = handle.running_version().unwrap_or_default();
     }
 }
 

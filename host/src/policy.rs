@@ -146,8 +146,10 @@ impl PolicyEngine {
                 },
             );
         }
-        self.groups
-            .insert(group.name.clone(), GroupEntry { members: group.resources.clone(), policy: group.policy, failed: false });
+        self.groups.insert(
+            group.name.clone(),
+            GroupEntry { members: group.resources.clone(), policy: group.policy, failed: false },
+        );
     }
 
     /// The state of `resource`.

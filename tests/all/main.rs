@@ -8,6 +8,7 @@ mod examples;
 mod generic_app;
 mod network;
 mod ocf;
+mod plugin_dir;
 mod plugin_new;
 mod plugins;
 mod tidy;

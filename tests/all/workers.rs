@@ -158,7 +158,10 @@ async fn a_worker_that_stops_answering_is_killed_after_the_deadlock_timeout() {
     send_signal(shared, rustix::process::Signal::STOP);
     let replaced = replaced_worker(&daemon, "shared", shared, Duration::from_secs(10)).await;
     assert!(replaced.is_some(), "the silent worker was not replaced: {}", daemon.log());
-    assert!(eventually(Duration::from_secs(5), async || !process_running(shared)).await, "the silent worker was killed");
+    assert!(
+        eventually(Duration::from_secs(5), async || !process_running(shared)).await,
+        "the silent worker was killed"
+    );
     let events = daemon.follow_events(Duration::from_secs(20), |e| e["kind"] == "worker-restarted").await;
     let lost = events.iter().find(|e| e["kind"] == "worker-lost").unwrap_or_else(|| panic!("{events:#?}"));
     assert!(lost["reason"].as_str().unwrap_or_default().contains("deadlock timeout"), "{lost}");

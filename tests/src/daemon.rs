@@ -247,8 +247,8 @@ impl Drop for Daemon {
 
 /// The demo's configuration, as `cargo xtask demo` runs it.
 pub fn demo_config() -> String {
-    let template = std::fs::read_to_string(crate::workspace_root().join("demo/steward.toml.in"))
-        .expect("demo/steward.toml.in");
+    let template =
+        std::fs::read_to_string(crate::workspace_root().join("demo/steward.toml.in")).expect("demo/steward.toml.in");
     template
         .replace("{notepad}", &workspace_binary("notepad").display().to_string())
         .replace("{notepad_addr}", &free_address())

@@ -35,7 +35,9 @@ pub struct Args {
 /// Serves the daemon until it says stop or goes away.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if std::io::stdin().is_terminal() {
-        eprintln!("error: `steward monitor` is started by `steward daemon`, which talks to it over a pipe; run the daemon");
+        eprintln!(
+            "error: `steward monitor` is started by `steward daemon`, which talks to it over a pipe; run the daemon"
+        );
         return Ok(ExitCode::from(2));
     }
     crate::init_tracing(args.log_json, "info");

@@ -97,6 +97,9 @@ impl super::Node {
             Internal::Loaded { file, plugin, view } => self.plugin_loaded(file, plugin, view),
             Internal::Switched { resource, version, result } => match result {
                 Ok(()) => {
+                    if let Some(handle) = self.handles.get(&resource).cloned() {
+                        super::record_processes(&handle, &self.store, &self.view).await;
+                    }
                     self.publish_about(&resource, "plugin-upgraded", format!("now runs version {version}"));
                     if self.engine.state(&resource) == Some(ResourceState::Online) {
                         self.start_probes(resource);
@@ -237,9 +240,11 @@ impl super::Node {
         let file = self.config.file.clone();
         let fresh = crate::config::load(&file).map_err(|e| format!("{e}; nothing was changed"))?;
         let known_groups: Vec<&str> = self.config.groups.iter().map(|g| g.name.as_str()).collect();
-        let groups: Vec<_> = fresh.groups.iter().filter(|g| !known_groups.contains(&g.name.as_str())).cloned().collect();
+        let groups: Vec<_> =
+            fresh.groups.iter().filter(|g| !known_groups.contains(&g.name.as_str())).cloned().collect();
         let members: Vec<&str> = groups.iter().flat_map(|g| g.resources.iter().map(String::as_str)).collect();
-        let resources: Vec<_> = fresh.resources.iter().filter(|r| members.contains(&r.name.as_str())).cloned().collect();
+        let resources: Vec<_> =
+            fresh.resources.iter().filter(|r| members.contains(&r.name.as_str())).cloned().collect();
         let mut errors = Vec::new();
         for resource in &resources {
             if self.handles.contains_key(&resource.name) {
@@ -279,7 +284,11 @@ impl super::Node {
         }
         self.publish_node_event(
             "reloaded",
-            format!("added groups: [{}]; resources: [{}]", report.added_groups.join(", "), report.added_resources.join(", ")),
+            format!(
+                "added groups: [{}]; resources: [{}]",
+                report.added_groups.join(", "),
+                report.added_resources.join(", ")
+            ),
         );
         Ok(report)
     }
@@ -290,6 +299,12 @@ impl super::Node {
 
     fn publish_about(&self, resource: &str, kind: &str, reason: String) {
         let group = self.group_name(resource);
-        self.view.publish(NodeEvent { kind: kind.into(), resource: Some(resource.to_string()), group, reason, ..blank_event() });
+        self.view.publish(NodeEvent {
+            kind: kind.into(),
+            resource: Some(resource.to_string()),
+            group,
+            reason,
+            ..blank_event()
+        });
     }
 }

@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 
 use futures_util::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::bytes::Bytes;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -33,7 +33,7 @@ pub enum Request {
         /// The plugin version's file (content-addressed, so it never changes).
         plugin: PathBuf,
         /// The resource.
-        spec: ResourceSpec,
+        spec: Box<ResourceSpec>,
         /// Set when the instance is re-created for a resource that is online:
         /// `online` is called again after `open` (the contract makes it
         /// idempotent), so an instance that keeps its state in memory picks

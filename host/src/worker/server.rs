@@ -63,7 +63,7 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
             Request::Open { id, plugin, spec, resume, keep_processes } => {
                 let worker = worker.clone();
                 tokio::spawn(async move {
-                    let result = worker.open(&plugin, spec, resume, keep_processes).await.map(|()| Value::Done);
+                    let result = worker.open(&plugin, *spec, resume, keep_processes).await.map(|()| Value::Done);
                     worker.send(Response::Reply { id, result });
                 });
             }
