@@ -103,6 +103,7 @@ struct StatusBody {
     node: String,
     groups: Vec<crate::node::GroupView>,
     resources: Vec<crate::node::ResourceView>,
+    workers: Vec<crate::worker::WorkerView>,
     recent_events: Vec<NodeEvent>,
 }
 
@@ -116,7 +117,8 @@ async fn status(State(view): State<Arc<NodeView>>) -> Result<Json<StatusBody>, A
         .iter()
         .cloned()
         .collect();
-    Ok(Json(StatusBody { node: view.node_name.clone(), groups, resources, recent_events }))
+    let workers = view.workers.views();
+    Ok(Json(StatusBody { node: view.node_name.clone(), groups, resources, workers, recent_events }))
 }
 
 async fn resources(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<crate::node::ResourceView>>, ApiError> {

@@ -52,6 +52,17 @@ pub async fn status(api: &ApiArgs) -> anyhow::Result<ExitCode> {
             text(&resource["reason"]),
         );
     }
+    println!();
+    println!("{:<16} {:>8} {:>8}  RESOURCES", "WORKER", "PID", "RESTARTS");
+    for worker in body["workers"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:>8} {:>8}  {}",
+            text(&worker["name"]),
+            text(&worker["pid"]),
+            text(&worker["restarts"]),
+            worker["resources"].as_array().map_or(0, Vec::len)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -364,7 +364,8 @@ impl Worker {
         keep_processes: bool,
     ) -> Result<(), CallError> {
         let connection = self.connection();
-        let value = connection.request(|id| Request::Open { id, plugin, spec: Box::new(spec), resume, keep_processes }).await?;
+        let value =
+            connection.request(|id| Request::Open { id, plugin, spec: Box::new(spec), resume, keep_processes }).await?;
         expect_done(value)
     }
 
