@@ -80,7 +80,9 @@ impl ProcessTable {
     /// Stops tracking every process without killing it: the node is
     /// stopping and was told to leave resources running.
     pub fn release_all(&mut self) {
-        self.children.clear();
+        for (_, (child, _)) in std::mem::take(&mut self.children) {
+            reap_when_done(child);
+        }
         self.adopted.clear();
     }
 
@@ -296,5 +298,33 @@ fn os_signal(signal: Signal) -> OsSignal {
         Signal::Hangup => OsSignal::HUP,
         Signal::User1 => OsSignal::USR1,
         Signal::User2 => OsSignal::USR2,
+    }
+}
+
+/// Children released while this process keeps running (a plugin version
+/// switch inside a worker: the new instance adopts them by pid). Someone
+/// must still wait for each when it ends, or it stays a zombie of this
+/// process: one thread does, for all of them.
+fn reap_when_done(child: Child) {
+    static RELEASED: OnceLock<std::sync::Mutex<Vec<Child>>> = OnceLock::new();
+    const REAP_EVERY: Duration = Duration::from_millis(500);
+    let released = RELEASED.get_or_init(|| {
+        let spawned = std::thread::Builder::new().name("steward-reaper".into()).spawn(|| {
+            loop {
+                std::thread::sleep(REAP_EVERY);
+                if let Some(released) = RELEASED.get()
+                    && let Ok(mut children) = released.lock()
+                {
+                    children.retain_mut(|child| matches!(child.try_wait(), Ok(None)));
+                }
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start the reaper thread; released children that end stay zombies");
+        }
+        std::sync::Mutex::new(Vec::new())
+    });
+    if let Ok(mut children) = released.lock() {
+        children.push(child);
     }
 }
