@@ -305,3 +305,27 @@ async fn a_second_start_loads_from_the_compile_cache_and_drops_stale_entries() {
     assert!(!cache.join("0000stale.cwasm").exists(), "the stale entry was dropped");
     assert!(daemon.log().contains("compiled=false"), "the log says the cache was used");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_plugin_serves_its_running_resources_until_they_go_offline() {
+    let daemon = Daemon::start(TICKING, &["dummy"]).await;
+    daemon.wait_group("base", "online", Duration::from_secs(20)).await;
+    std::fs::remove_file(daemon.path("plugins/dummy.wasm")).expect("remove the plugin");
+    let events = daemon.follow_events(PICKUP, |e| e["kind"] == "plugin-removed").await;
+    let removed = events.iter().find(|e| e["kind"] == "plugin-removed").unwrap_or_else(|| panic!("{events:#?}"));
+    assert!(removed["reason"].as_str().unwrap_or_default().contains("1 online resource(s) keep running"), "{removed}");
+    let probes = daemon.probes("tick").await;
+    assert!(eventually(Duration::from_secs(10), async || daemon.probes("tick").await > probes + 5).await);
+    assert_eq!(daemon.state("tick").await, "online");
+
+    assert!(daemon.cli(&["offline", "base"]).status.success());
+    daemon.wait_group("base", "offline", Duration::from_secs(20)).await;
+    assert!(daemon.cli(&["online", "base"]).status.success());
+    let refused = eventually(Duration::from_secs(20), async || {
+        let tick = daemon.get("/v1/resources/tick").await;
+        tick["reason"].as_str().unwrap_or_default().contains("was removed from")
+    })
+    .await;
+    assert!(refused, "{}", daemon.status_text().await);
+    assert_ne!(daemon.state("tick").await, "online");
+}
