@@ -145,21 +145,22 @@ async fn density(guests: &Path, count: usize) -> Value {
     let started = Instant::now();
     tokio::time::sleep(SAMPLE).await;
     let percent = |seconds: f64| seconds / started.elapsed().as_secs_f64() * 100.0;
-    let (daemon_cpu, workers_cpu) = (percent(cpu_seconds(pid) - daemon_before), percent(cpu_of(&workers) - workers_before));
+    let (daemon_cpu, workers_cpu) =
+        (percent(cpu_seconds(pid) - daemon_before), percent(cpu_of(&workers) - workers_before));
     let (daemon_rss, workers_rss) = (rss_mib(pid), workers.iter().map(|pid| rss_mib(*pid)).sum::<f64>());
     let (cpu, rss) = (daemon_cpu + workers_cpu, daemon_rss + workers_rss);
     println!(
         "{count} resources: online in {startup:?}, {cpu:.2}% of one core ({daemon_cpu:.2}% daemon, {workers_cpu:.2}% {} worker(s)), {rss:.0} MiB resident ({daemon_rss:.0} MiB daemon, {workers_rss:.0} MiB workers)",
         workers.len()
     );
-    let percent = |value: f64| (value * 100.0).round() / 100.0;
+    let hundredths = |value: f64| (value * 100.0).round() / 100.0;
     json!({
         "resources": count,
         "workers": workers.len(),
-        "density_cpu_pct": percent(cpu),
+        "density_cpu_pct": hundredths(cpu),
         "density_rss_mib": rss.round(),
-        "daemon_cpu_pct": percent(daemon_cpu),
-        "workers_cpu_pct": percent(workers_cpu),
+        "daemon_cpu_pct": hundredths(daemon_cpu),
+        "workers_cpu_pct": hundredths(workers_cpu),
         "daemon_rss_mib": daemon_rss.round(),
         "workers_rss_mib": workers_rss.round(),
         "startup_s": (startup.as_secs_f64() * 10.0).round() / 10.0,

@@ -22,7 +22,9 @@
 //!   cache (the median of several loads);
 //! - `probe_via_worker_us`: one looks-alive of a `dummy` through a worker,
 //!   a whole round trip over its pipes, beside `probe_in_process_us`, the
-//!   same call on an instance in this process;
+//!   same call on an instance in this process (the round trip wakes the
+//!   worker and then the daemon: its floor is the machine's cross-process
+//!   pipe round trip, which on a small VM is tens of microseconds);
 //! - `probe_via_worker_batched_us`: per probe, when probes of 100 resources
 //!   hosted in one worker travel in one batch and come back one by one, as
 //!   the daemon's prober sends them.
@@ -47,7 +49,7 @@ const RESOURCES: usize = 100;
 /// Of those, how many run a program (`generic-app` with `sleep`).
 const PROGRAMS: usize = 5;
 /// Kills of the shared worker; the figure is the median.
-const KILLS: usize = 5;
+const KILLS: usize = 10;
 /// How often `/metrics` is read while waiting for the new worker's probes.
 const METRICS_POLL: Duration = Duration::from_millis(5);
 /// The longest a restart may take before the bench gives up on it.
@@ -66,6 +68,12 @@ const CACHED_LOADS: usize = 5;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
     let guests = root.join("target/wasm32-wasip2/guest");
+    // The monitor workers started here inherit this environment; their
+    // info-level logs (a line per instance opened) would bury the figures.
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: no other thread runs yet; the tokio runtime is built below.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
     // Multi-threaded, as the daemon's own runtime is.
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let mut figures = serde_json::Map::new();

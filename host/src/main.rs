@@ -80,7 +80,15 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Daemon(_) | Command::Monitor(_)) {
         init_tracing(false, "warn");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A monitor worker runs on one thread: its tasks hand work to each other
+    // (pipe reader, calls, pipe writer) on every probe, and on one thread
+    // that costs a queue push rather than a cross-thread wakeup. A guest
+    // that computes yields at every epoch tick, so it cannot starve the rest.
+    let mut builder = match cli.command {
+        Command::Monitor(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -8,8 +8,9 @@
 //! - `test`: build the guests, the examples and the binaries, then run every test;
 //! - `demo`: build everything and start a node daemon on the demo
 //!   configuration (`demo/steward.toml.in`) in `target/demo`;
-//! - `bench`: build the guests, run the benchmarks (release build), which
-//!   write `target/bench/monitor.json` and `target/bench/daemon.json`.
+//! - `bench`: build the guests and the release `steward` binary, then run
+//!   the benchmarks (release build), which write `target/bench/monitor.json`,
+//!   `target/bench/daemon.json` and `target/bench/workers.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -136,8 +137,13 @@ fn demo() -> Result<(), String> {
     run(Command::new(steward).args(["daemon", "--config"]).arg(&config_file))
 }
 
+/// The daemon and workers benches start the release `steward` binary
+/// (`CARGO_BIN_EXE_steward`, which `cargo bench` builds with the bench
+/// profile into `target/release`, the same artifact as `--release`); it is
+/// built first so a build failure is reported as one, before any bench runs.
 fn bench() -> Result<(), String> {
-    run(cargo().args(["bench", "-p", "steward", "--bench", "monitor", "--bench", "daemon"]))
+    run(cargo().args(["build", "--release", "-p", "steward"]))?;
+    run(cargo().args(["bench", "-p", "steward", "--bench", "monitor", "--bench", "daemon", "--bench", "workers"]))
 }
 
 fn cargo() -> Command {

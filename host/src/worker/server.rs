@@ -16,6 +16,8 @@ use std::time::Instant;
 
 use std::os::fd::AsFd;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
@@ -75,10 +77,14 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
                 });
             }
             Request::Probe(batch) => {
-                for item in batch {
-                    let worker = worker.clone();
-                    tokio::spawn(async move { worker.probe(item).await });
-                }
+                // One task per batch, its probes polled together: each answer
+                // goes out as soon as its probe ends, and no probe waits on
+                // another (a stuck one holds up nothing but itself).
+                let worker = worker.clone();
+                tokio::spawn(async move {
+                    let mut probes: FuturesUnordered<_> = batch.into_iter().map(|item| worker.probe(item)).collect();
+                    while probes.next().await.is_some() {}
+                });
             }
         }
     }
