@@ -922,6 +922,31 @@ struct SentProbe {
 /// is usually up well within this.
 const LOST_PROBE_RETRY: Duration = Duration::from_millis(100);
 
+/// Sends every probe due by now, in one batch per worker.
+fn dispatch_due(
+    due: &mut std::collections::BinaryHeap<DueProbe>,
+    targets: &HashMap<u64, Arc<ProbeTarget>>,
+    sent: &mut HashMap<u64, SentProbe>,
+    next_probe_id: &mut u64,
+) {
+    let now = Instant::now();
+    let mut batches: Vec<(RemoteResource, Vec<ProbeItem>)> = Vec::new();
+    while due.peek().is_some_and(|std::cmp::Reverse((at, ..))| *at <= now) {
+        let Some(std::cmp::Reverse((at, start, thorough))) = due.pop() else { break };
+        let Some(target) = targets.get(&start) else { continue };
+        *next_probe_id += 1;
+        let item = ProbeItem { id: *next_probe_id, resource: target.resource.clone(), thorough };
+        match batches.iter_mut().find(|(handle, _)| handle.same_worker(&target.handle)) {
+            Some((_, batch)) => batch.push(item),
+            None => batches.push((target.handle.clone(), vec![item])),
+        }
+        sent.insert(*next_probe_id, SentProbe { start, thorough, due: at, target: target.clone() });
+    }
+    for (handle, batch) in batches {
+        handle.probe(batch);
+    }
+}
+
 /// One task probes every online resource. The probes due at a tick travel
 /// to each worker in one batch, and come back one by one as each ends, so a
 /// probe stuck until its deadline delays no other; a resource's next probe
@@ -966,27 +991,12 @@ async fn run_probes(
                     for start in resources.iter().filter_map(|r| current.get(r)) {
                         due.push(std::cmp::Reverse((now, *start, false)));
                     }
+                    // Now, not at the next tick: a re-created worker's
+                    // resources are waiting to be confirmed healthy.
+                    dispatch_due(&mut due, &targets, &mut sent, &mut next_probe_id);
                 }
             },
-            _ = ticker.tick() => {
-                let now = Instant::now();
-                // One batch per worker.
-                let mut batches: Vec<(RemoteResource, Vec<ProbeItem>)> = Vec::new();
-                while due.peek().is_some_and(|std::cmp::Reverse((at, ..))| *at <= now) {
-                    let Some(std::cmp::Reverse((at, start, thorough))) = due.pop() else { break };
-                    let Some(target) = targets.get(&start) else { continue };
-                    next_probe_id += 1;
-                    let item = ProbeItem { id: next_probe_id, resource: target.resource.clone(), thorough };
-                    match batches.iter_mut().find(|(handle, _)| handle.same_worker(&target.handle)) {
-                        Some((_, batch)) => batch.push(item),
-                        None => batches.push((target.handle.clone(), vec![item])),
-                    }
-                    sent.insert(next_probe_id, SentProbe { start, thorough, due: at, target: target.clone() });
-                }
-                for (handle, batch) in batches {
-                    handle.probe(batch);
-                }
-            },
+            _ = ticker.tick() => dispatch_due(&mut due, &targets, &mut sent, &mut next_probe_id),
             Some((id, outcome, nanos)) = answers.recv() => {
                 let Some(SentProbe { start, thorough, due: at, target }) = sent.remove(&id) else { continue };
                 if !targets.contains_key(&start) {
