@@ -41,7 +41,7 @@ use steward::monitor::{Monitor, ResourceSpec};
 use steward::plugin::Plugin;
 use steward::runtime::{Runtime, RuntimeConfig};
 use steward::worker::protocol::{ProbeItem, ProbeOutcome};
-use steward::worker::{SHARED_WORKER, WorkerOptions, WorkerPool};
+use steward::worker::{SHARED_WORKER, WorkerEvent, WorkerOptions, WorkerPool};
 use tokio::sync::mpsc;
 
 /// Resources in the killed worker, and probes in one batch.
@@ -214,8 +214,7 @@ async fn probe_latency(guests: &Path) -> Value {
     }
     let in_process = median(rounds);
 
-    let (events, _events_receiver) = mpsc::unbounded_channel();
-    let (answers_sender, mut answers) = mpsc::unbounded_channel();
+    let (events, mut answers) = mpsc::unbounded_channel();
     let options = WorkerOptions {
         program: PathBuf::from(env!("CARGO_BIN_EXE_steward")),
         node_name: "bench".into(),
@@ -225,7 +224,7 @@ async fn probe_latency(guests: &Path) -> Value {
         deadlock_timeout: Duration::from_secs(10),
         recorded_processes: Box::new(|_| Vec::new()),
     };
-    let pool = WorkerPool::new(options, events, answers_sender);
+    let pool = WorkerPool::new(options, events);
     let mut remotes = Vec::new();
     for i in 0..RESOURCES {
         let remote = pool.resource(dummy.clone(), ResourceSpec::new(&format!("d{i}"), &dummy), false);
@@ -261,9 +260,15 @@ async fn probe_latency(guests: &Path) -> Value {
                 })
                 .collect();
             first.probe(batch);
-            for _ in 0..RESOURCES {
-                let (id, outcome, _) = answers.recv().await.expect("the pool keeps its probe channel open");
-                assert_eq!(outcome, ProbeOutcome::Healthy, "probe {id}");
+            let mut answered = 0;
+            while answered < RESOURCES {
+                match answers.recv().await.expect("the pool keeps its event channel open") {
+                    WorkerEvent::Probed { id, outcome, .. } => {
+                        assert_eq!(outcome, ProbeOutcome::Healthy, "probe {id}");
+                        answered += 1;
+                    }
+                    _ => continue,
+                }
             }
         }
         let probes = f64::from(BATCHES_PER_ROUND) * RESOURCES as f64;

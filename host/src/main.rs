@@ -81,11 +81,19 @@ fn main() -> ExitCode {
         init_tracing(false, "warn");
     }
     // A monitor worker runs on one thread: its tasks hand work to each other
-    // (pipe reader, calls, pipe writer) on every probe, and on one thread
-    // that costs a queue push rather than a cross-thread wakeup. A guest
-    // that computes yields at every epoch tick, so it cannot starve the rest.
+    // (pipe reader, calls, prober, pipe writer), and on one thread that
+    // costs a queue push rather than a cross-thread wakeup. A guest that
+    // computes yields at every epoch tick (5 ms); timers and pipes are then
+    // looked at between every two task polls, not every 61 (tokio's
+    // default), or a few computing guests would hold every timer back by
+    // a quarter of a second. Its tasks are few (probes run inside the
+    // prober's), so the extra look costs next to nothing.
     let mut builder = match cli.command {
-        Command::Monitor(_) => tokio::runtime::Builder::new_current_thread(),
+        Command::Monitor(_) => {
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.event_interval(1);
+            builder
+        }
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {

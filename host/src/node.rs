@@ -16,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
-use tokio::task::JoinHandle;
 
 use crate::bindings::{CallContext, PluginError};
 use crate::config::{ConfigError, GroupConfig, NodeConfig, ResourceConfig};
@@ -25,8 +24,6 @@ use crate::plugin::Plugin;
 use crate::policy::{Action, Input, PolicyEngine, ResourceState, Severity};
 use crate::runtime::Runtime;
 use crate::state::{ResourceRecord, StateStore};
-use crate::worker::client::ProbeAnswer;
-use crate::worker::protocol::{ProbeItem, ProbeOutcome};
 use crate::worker::{RemoteResource, WorkerEvent, WorkerOptions, WorkerPool};
 
 mod live;
@@ -349,8 +346,10 @@ pub struct Node {
     node_requests: mpsc::UnboundedReceiver<NodeRequest>,
     internal_sender: mpsc::UnboundedSender<live::Internal>,
     internal: mpsc::UnboundedReceiver<live::Internal>,
-    probes: mpsc::UnboundedSender<ProbeCommand>,
-    prober: JoinHandle<()>,
+    /// Each probing resource's current schedule, and the schedules by number.
+    probe_generations: HashMap<String, u64>,
+    probing: HashMap<u64, (String, Arc<ResourceMetrics>)>,
+    next_probe_generation: u64,
     records: BTreeMap<String, ResourceRecord>,
     dirty_records: std::collections::BTreeSet<String>,
     ownership: Box<dyn Ownership>,
@@ -368,7 +367,6 @@ impl Node {
     ) -> Result<Node, crate::Error> {
         let store = Arc::new(store);
         let (worker_events_sender, worker_events) = mpsc::unbounded_channel();
-        let (probe_answers, probe_answer_receiver) = mpsc::unbounded_channel();
         let workers = WorkerPool::new(
             WorkerOptions {
                 program: std::env::current_exe().map_err(|source| crate::Error::Io {
@@ -386,7 +384,6 @@ impl Node {
                 },
             },
             worker_events_sender,
-            probe_answers,
         );
         let (inputs, receiver) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(crate::events::EVENT_BACKLOG);
@@ -406,8 +403,6 @@ impl Node {
             started: Instant::now(),
             next_seq: AtomicU64::new(0),
         });
-        let (probes, probe_commands) = mpsc::unbounded_channel();
-        let prober = tokio::spawn(run_probes(probe_commands, probe_answer_receiver, inputs.clone()));
         let (internal_sender, internal) = mpsc::unbounded_channel();
         let mut node = Node {
             engine: PolicyEngine::new(&NodeConfig { resources: Vec::new(), groups: Vec::new(), ..config.clone() }),
@@ -424,8 +419,9 @@ impl Node {
             node_requests,
             internal_sender,
             internal,
-            probes,
-            prober,
+            probe_generations: HashMap::new(),
+            probing: HashMap::new(),
+            next_probe_generation: 0,
             records: BTreeMap::new(),
             dirty_records: Default::default(),
             ownership: Box::new(SingleNode),
@@ -550,7 +546,6 @@ impl Node {
     }
 
     async fn stop(mut self) {
-        self.prober.abort();
         if self.config.leave_running_on_stop {
             tracing::info!("stopping; leaving resources running, as configured");
             self.workers.shutdown(true).await;
@@ -613,9 +608,7 @@ impl Node {
                     }
                 }
                 Action::StartProbes(resource) => self.start_probes(resource),
-                Action::StopProbes(resource) => {
-                    let _ = self.probes.send(ProbeCommand::Stop(resource));
-                }
+                Action::StopProbes(resource) => self.stop_probes(&resource),
                 Action::Schedule { after, input } => {
                     let inputs = self.inputs.clone();
                     tokio::spawn(async move {
@@ -808,6 +801,7 @@ impl Node {
         });
     }
 
+    /// Has the resource's worker probe it on its schedule from now on.
     fn start_probes(&mut self, resource: String) {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
         let Some(config) = self.config.resource(&resource) else { return };
@@ -820,9 +814,23 @@ impl Node {
         );
         let is_every =
             probe_interval(config.timing.is_alive_interval, timing.is_alive_interval_ms, DEFAULT_IS_ALIVE_INTERVAL);
+        self.next_probe_generation += 1;
+        let generation = self.next_probe_generation;
+        if let Some(replaced) = self.probe_generations.insert(resource.clone(), generation) {
+            self.probing.remove(&replaced);
+        }
         let metrics = self.view.metrics_of(&resource).unwrap_or_default();
-        let target = ProbeTarget { resource, handle, looks_every, is_every, metrics };
-        let _ = self.probes.send(ProbeCommand::Start(Arc::new(target)));
+        self.probing.insert(generation, (resource, metrics));
+        handle.start_probes(generation, looks_every, is_every);
+    }
+
+    fn stop_probes(&mut self, resource: &str) {
+        if let Some(generation) = self.probe_generations.remove(resource) {
+            self.probing.remove(&generation);
+        }
+        if let Some(handle) = self.handles.get(resource) {
+            handle.stop_probes();
+        }
     }
 
     /// What the workers report: a plugin's `signal-failure` is acted on at
@@ -831,6 +839,23 @@ impl Node {
     /// are probed at once, and only those that fail go through the policy.
     fn on_worker_event(&mut self, event: WorkerEvent) {
         match event {
+            WorkerEvent::ProbeFailed { generation, reason } => {
+                // A failure of a schedule stopped meanwhile is old news.
+                if let Some((resource, _)) = self.probing.remove(&generation) {
+                    self.probe_generations.remove(&resource);
+                    self.apply(Input::Failed { resource, reason });
+                }
+            }
+            // The node sends no one-off probes.
+            WorkerEvent::Probed { .. } => {}
+            WorkerEvent::ProbeStats(counts) => {
+                for count in counts {
+                    if let Some((_, metrics)) = self.probing.get(&count.generation) {
+                        metrics.probes_total.fetch_add(count.probes, Ordering::Relaxed);
+                        metrics.probe_nanos_total.fetch_add(count.nanos, Ordering::Relaxed);
+                    }
+                }
+            }
             WorkerEvent::SignalledFailure { resource, reason } => {
                 self.view.publish(NodeEvent {
                     kind: "signalled-failure".into(),
@@ -860,9 +885,7 @@ impl Node {
                     ),
                     ..blank_event()
                 });
-                let online: Vec<String> =
-                    reopened.into_iter().filter(|r| self.engine.state(r) == Some(ResourceState::Online)).collect();
-                let _ = self.probes.send(ProbeCommand::ProbeNow(online));
+                // The worker itself resumed probing the reopened ones, at once.
                 for (resource, error) in failed {
                     if self.engine.state(&resource) == Some(ResourceState::Online) {
                         let reason = format!("cannot re-create its instance after the worker was lost: {error}");
@@ -881,149 +904,6 @@ fn probe_interval(configured: Option<Duration>, proposed_ms: u32, default: Durat
         0 => default,
         ms => Duration::from_millis(u64::from(ms)),
     })
-}
-
-/// How often the prober wakes. Probes due within one tick run together, so
-/// 10,000 resources cost 50 wakeups a second rather than 10,000; a probe is
-/// at most one tick late.
-const PROBE_TICK: Duration = Duration::from_millis(20);
-
-/// What the node loop tells the prober.
-enum ProbeCommand {
-    /// Probe this resource from now on (replacing any earlier target).
-    Start(Arc<ProbeTarget>),
-    /// Stop probing it.
-    Stop(String),
-    /// Probe these now (their instances were just re-created).
-    ProbeNow(Vec<String>),
-}
-
-struct ProbeTarget {
-    resource: String,
-    handle: RemoteResource,
-    looks_every: Duration,
-    is_every: Duration,
-    metrics: Arc<ResourceMetrics>,
-}
-
-/// A probe waiting for its time: when, which start of probing (a number
-/// that names one resource's current target), which kind.
-type DueProbe = std::cmp::Reverse<(Instant, u64, bool)>;
-
-/// A probe sent to a worker: which start of probing, which kind, when it was due.
-struct SentProbe {
-    start: u64,
-    thorough: bool,
-    due: Instant,
-    target: Arc<ProbeTarget>,
-}
-
-/// How soon a probe the worker's loss ended is tried again: the new worker
-/// is usually up well within this.
-const LOST_PROBE_RETRY: Duration = Duration::from_millis(100);
-
-/// Sends every probe due by now, in one batch per worker.
-fn dispatch_due(
-    due: &mut std::collections::BinaryHeap<DueProbe>,
-    targets: &HashMap<u64, Arc<ProbeTarget>>,
-    sent: &mut HashMap<u64, SentProbe>,
-    next_probe_id: &mut u64,
-) {
-    let now = Instant::now();
-    let mut batches: Vec<(RemoteResource, Vec<ProbeItem>)> = Vec::new();
-    while due.peek().is_some_and(|std::cmp::Reverse((at, ..))| *at <= now) {
-        let Some(std::cmp::Reverse((at, start, thorough))) = due.pop() else { break };
-        let Some(target) = targets.get(&start) else { continue };
-        *next_probe_id += 1;
-        let item = ProbeItem { id: *next_probe_id, resource: target.resource.clone(), thorough };
-        match batches.iter_mut().find(|(handle, _)| handle.same_worker(&target.handle)) {
-            Some((_, batch)) => batch.push(item),
-            None => batches.push((target.handle.clone(), vec![item])),
-        }
-        sent.insert(*next_probe_id, SentProbe { start, thorough, due: at, target: target.clone() });
-    }
-    for (handle, batch) in batches {
-        handle.probe(batch);
-    }
-}
-
-/// One task probes every online resource. The probes due at a tick travel
-/// to each worker in one batch, and come back one by one as each ends, so a
-/// probe stuck until its deadline delays no other; a resource's next probe
-/// is scheduled when its current one returns. A failure is sent to the node
-/// loop as [`Input::Failed`] and ends that resource's probing; a probe the
-/// worker's loss ended is tried again.
-async fn run_probes(
-    mut commands: mpsc::UnboundedReceiver<ProbeCommand>,
-    mut answers: mpsc::UnboundedReceiver<ProbeAnswer>,
-    inputs: mpsc::UnboundedSender<Input>,
-) {
-    // Probing targets by start number; names map to their current start.
-    let mut targets: HashMap<u64, Arc<ProbeTarget>> = HashMap::new();
-    let mut current: HashMap<String, u64> = HashMap::new();
-    let mut due: std::collections::BinaryHeap<DueProbe> = std::collections::BinaryHeap::new();
-    let mut sent: HashMap<u64, SentProbe> = HashMap::new();
-    let mut starts: u64 = 0;
-    let mut next_probe_id: u64 = 0;
-    let mut ticker = tokio::time::interval(PROBE_TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            command = commands.recv() => match command {
-                None => break,
-                Some(ProbeCommand::Start(target)) => {
-                    starts += 1;
-                    let now = Instant::now();
-                    due.push(std::cmp::Reverse((now + target.looks_every, starts, false)));
-                    due.push(std::cmp::Reverse((now + target.is_every, starts, true)));
-                    if let Some(replaced) = current.insert(target.resource.clone(), starts) {
-                        targets.remove(&replaced);
-                    }
-                    targets.insert(starts, target);
-                }
-                Some(ProbeCommand::Stop(resource)) => {
-                    if let Some(start) = current.remove(&resource) {
-                        targets.remove(&start);
-                    }
-                }
-                Some(ProbeCommand::ProbeNow(resources)) => {
-                    let now = Instant::now();
-                    for start in resources.iter().filter_map(|r| current.get(r)) {
-                        due.push(std::cmp::Reverse((now, *start, false)));
-                    }
-                    // Now, not at the next tick: a re-created worker's
-                    // resources are waiting to be confirmed healthy.
-                    dispatch_due(&mut due, &targets, &mut sent, &mut next_probe_id);
-                }
-            },
-            _ = ticker.tick() => dispatch_due(&mut due, &targets, &mut sent, &mut next_probe_id),
-            Some((id, outcome, nanos)) = answers.recv() => {
-                let Some(SentProbe { start, thorough, due: at, target }) = sent.remove(&id) else { continue };
-                if !targets.contains_key(&start) {
-                    continue;
-                }
-                if outcome != ProbeOutcome::Lost {
-                    target.metrics.probes_total.fetch_add(1, Ordering::Relaxed);
-                    target.metrics.probe_nanos_total.fetch_add(nanos, Ordering::Relaxed);
-                }
-                match outcome {
-                    ProbeOutcome::Healthy => {
-                        let every = if thorough { target.is_every } else { target.looks_every };
-                        let next = (at + every).max(Instant::now());
-                        due.push(std::cmp::Reverse((next, start, thorough)));
-                    }
-                    ProbeOutcome::Lost => {
-                        due.push(std::cmp::Reverse((Instant::now() + LOST_PROBE_RETRY, start, thorough)));
-                    }
-                    ProbeOutcome::Failed(reason) => {
-                        targets.remove(&start);
-                        current.remove(&target.resource);
-                        let _ = inputs.send(Input::Failed { resource: target.resource.clone(), reason });
-                    }
-                }
-            }
-        }
-    }
 }
 
 async fn record_processes(handle: &RemoteResource, store: &StateStore, view: &NodeView) {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::{NodeEvent, PluginView, ProbeCommand, blank_event, check_config, load_plugin};
+use super::{NodeEvent, PluginView, blank_event, check_config, load_plugin};
 use crate::bindings::CallContext;
 use crate::monitor::CallError;
 use crate::plugin::Plugin;
@@ -220,7 +220,7 @@ impl super::Node {
                 report.current.push(resource);
             } else if self.engine.state(&resource) == Some(ResourceState::Online) {
                 // No probe may land between the old instance and the new.
-                let _ = self.probes.send(ProbeCommand::Stop(resource.clone()));
+                self.stop_probes(&resource);
                 let internal = self.internal_sender.clone();
                 let context = CallContext { node_name: self.config.name.clone(), fencing_token: 0, attempt: 1 };
                 let version = report.version.clone();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{Call, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
+use super::protocol::{Call, ProbeCount, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
 use crate::bindings::{CallContext, CheckLevel, Health};
 use crate::monitor::{CallError, ResourceSpec};
 use crate::plugin::Plugin;
@@ -90,10 +90,25 @@ pub enum WorkerEvent {
         /// The plugin's reason.
         reason: String,
     },
+    /// A periodic probe failed; its schedule has ended.
+    ProbeFailed {
+        /// The schedule, as [`RemoteResource::start_probes`] named it.
+        generation: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Probes run lately, per schedule.
+    ProbeStats(Vec<ProbeCount>),
+    /// A one-off probe ([`RemoteResource::probe`]) ended.
+    Probed {
+        /// The probe's id.
+        id: u64,
+        /// How.
+        outcome: ProbeOutcome,
+        /// How long it took, in nanoseconds.
+        nanos: u64,
+    },
 }
-
-/// A probe's answer: its id, outcome and duration in nanoseconds.
-pub type ProbeAnswer = (u64, ProbeOutcome, u64);
 
 /// What the API shows of a worker.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -113,17 +128,12 @@ pub struct WorkerPool {
     options: Arc<WorkerOptions>,
     workers: Mutex<BTreeMap<String, Arc<Worker>>>,
     events: mpsc::UnboundedSender<WorkerEvent>,
-    probe_answers: mpsc::UnboundedSender<ProbeAnswer>,
 }
 
 impl WorkerPool {
     /// A pool with no worker yet; each starts with its first resource.
-    pub fn new(
-        options: WorkerOptions,
-        events: mpsc::UnboundedSender<WorkerEvent>,
-        probe_answers: mpsc::UnboundedSender<ProbeAnswer>,
-    ) -> Arc<WorkerPool> {
-        Arc::new(WorkerPool { options: Arc::new(options), workers: Mutex::new(BTreeMap::new()), events, probe_answers })
+    pub fn new(options: WorkerOptions, events: mpsc::UnboundedSender<WorkerEvent>) -> Arc<WorkerPool> {
+        Arc::new(WorkerPool { options: Arc::new(options), workers: Mutex::new(BTreeMap::new()), events })
     }
 
     /// The handle of resource `spec`, hosted in the shared worker or (with
@@ -163,10 +173,10 @@ impl WorkerPool {
                     options: self.options.clone(),
                     connection: RwLock::new(Arc::new(Connection::unstarted())),
                     hosted: Mutex::new(BTreeMap::new()),
+                    probing: Mutex::new(BTreeMap::new()),
                     restarts: AtomicU64::new(0),
                     stopping: AtomicU32::new(0),
                     events: self.events.clone(),
-                    probe_answers: self.probe_answers.clone(),
                     stop: tokio::sync::Notify::new(),
                 };
                 // Started here, so the first calls find it running.
@@ -192,11 +202,12 @@ struct Worker {
     connection: RwLock<Arc<Connection>>,
     /// What it hosts, to re-create the instances in a new worker.
     hosted: Mutex<BTreeMap<String, Hosted>>,
+    /// The resources it probes, to probe them again in a new worker.
+    probing: Mutex<BTreeMap<String, ProbeSchedule>>,
     restarts: AtomicU64,
     /// Set when the node stops: a worker that exits then is not restarted.
     stopping: AtomicU32,
     events: mpsc::UnboundedSender<WorkerEvent>,
-    probe_answers: mpsc::UnboundedSender<ProbeAnswer>,
     stop: tokio::sync::Notify,
 }
 
@@ -289,8 +300,8 @@ impl Worker {
             }
         });
         let reader = connection.clone();
-        let (events, probe_answers) = (self.events.clone(), self.probe_answers.clone());
-        tokio::spawn(async move { reader.read(Reader::new(stdout), events, probe_answers).await });
+        let events = self.events.clone();
+        tokio::spawn(async move { reader.read(Reader::new(stdout), events).await });
         Ok((child, connection))
     }
 
@@ -324,7 +335,7 @@ impl Worker {
                 }
             }
         };
-        connection.lose(&reason, &self.probe_answers);
+        connection.lose(&reason, &self.events);
         reason
     }
 
@@ -351,6 +362,16 @@ impl Worker {
                 Err(error) => failed.push((name, error.to_string())),
             }
         }
+        // Probing resumes where it was, starting with one probe each now: the
+        // re-created instances must be confirmed healthy.
+        let probing: Vec<(String, ProbeSchedule)> =
+            self.probing.lock().map(|p| p.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default();
+        let connection = self.connection();
+        for (resource, schedule) in probing.into_iter().filter(|(name, _)| reopened.contains(name)) {
+            let ProbeSchedule { generation, looks_every, is_every } = schedule;
+            let start = Request::StartProbes { generation, resource, looks_every, is_every, immediately: true };
+            let _ = connection.requests.send(start);
+        }
         let took = lost_at.elapsed();
         tracing::info!(worker = %self.name, pid, reopened = reopened.len(), failed = failed.len(), took_ms = took.as_millis() as u64, "instances re-created in a new worker");
         let _ = self.events.send(WorkerEvent::Restarted { worker: self.name.clone(), pid, reopened, failed, took });
@@ -374,6 +395,14 @@ impl Worker {
         let _ = self.connection().requests.send(Request::Shutdown { release });
         self.stop.notify_one();
     }
+}
+
+/// How one resource is probed.
+#[derive(Debug, Clone, Copy)]
+struct ProbeSchedule {
+    generation: u64,
+    looks_every: Duration,
+    is_every: Duration,
 }
 
 /// One instance a worker hosts.
@@ -436,7 +465,7 @@ impl Connection {
         receiver.await.unwrap_or_else(|_| Err(lost("it ended before answering")))
     }
 
-    fn probe(&self, batch: Vec<ProbeItem>, answers: &mpsc::UnboundedSender<ProbeAnswer>) {
+    fn probe(&self, batch: Vec<ProbeItem>, events: &mpsc::UnboundedSender<WorkerEvent>) {
         let lost_now = {
             let Ok(mut pending) = self.pending_probes.lock() else { return };
             let lost_now = self.lost_reason().is_some();
@@ -447,19 +476,14 @@ impl Connection {
         };
         if lost_now {
             for item in batch {
-                let _ = answers.send((item.id, ProbeOutcome::Lost, 0));
+                let _ = events.send(WorkerEvent::Probed { id: item.id, outcome: ProbeOutcome::Lost, nanos: 0 });
             }
         } else {
             let _ = self.requests.send(Request::Probe(batch));
         }
     }
 
-    async fn read(
-        &self,
-        mut reader: Reader<tokio::process::ChildStdout>,
-        events: mpsc::UnboundedSender<WorkerEvent>,
-        answers: mpsc::UnboundedSender<ProbeAnswer>,
-    ) {
+    async fn read(&self, mut reader: Reader<tokio::process::ChildStdout>, events: mpsc::UnboundedSender<WorkerEvent>) {
         while let Some(message) = reader.next::<Response>().await {
             let message = match message {
                 Ok(message) => message,
@@ -476,7 +500,7 @@ impl Connection {
                 }
                 Response::Probed { id, outcome, nanos } => {
                     if self.pending_probes.lock().is_ok_and(|mut p| p.remove(&id)) {
-                        let _ = answers.send((id, outcome, nanos));
+                        let _ = events.send(WorkerEvent::Probed { id, outcome, nanos });
                     }
                 }
                 Response::Pong { .. } => {
@@ -487,12 +511,18 @@ impl Connection {
                 Response::SignalledFailure { resource, reason } => {
                     let _ = events.send(WorkerEvent::SignalledFailure { resource, reason });
                 }
+                Response::ProbeFailed { generation, reason } => {
+                    let _ = events.send(WorkerEvent::ProbeFailed { generation, reason });
+                }
+                Response::ProbeStats(counts) => {
+                    let _ = events.send(WorkerEvent::ProbeStats(counts));
+                }
             }
         }
     }
 
     /// Ends every call and probe in flight as lost.
-    fn lose(&self, reason: &str, answers: &mpsc::UnboundedSender<ProbeAnswer>) {
+    fn lose(&self, reason: &str, events: &mpsc::UnboundedSender<WorkerEvent>) {
         let calls: Vec<_> = match self.pending.lock() {
             Ok(mut pending) => {
                 if let Ok(mut lost) = self.lost.lock() {
@@ -507,7 +537,7 @@ impl Connection {
         }
         let probes: Vec<u64> = self.pending_probes.lock().map(|mut p| p.drain().collect()).unwrap_or_default();
         for id in probes {
-            let _ = answers.send((id, ProbeOutcome::Lost, 0));
+            let _ = events.send(WorkerEvent::Probed { id, outcome: ProbeOutcome::Lost, nanos: 0 });
         }
     }
 }
@@ -687,10 +717,32 @@ impl RemoteResource {
         let _ = self.call(Call::Close).await;
     }
 
-    /// Sends probes of resources hosted in the same worker as this one; the
-    /// answers come on the pool's probe channel.
+    /// Probes it periodically in its worker from now on (and again in the
+    /// next worker if this one is lost); failures and counts come as
+    /// [`WorkerEvent::ProbeFailed`] and [`WorkerEvent::ProbeStats`] with
+    /// `generation`.
+    pub fn start_probes(&self, generation: u64, looks_every: Duration, is_every: Duration) {
+        let resource = self.name().to_string();
+        if let Ok(mut probing) = self.inner.worker.probing.lock() {
+            probing.insert(resource.clone(), ProbeSchedule { generation, looks_every, is_every });
+        }
+        let start = Request::StartProbes { generation, resource, looks_every, is_every, immediately: false };
+        let _ = self.inner.worker.connection().requests.send(start);
+    }
+
+    /// Stops probing it.
+    pub fn stop_probes(&self) {
+        let resource = self.name().to_string();
+        if let Ok(mut probing) = self.inner.worker.probing.lock() {
+            probing.remove(&resource);
+        }
+        let _ = self.inner.worker.connection().requests.send(Request::StopProbes { resource });
+    }
+
+    /// Sends one-off probes of resources hosted in the same worker as this
+    /// one; the answers come as [`WorkerEvent::Probed`].
     pub fn probe(&self, batch: Vec<ProbeItem>) {
-        self.inner.worker.connection().probe(batch, &self.inner.worker.probe_answers);
+        self.inner.worker.connection().probe(batch, &self.inner.worker.events);
     }
 
     /// Whether `other` is hosted in the same worker (so probes of both can

@@ -3,10 +3,12 @@
 //! a resource does (not even a bug that escapes the sandbox) can take the
 //! node down; a resource may be given a worker of its own.
 //!
-//! [`protocol`] is what travels on the pipes, [`server`] the worker's side,
+//! [`protocol`] is what travels on the pipes, [`server`] the worker's side
+//! (with its prober, which polls every resource on its schedule),
 //! [`client`] the daemon's.
 
 pub mod client;
+mod prober;
 pub mod protocol;
 pub mod server;
 

@@ -4,8 +4,11 @@
 //!
 //! Every request but a probe batch carries an id that its one reply
 //! repeats. A probe batch is answered item by item as each probe ends, so
-//! a probe stuck until its deadline delays no other. Events (a plugin's
-//! `signal-failure`) are sent unasked.
+//! a probe stuck until its deadline delays no other. Periodic probing runs
+//! in the worker itself, as the classic resource monitor polls its
+//! resources: the daemon says which resources to probe and how often, and
+//! hears only of failures, plus probe counts every [`PROBE_STATS_EVERY`].
+//! Events (a plugin's `signal-failure`) are sent unasked.
 
 use std::path::PathBuf;
 
@@ -19,6 +22,9 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use crate::bindings::{CallContext, CheckLevel, ClusterEvent, Health};
 use crate::monitor::{CallError, ResourceSpec};
 use crate::process::TrackedProcess;
+
+/// How often a worker reports how many probes it ran.
+pub const PROBE_STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The largest frame either side accepts: a `control` output (1 MiB) with room.
 pub const MAX_FRAME_BYTES: usize = 4 << 20;
@@ -53,8 +59,27 @@ pub enum Request {
         /// What to call.
         call: Call,
     },
-    /// Probe these resources; each answer is a [`Response::Probed`].
+    /// Probe these resources once; each answer is a [`Response::Probed`].
     Probe(Vec<ProbeItem>),
+    /// Probe a resource periodically from now on (replacing its earlier
+    /// schedule); a failure is a [`Response::ProbeFailed`] and ends it.
+    StartProbes {
+        /// Names this schedule in failures and counts.
+        generation: u64,
+        /// The resource.
+        resource: String,
+        /// How often `looks-alive` runs.
+        looks_every: std::time::Duration,
+        /// How often `is-alive` runs.
+        is_every: std::time::Duration,
+        /// Probe once at once (the instance was just re-created).
+        immediately: bool,
+    },
+    /// Stop probing a resource.
+    StopProbes {
+        /// The resource.
+        resource: String,
+    },
     /// Are you there? Answered at once, whatever the instances are doing.
     Ping {
         /// Echoed in the pong.
@@ -174,6 +199,26 @@ pub enum Response {
         /// The plugin's reason.
         reason: String,
     },
+    /// A periodic probe failed; that schedule has ended.
+    ProbeFailed {
+        /// The schedule.
+        generation: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Probes run since the last report, per schedule.
+    ProbeStats(Vec<ProbeCount>),
+}
+
+/// Probes one schedule ran since the last report.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ProbeCount {
+    /// The schedule.
+    pub generation: u64,
+    /// How many probes ended.
+    pub probes: u64,
+    /// Their total duration, in nanoseconds.
+    pub nanos: u64,
 }
 
 /// The length-delimited codec both sides use.

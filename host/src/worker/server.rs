@@ -21,6 +21,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
+use super::prober::ProbeCommand;
 use super::protocol::{Call, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
 use crate::bindings::{CallContext, CheckLevel};
 use crate::events::EventKind;
@@ -45,6 +46,8 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
         replies,
     });
     worker.forward_signalled_failures();
+    let (probe_commands, probe_command_receiver) = mpsc::unbounded_channel();
+    tokio::spawn(super::prober::run(worker.clone(), probe_command_receiver));
     let mut requests = Reader::new(stdin);
     while let Some(request) = requests.next::<Request>().await {
         let request = match request {
@@ -76,6 +79,13 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
                     worker.send(Response::Reply { id, result });
                 });
             }
+            Request::StartProbes { generation, resource, looks_every, is_every, immediately } => {
+                let start = ProbeCommand::Start { generation, resource, looks_every, is_every, immediately };
+                let _ = probe_commands.send(start);
+            }
+            Request::StopProbes { resource } => {
+                let _ = probe_commands.send(ProbeCommand::Stop { resource });
+            }
             Request::Probe(batch) => {
                 // One task per batch, its probes polled together: each answer
                 // goes out as soon as its probe ends, and no probe waits on
@@ -93,7 +103,8 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
     std::process::exit(0)
 }
 
-struct Worker {
+/// The instances one worker hosts, and its way back to the daemon.
+pub(super) struct Worker {
     runtime: Arc<Runtime>,
     monitor: Monitor,
     /// Loaded plugin versions, by their content-addressed file.
@@ -103,11 +114,11 @@ struct Worker {
 }
 
 impl Worker {
-    fn send(&self, response: Response) {
+    pub(super) fn send(&self, response: Response) {
         let _ = self.replies.send(response);
     }
 
-    fn handle(&self, resource: &str) -> Option<ResourceHandle> {
+    pub(super) fn handle(&self, resource: &str) -> Option<ResourceHandle> {
         self.handles.lock().ok()?.get(resource).cloned()
     }
 
