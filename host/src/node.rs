@@ -1,12 +1,14 @@
 //! The node runtime: carries out what the policy engine decides.
 //!
 //! One task owns the [`PolicyEngine`]; it receives [`Input`]s on a channel
-//! (operator requests from the API, call results, failed probes, signalled
-//! failures, timers) and turns the engine's [`Action`]s into calls on the
-//! monitor, the prober, timers, state-store writes and published events.
-//! Calls run in tasks of their own, so a slow resource never holds up the
-//! loop or another resource. Group ownership is decided in one place,
-//! [`Ownership`], so a cluster backend can take it over later.
+//! (operator requests from the API, call results, timers) and events from
+//! the monitor workers (failed probes, signalled failures, lost workers),
+//! and turns the engine's [`Action`]s into calls on the workers' instances,
+//! probe schedules, timers, state-store writes and published events. Calls
+//! run in tasks of their own, so a slow resource never holds up the loop or
+//! another resource; healthy probes run inside the workers and cost the
+//! loop nothing. Group ownership is decided in one place, [`Ownership`], so
+//! a cluster backend can take it over later.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
