@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -152,12 +152,10 @@ impl WorkerPool {
     }
 
     /// Closes every instance (or leaves their processes running, with
-    /// `release`) and stops the workers.
+    /// `release`) and stops the workers; returns once they have exited.
     pub async fn shutdown(&self, release: bool) {
         let workers: Vec<Arc<Worker>> = self.workers.lock().map(|w| w.values().cloned().collect()).unwrap_or_default();
-        for worker in workers {
-            worker.shutdown(release).await;
-        }
+        futures_util::future::join_all(workers.iter().map(|worker| worker.shutdown(release))).await;
     }
 
     fn worker(&self, name: &str, capacity: u32) -> Arc<Worker> {
@@ -175,7 +173,8 @@ impl WorkerPool {
                     hosted: Mutex::new(BTreeMap::new()),
                     probing: Mutex::new(BTreeMap::new()),
                     restarts: AtomicU64::new(0),
-                    stopping: AtomicU32::new(0),
+                    stopping: AtomicBool::new(false),
+                    stopped: tokio::sync::watch::channel(false).0,
                     events: self.events.clone(),
                     stop: tokio::sync::Notify::new(),
                 };
@@ -206,7 +205,9 @@ struct Worker {
     probing: Mutex<BTreeMap<String, ProbeSchedule>>,
     restarts: AtomicU64,
     /// Set when the node stops: a worker that exits then is not restarted.
-    stopping: AtomicU32,
+    stopping: AtomicBool,
+    /// Set once its last process has exited after the node said stop.
+    stopped: tokio::sync::watch::Sender<bool>,
     events: mpsc::UnboundedSender<WorkerEvent>,
     stop: tokio::sync::Notify,
 }
@@ -234,6 +235,10 @@ impl Worker {
         let mut lost_at: Option<Instant> = None;
         let mut next = Some(first);
         loop {
+            if self.stopping.load(Ordering::Relaxed) {
+                self.stopped.send_replace(true);
+                return;
+            }
             let started = Instant::now();
             match next.take().unwrap_or_else(|| self.start()) {
                 Ok((child, connection)) => {
@@ -245,7 +250,8 @@ impl Worker {
                         tokio::spawn(async move { worker.recreate(pid, lost_at).await });
                     }
                     let reason = self.watch(child, &connection).await;
-                    if self.stopping.load(Ordering::Relaxed) > 0 {
+                    if self.stopping.load(Ordering::Relaxed) {
+                        self.stopped.send_replace(true);
                         return;
                     }
                     tracing::error!(worker = %self.name, pid, %reason, "monitor worker lost; starting a new one");
@@ -391,9 +397,12 @@ impl Worker {
     }
 
     async fn shutdown(&self, release: bool) {
-        self.stopping.store(1, Ordering::Relaxed);
+        self.stopping.store(true, Ordering::Relaxed);
         let _ = self.connection().requests.send(Request::Shutdown { release });
         self.stop.notify_one();
+        // `watch` gives the worker 10 s to close its instances, then kills it.
+        let mut stopped = self.stopped.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(15), stopped.wait_for(|stopped| *stopped)).await;
     }
 }
 
