@@ -84,9 +84,11 @@ async fn sigterm_takes_groups_offline_in_reverse_dependency_order() {
     let mut daemon = demo().await;
     daemon.wait_group("ha-notepad", "online", Duration::from_secs(20)).await;
     let pid = daemon.program_pid("notepad").await;
+    let worker = daemon.worker_pid("shared").await;
     let status = daemon.terminate();
     assert!(status.success(), "{status}");
     assert!(!process_running(pid), "the program was stopped");
+    assert!(!process_running(worker), "the monitor worker exited with the daemon");
     let log = daemon.log();
     let order: Vec<&str> = [
         "resource=notepad-http from=OfflinePending to=Offline",
@@ -257,8 +259,10 @@ resources = ["sleeper"]
     let mut daemon = Daemon::start(config, &["generic_app"]).await;
     daemon.wait_group("g", "online", Duration::from_secs(20)).await;
     let pid = daemon.get("/v1/resources/sleeper").await["pids"][0].as_u64().expect("a pid") as u32;
+    let worker = daemon.worker_pid("shared").await;
     assert!(daemon.terminate().success());
     assert!(process_running(pid), "the program was left running, as configured");
+    assert!(!process_running(worker), "the monitor worker exited with the daemon");
     daemon.spawn().await;
     daemon.wait_group("g", "online", Duration::from_secs(20)).await;
     assert_eq!(daemon.get("/v1/resources/sleeper").await["pids"][0], pid, "adopted, not restarted");

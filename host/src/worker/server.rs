@@ -60,9 +60,10 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
         match request {
             Request::Ping { id } => worker.send(Response::Pong { id }),
             Request::Shutdown { release } => {
+                // Nothing more is owed to the daemon; the runtime's end
+                // drops the tasks still holding the reply channel.
                 worker.shutdown(release).await;
-                drop(worker);
-                let _ = writer.await;
+                writer.abort();
                 return Ok(());
             }
             Request::Open { id, plugin, spec, resume, keep_processes } => {
