@@ -30,8 +30,11 @@ use crate::process::TrackedProcess;
 const PING_EVERY: Duration = Duration::from_millis(250);
 
 /// The shortest time between two starts of one worker, so a worker that
-/// cannot start does not spin.
+/// cannot start does not spin; it doubles with each start that does not
+/// last [`STABLE_RUN`], up to [`MAX_RESTART_BACKOFF`].
 const RESTART_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
+const STABLE_RUN: Duration = Duration::from_secs(10);
 
 /// The name of the worker resources share unless they ask for their own.
 pub const SHARED_WORKER: &str = "shared";
@@ -234,6 +237,7 @@ impl Worker {
     async fn supervise(self: Arc<Self>, first: std::io::Result<(Child, Arc<Connection>)>) {
         let mut lost_at: Option<Instant> = None;
         let mut next = Some(first);
+        let mut quick_failures = 0u32;
         loop {
             if self.stopping.load(Ordering::Relaxed) {
                 self.stopped.send_replace(true);
@@ -263,7 +267,10 @@ impl Worker {
                     lost_at.get_or_insert_with(Instant::now);
                 }
             }
-            if let Some(wait) = RESTART_BACKOFF.checked_sub(started.elapsed()) {
+            let ran = started.elapsed();
+            quick_failures = if ran >= STABLE_RUN { 0 } else { (quick_failures + 1).min(6) };
+            let backoff = (RESTART_BACKOFF * 2u32.pow(quick_failures.saturating_sub(1))).min(MAX_RESTART_BACKOFF);
+            if let Some(wait) = backoff.checked_sub(ran) {
                 tokio::time::sleep(wait).await;
             }
         }

@@ -50,6 +50,11 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
     let mut current: HashMap<String, u64> = HashMap::new();
     let mut due: BinaryHeap<Due> = BinaryHeap::new();
     let mut counts: HashMap<u64, ProbeCount> = HashMap::new();
+    // Schedules started with an immediate probe (re-created instances)
+    // whose first probe has not ended: when the last one ends, the counts
+    // go out at once, so the daemon sees them re-probed without waiting
+    // for the next report.
+    let mut awaited: std::collections::HashSet<u64> = std::collections::HashSet::new();
     let mut in_flight = FuturesUnordered::new();
     let mut ticker = tokio::time::interval(PROBE_TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -61,6 +66,9 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
                 Some(ProbeCommand::Start { generation, resource, looks_every, is_every, immediately }) => {
                     let now = Instant::now();
                     due.push(Reverse((if immediately { now } else { now + looks_every }, generation, false)));
+                    if immediately {
+                        awaited.insert(generation);
+                    }
                     due.push(Reverse((now + is_every, generation, true)));
                     if let Some(replaced) = current.insert(resource.clone(), generation) {
                         schedules.remove(&replaced);
@@ -95,6 +103,10 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
             },
             Some((generation, thorough, at, outcome, took)) = in_flight.next(), if !in_flight.is_empty() => {
                 let Some(schedule) = schedules.get(&generation) else { continue };
+                if awaited.remove(&generation) && awaited.is_empty() {
+                    // Counted below, then sent with the rest at once.
+                    report.reset_immediately();
+                }
                 let next = match outcome {
                     ProbeOutcome::Healthy => {
                         let count = counts.entry(generation).or_insert(ProbeCount { generation, probes: 0, nanos: 0 });
