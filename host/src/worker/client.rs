@@ -34,7 +34,7 @@ const PING_EVERY: Duration = Duration::from_millis(250);
 /// last [`STABLE_RUN`], up to [`MAX_RESTART_BACKOFF`].
 const RESTART_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
-const STABLE_RUN: Duration = Duration::from_secs(10);
+const STABLE_RUN: Duration = Duration::from_secs(1);
 
 /// The name of the worker resources share unless they ask for their own.
 pub const SHARED_WORKER: &str = "shared";
