@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{Call, ProbeCount, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
-use crate::bindings::{CallContext, CheckLevel, Health};
+use super::protocol::{ProbeCount, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
+use crate::bindings::CallContext;
 use crate::monitor::{CallError, ResourceSpec};
 use crate::plugin::Plugin;
 use crate::process::TrackedProcess;
@@ -35,6 +35,10 @@ const PING_EVERY: Duration = Duration::from_millis(250);
 const RESTART_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
 const STABLE_RUN: Duration = Duration::from_secs(1);
+
+mod remote;
+
+pub use remote::RemoteResource;
 
 /// The name of the worker resources share unless they ask for their own.
 pub const SHARED_WORKER: &str = "shared";
@@ -144,8 +148,7 @@ impl WorkerPool {
     pub fn resource(&self, plugin: Arc<Plugin>, spec: ResourceSpec, separate: bool) -> RemoteResource {
         let name = if separate { spec.name.clone() } else { SHARED_WORKER.to_string() };
         let worker = self.worker(&name, if separate { 1 } else { self.options.shared_capacity });
-        let online = Arc::new(AtomicBool::new(false));
-        RemoteResource { inner: Arc::new(RemoteInner { worker, plugin: Mutex::new(plugin), spec, online }) }
+        RemoteResource::new(worker, plugin, spec)
     }
 
     /// What the API shows of every worker.
@@ -580,190 +583,4 @@ fn expect_done(value: Value) -> Result<(), CallError> {
 
 fn unexpected(value: Value) -> CallError {
     lost(&format!("it answered out of protocol: {value:?}"))
-}
-
-/// The node's handle to a resource hosted in a worker. Cheap to clone.
-#[derive(Clone)]
-pub struct RemoteResource {
-    inner: Arc<RemoteInner>,
-}
-
-struct RemoteInner {
-    worker: Arc<Worker>,
-    /// The version its next open uses.
-    plugin: Mutex<Arc<Plugin>>,
-    spec: ResourceSpec,
-    online: Arc<AtomicBool>,
-}
-
-impl std::fmt::Debug for RemoteResource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteResource").field("name", &self.name()).field("worker", &self.inner.worker.name).finish()
-    }
-}
-
-impl RemoteResource {
-    /// The resource's name.
-    pub fn name(&self) -> &str {
-        &self.inner.spec.name
-    }
-
-    /// The worker that hosts it.
-    pub fn worker_name(&self) -> &str {
-        &self.inner.worker.name
-    }
-
-    /// The plugin version its next open uses.
-    pub fn plugin(&self) -> Arc<Plugin> {
-        match self.inner.plugin.lock() {
-            Ok(plugin) => plugin.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Makes `plugin` the version its next open uses.
-    pub fn set_plugin(&self, plugin: Arc<Plugin>) {
-        if let Ok(mut current) = self.inner.plugin.lock() {
-            *current = plugin;
-        }
-    }
-
-    /// The version of the instance in the worker now, if it was opened.
-    pub fn running_version(&self) -> Option<String> {
-        let hosted = self.inner.worker.hosted.lock().ok()?;
-        let file = &hosted.get(self.name())?.plugin;
-        file.file_stem().and_then(|s| s.to_str()).map(str::to_string)
-    }
-
-    /// Creates a fresh sandbox in the worker and opens the resource in it
-    /// (with the current plugin version), replacing any previous one.
-    pub async fn reopen(&self) -> Result<(), CallError> {
-        let file = self.plugin().version_file().to_path_buf();
-        let spec = self.inner.spec.clone();
-        self.inner.online.store(false, Ordering::Relaxed);
-        if let Ok(mut hosted) = self.inner.worker.hosted.lock() {
-            let online = self.inner.online.clone();
-            hosted.insert(spec.name.clone(), Hosted { plugin: file.clone(), spec: spec.clone(), online });
-        }
-        self.inner.worker.send_open(file, spec, None, false).await
-    }
-
-    /// Re-creates the online instance with the current plugin version,
-    /// between calls: the old instance is dropped without killing its
-    /// processes, the new one adopts them in `open`, then `online` is
-    /// called again (idempotent by the contract).
-    pub async fn switch_version(&self, context: &CallContext) -> Result<(), CallError> {
-        let file = self.plugin().version_file().to_path_buf();
-        let mut spec = self.inner.spec.clone();
-        spec.adopt = (self.inner.worker.options.recorded_processes)(&spec.name);
-        if let Ok(mut hosted) = self.inner.worker.hosted.lock() {
-            let online = self.inner.online.clone();
-            hosted.insert(spec.name.clone(), Hosted { plugin: file.clone(), spec: spec.clone(), online });
-        }
-        let outcome = self.inner.worker.send_open(file, spec, Some(context.clone()), true).await;
-        self.inner.online.store(outcome.is_ok(), Ordering::Relaxed);
-        outcome
-    }
-
-    async fn call(&self, call: Call) -> Result<Value, CallError> {
-        let resource = self.name().to_string();
-        self.inner.worker.connection().request(|id| Request::Call { id, resource, call }).await
-    }
-
-    /// Whether it has a live sandbox.
-    pub async fn is_live(&self) -> bool {
-        matches!(self.call(Call::IsLive).await, Ok(Value::Bool(true)))
-    }
-
-    /// The still-running processes its instance tracks.
-    pub async fn running_processes(&self) -> Vec<TrackedProcess> {
-        match self.call(Call::RunningProcesses).await {
-            Ok(Value::Processes(processes)) => processes,
-            _ => Vec::new(),
-        }
-    }
-
-    /// Brings it online.
-    pub async fn online(&self, context: &CallContext) -> Result<(), CallError> {
-        let outcome = expect_done(self.call(Call::Online(context.clone())).await?);
-        self.inner.online.store(outcome.is_ok(), Ordering::Relaxed);
-        outcome
-    }
-
-    /// Marks it online without a call: it was found running and adopted.
-    pub fn adopted(&self) {
-        self.inner.online.store(true, Ordering::Relaxed);
-    }
-
-    /// Takes it offline gracefully.
-    pub async fn offline(&self, context: &CallContext) -> Result<(), CallError> {
-        self.inner.online.store(false, Ordering::Relaxed);
-        expect_done(self.call(Call::Offline(context.clone())).await?)
-    }
-
-    /// Takes it offline at once, killing what it spawned.
-    pub async fn terminate(&self) -> Result<(), CallError> {
-        self.inner.online.store(false, Ordering::Relaxed);
-        expect_done(self.call(Call::Terminate).await?)
-    }
-
-    /// The cheap probe, one round trip.
-    pub async fn looks_alive(&self) -> Result<bool, CallError> {
-        match self.call(Call::LooksAlive).await? {
-            Value::Bool(alive) => Ok(alive),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// The thorough probe.
-    pub async fn is_alive(&self, level: CheckLevel) -> Result<Health, CallError> {
-        match self.call(Call::IsAlive(level)).await? {
-            Value::Health(health) => Ok(health),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Drops the sandbox, leaving its processes running.
-    pub async fn release(&self) {
-        let _ = self.call(Call::Release).await;
-    }
-
-    /// Drops the sandbox, killing its processes.
-    pub async fn close(&self) {
-        let _ = self.call(Call::Close).await;
-    }
-
-    /// Probes it periodically in its worker from now on (and again in the
-    /// next worker if this one is lost); failures and counts come as
-    /// [`WorkerEvent::ProbeFailed`] and [`WorkerEvent::ProbeStats`] with
-    /// `generation`.
-    pub fn start_probes(&self, generation: u64, looks_every: Duration, is_every: Duration) {
-        let resource = self.name().to_string();
-        if let Ok(mut probing) = self.inner.worker.probing.lock() {
-            probing.insert(resource.clone(), ProbeSchedule { generation, looks_every, is_every });
-        }
-        let start = Request::StartProbes { generation, resource, looks_every, is_every, immediately: false };
-        let _ = self.inner.worker.connection().requests.send(start);
-    }
-
-    /// Stops probing it.
-    pub fn stop_probes(&self) {
-        let resource = self.name().to_string();
-        if let Ok(mut probing) = self.inner.worker.probing.lock() {
-            probing.remove(&resource);
-        }
-        let _ = self.inner.worker.connection().requests.send(Request::StopProbes { resource });
-    }
-
-    /// Sends one-off probes of resources hosted in the same worker as this
-    /// one; the answers come as [`WorkerEvent::Probed`].
-    pub fn probe(&self, batch: Vec<ProbeItem>) {
-        self.inner.worker.connection().probe(batch, &self.inner.worker.events);
-    }
-
-    /// Whether `other` is hosted in the same worker (so probes of both can
-    /// travel in one batch).
-    pub fn same_worker(&self, other: &RemoteResource) -> bool {
-        Arc::ptr_eq(&self.inner.worker, &other.inner.worker)
-    }
 }
