@@ -371,10 +371,7 @@ impl Node {
         let (worker_events_sender, worker_events) = mpsc::unbounded_channel();
         let workers = WorkerPool::new(
             WorkerOptions {
-                program: std::env::current_exe().map_err(|source| crate::Error::Io {
-                    context: "cannot find the steward binary to start monitor workers".into(),
-                    source,
-                })?,
+                program: worker_program()?,
                 node_name: config.name.clone(),
                 cache_dir: config.data_dir.join("compile-cache"),
                 log_json: config.log_format == crate::config::LogFormat::Json,
@@ -897,6 +894,20 @@ impl Node {
             }
         }
     }
+}
+
+/// The binary monitor workers run: this very one. Through `/proc/self/exe`
+/// it stays the daemon's own build even after a package upgrade replaces
+/// the file on disk, so the two sides always speak the same protocol.
+fn worker_program() -> Result<PathBuf, crate::Error> {
+    let own = Path::new("/proc/self/exe");
+    if own.exists() {
+        return Ok(own.to_path_buf());
+    }
+    std::env::current_exe().map_err(|source| crate::Error::Io {
+        context: "cannot find the steward binary to start monitor workers".into(),
+        source,
+    })
 }
 
 /// A probe interval: the resource's override, else the type's proposal

@@ -169,3 +169,27 @@ async fn a_worker_that_stops_answering_is_killed_after_the_deadlock_timeout() {
     assert_eq!(daemon.program_pid("together").await, program);
     daemon.wait_group("shared", "online", Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_run_the_daemons_own_build_even_after_the_binary_is_replaced() {
+    let mut daemon = Daemon::start(&own_worker_config(""), &["generic_app", "dummy"]).await;
+    // Run from a copy this test may overwrite, as a package upgrade would.
+    let copy = daemon.path("steward");
+    std::fs::copy(steward_tests::steward_binary(), &copy).expect("copy the binary");
+    daemon.terminate();
+    daemon.binary = copy.clone();
+    daemon.spawn().await;
+    daemon.wait_group("shared", "online", Duration::from_secs(20)).await;
+    let worker = daemon.worker_pid("shared").await;
+    let hidden = daemon.path(".steward.new");
+    std::fs::write(&hidden, b"#!/bin/sh\nexit 3\n").expect("a broken new binary");
+    std::fs::rename(&hidden, &copy).expect("replace the binary");
+
+    kill_from_outside(worker);
+    let replaced = replaced_worker(&daemon, "shared", worker, Duration::from_secs(5)).await;
+    assert!(replaced.is_some(), "no new worker from the daemon's own build: {}", daemon.log());
+    let events = daemon.follow_events(Duration::from_secs(20), |e| e["kind"] == "worker-restarted").await;
+    let restarted = events.last().and_then(|e| e["reason"].as_str()).unwrap_or_default().to_string();
+    assert!(restarted.contains("0 failed"), "{events:#?}");
+    assert_eq!(daemon.group_state("shared").await, "online");
+}

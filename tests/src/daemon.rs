@@ -20,6 +20,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     /// Its API address.
     pub api: String,
+    /// The `steward` binary it runs.
+    pub binary: PathBuf,
     child: Option<Child>,
 }
 
@@ -47,7 +49,7 @@ impl Daemon {
         let api = free_address();
         let config = config.replace("{dir}", &dir.path().display().to_string()).replace("{api}", &api);
         std::fs::write(dir.path().join("steward.toml"), config).expect("write config");
-        let mut daemon = Daemon { dir, api, child: None };
+        let mut daemon = Daemon { dir, api, binary: steward_binary(), child: None };
         daemon.spawn().await;
         daemon
     }
@@ -59,7 +61,7 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .expect("log file");
-        let child = Command::new(steward_binary())
+        let child = Command::new(&self.binary)
             .args(["daemon", "--config"])
             .arg(self.dir.path().join("steward.toml"))
             .stdout(Stdio::null())

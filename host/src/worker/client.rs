@@ -284,6 +284,7 @@ impl Worker {
         let capacity = self.capacity;
         let mut command = Command::new(&options.program);
         command
+            .arg0("steward")
             .arg("monitor")
             .args(["--node", &options.node_name, "--worker", &self.name])
             .arg("--cache-dir")
