@@ -533,13 +533,15 @@ impl ResourceHandle {
         outcome
     }
 
-    /// The cheap probe.
+    /// The cheap probe, through the function typechecked at instantiation
+    /// rather than the bindings, which look the export up and typecheck it
+    /// on every call.
     pub async fn looks_alive(&self) -> Result<bool, CallError> {
         call_instance!(
             self,
             Operation::LooksAlive,
-            |guest, _typed, store, instance| guest.call_looks_alive(&mut *store, instance),
-            |alive, _denials| Ok(alive)
+            |_guest, typed, store, instance| typed.call_async(&mut *store, (instance,)),
+            |alive, _denials| Ok(alive.0)
         )
     }
 

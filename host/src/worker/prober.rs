@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::protocol::{PROBE_STATS_EVERY, ProbeCount, ProbeOutcome, Response};
 use super::server::{Worker, probe};
+use crate::monitor::ResourceHandle;
 
 /// How often the prober wakes. Probes due within one tick run together, so
 /// 10,000 resources cost 50 wakeups a second rather than 10,000; a probe is
@@ -38,6 +39,9 @@ pub(super) enum ProbeCommand {
 
 struct Schedule {
     resource: Arc<str>,
+    /// The instance's handle, looked up once: the daemon stops a schedule
+    /// before anything replaces the handle, and starts a new one after.
+    handle: Option<ResourceHandle>,
     looks_every: Duration,
     is_every: Duration,
 }
@@ -73,7 +77,8 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
                     if let Some(replaced) = current.insert(resource.clone(), generation) {
                         schedules.remove(&replaced);
                     }
-                    schedules.insert(generation, Schedule { resource: resource.into(), looks_every, is_every });
+                    let handle = worker.handle(&resource);
+                    schedules.insert(generation, Schedule { resource: resource.into(), handle, looks_every, is_every });
                 }
                 Some(ProbeCommand::Stop { resource }) => {
                     if let Some(generation) = current.remove(&resource) {
@@ -85,15 +90,18 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
                 let now = Instant::now();
                 while due.peek().is_some_and(|Reverse((at, ..))| *at <= now) {
                     let Some(Reverse((at, generation, thorough))) = due.pop() else { break };
-                    let Some(schedule) = schedules.get(&generation) else { continue };
-                    let (worker, resource) = (worker.clone(), schedule.resource.clone());
+                    let Some(schedule) = schedules.get_mut(&generation) else { continue };
+                    if schedule.handle.is_none() {
+                        schedule.handle = worker.handle(&schedule.resource);
+                    }
+                    let handle = schedule.handle.clone();
                     // Polled here, not spawned: a task each would cost more
                     // than the probe. A guest computing until its deadline
                     // yields at every epoch tick; `FuturesUnordered` then
                     // hands the thread back within two of its slices.
                     in_flight.push(async move {
                         let started = Instant::now();
-                        let outcome = match worker.handle(&resource) {
+                        let outcome = match handle {
                             Some(handle) => probe(&handle, thorough).await,
                             None => ProbeOutcome::Lost,
                         };
