@@ -41,6 +41,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     crate::init_tracing(args.log_json, "info");
+    // Started through /proc/self/exe, the process would be called `exe` in
+    // `top` and `ps -o comm`; name it for the operator.
+    if let Err(error) = rustix::thread::set_name(c"steward-monitor") {
+        tracing::debug!(%error, "cannot name the worker process");
+    }
     let runtime = Runtime::new(&RuntimeConfig {
         max_live_instances: args.instances + SPARE_INSTANCE_SLOTS,
         cache_dir: Some(args.cache_dir),
