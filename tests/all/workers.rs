@@ -193,3 +193,29 @@ async fn workers_run_the_daemons_own_build_even_after_the_binary_is_replaced() {
     assert!(restarted.contains("0 failed"), "{events:#?}");
     assert_eq!(daemon.group_state("shared").await, "online");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_died_with_its_worker_is_restarted_by_the_policy_and_counted() {
+    let daemon = Daemon::start(&own_worker_config(""), &["generic_app", "dummy"]).await;
+    daemon.wait_group("shared", "online", Duration::from_secs(20)).await;
+    let worker = daemon.worker_pid("shared").await;
+    let program = daemon.program_pid("together").await;
+    // The worker and one program die together, as in an OOM kill of both.
+    kill_from_outside(worker);
+    kill_from_outside(program);
+    let restarted = eventually(Duration::from_secs(20), async || {
+        let together = daemon.get("/v1/resources/together").await;
+        together["restarts_total"] == 1 && together["state"] == "online"
+    })
+    .await;
+    assert!(restarted, "the dead program went through the policy: {}", daemon.status_text().await);
+    let new_program = daemon.program_pid("together").await;
+    assert!(new_program != program && process_running(new_program));
+    let all = daemon.events().await;
+    let others: Vec<&Value> = events_after(&all, "worker-lost")
+        .iter()
+        .filter(|e| e["kind"] == "transition" && e["resource"] != "together")
+        .collect();
+    assert!(others.is_empty(), "only the failed resource moved: {others:#?}");
+    assert_eq!(daemon.get("/v1/resources/ticker").await["restarts_total"], 0);
+}

@@ -362,7 +362,13 @@ impl Worker {
             self.hosted.lock().map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
         let opens = hosted.into_iter().map(|(name, Hosted { plugin, mut spec, online })| async move {
             spec.adopt = (self.options.recorded_processes)(&name);
-            let resume = online.load(Ordering::Relaxed).then(|| CallContext {
+            // A resource that ran programs and has none left died with (or
+            // while) its worker: it is not resumed, so its first probe fails
+            // and the policy engine restarts it, counted. One whose programs
+            // run, or that runs none (its state is elsewhere), is resumed.
+            let programs_gone = !spec.adopt.is_empty()
+                && !spec.adopt.iter().any(|p| crate::process::start_time(p.pid) == Some(p.start_time));
+            let resume = (online.load(Ordering::Relaxed) && !programs_gone).then(|| CallContext {
                 node_name: self.options.node_name.clone(),
                 fencing_token: spec.fencing_token,
                 attempt: 1,
