@@ -403,8 +403,9 @@ impl Node {
             next_seq: AtomicU64::new(0),
         });
         let (internal_sender, internal) = mpsc::unbounded_channel();
+        // Empty until `add` gives it the configuration's resources and groups.
         let mut node = Node {
-            engine: PolicyEngine::new(&NodeConfig { resources: Vec::new(), groups: Vec::new(), ..config.clone() }),
+            engine: PolicyEngine::default(),
             config: NodeConfig { resources: Vec::new(), groups: Vec::new(), ..config.clone() },
             runtime,
             plugins,

@@ -113,8 +113,8 @@ struct GroupEntry {
     failed: bool,
 }
 
-/// The engine's state for one node.
-#[derive(Debug)]
+/// The engine's state for one node; the default knows no group.
+#[derive(Debug, Default)]
 pub struct PolicyEngine {
     resources: BTreeMap<String, ResourceEntry>,
     groups: BTreeMap<String, GroupEntry>,
@@ -123,7 +123,7 @@ pub struct PolicyEngine {
 impl PolicyEngine {
     /// An engine for `config`'s resources and groups, all offline.
     pub fn new(config: &NodeConfig) -> Self {
-        let mut engine = PolicyEngine { resources: BTreeMap::new(), groups: BTreeMap::new() };
+        let mut engine = PolicyEngine::default();
         for group in &config.groups {
             engine.add_group(group, config);
         }

@@ -62,13 +62,8 @@ fn publish(dir: &Path, name: &str, bytes: &[u8]) {
 }
 
 async fn metric(daemon: &Daemon, family: &str) -> u64 {
-    let metrics = reqwest::get(daemon.url("/metrics")).await.expect("metrics").text().await.expect("text");
-    metrics
-        .lines()
-        .find(|line| line.starts_with(&format!("{family} ")))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no {family} in {metrics}"))
+    let value = daemon.metric(&format!("{family} ")).await;
+    value.unwrap_or_else(|| panic!("no {family} in the metrics")) as u64
 }
 
 const TICKING: &str = r#"

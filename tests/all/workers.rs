@@ -64,8 +64,8 @@ async fn a_killed_worker_is_replaced_and_its_healthy_programs_keep_their_pids() 
     let all = daemon.events().await;
     let bounced: Vec<&Value> = events_after(&all, "worker-lost").iter().filter(|e| e["kind"] == "transition").collect();
     assert!(bounced.is_empty(), "nothing bounced: {bounced:#?}");
-    let metrics = reqwest::get(daemon.url("/metrics")).await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains("steward_worker_restarts_total{worker=\"shared\"} 1"), "{metrics}");
+    let restarts = daemon.metric("steward_worker_restarts_total{worker=\"shared\"} ").await;
+    assert_eq!(restarts, Some(1.0), "the restart is counted in the metrics");
 }
 
 const OWN_WORKER: &str = r#"

@@ -115,14 +115,15 @@ impl Daemon {
 
     /// Probes run on `resource` so far, read from the Prometheus metrics.
     pub async fn probes(&self, resource: &str) -> u64 {
+        self.metric(&format!("steward_probes_total{{resource=\"{resource}\"")).await.map_or(0, |value| value as u64)
+    }
+
+    /// The value of the first Prometheus series whose line starts with
+    /// `series` (a name, with labels or the start of them), if any.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
         let metrics = reqwest::get(self.url("/metrics")).await.expect("metrics").text().await.expect("metrics text");
-        let prefix = format!("steward_probes_total{{resource=\"{resource}\"");
-        metrics
-            .lines()
-            .find(|line| line.starts_with(&prefix))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse::<f64>().ok())
-            .map_or(0, |value| value as u64)
+        let line = metrics.lines().find(|line| line.starts_with(series))?;
+        line.rsplit(' ').next()?.parse().ok()
     }
 
     /// The first process `resource` runs.

@@ -148,8 +148,7 @@ impl super::Node {
         if self.plugins.get(&type_name).is_some_and(|current| current.hash() == plugin.hash()) {
             return;
         }
-        let users: Vec<String> =
-            self.config.resources.iter().filter(|r| r.type_name == type_name).map(|r| r.name.clone()).collect();
+        let users = self.resources_of_type(&type_name);
         for user in &users {
             if let Some(handle) = self.handles.get(user) {
                 handle.set_plugin(plugin.clone());
@@ -178,13 +177,8 @@ impl super::Node {
             self.plugins.iter().filter(|(_, plugin)| plugin.path() == file).map(|(name, _)| name.clone()).collect();
         for type_name in gone {
             self.plugins.remove(&type_name);
-            let running: Vec<&str> = self
-                .config
-                .resources
-                .iter()
-                .filter(|r| r.type_name == type_name && self.engine.state(&r.name) == Some(ResourceState::Online))
-                .map(|r| r.name.as_str())
-                .collect();
+            let mut running = self.resources_of_type(&type_name);
+            running.retain(|r| self.engine.state(r) == Some(ResourceState::Online));
             let reason = format!(
                 "{shown} was removed: type `{type_name}` is no longer available; {} online resource(s) keep running on it until they go offline{}",
                 running.len(),
@@ -211,9 +205,7 @@ impl super::Node {
             at_next_online: Vec::new(),
             current: Vec::new(),
         };
-        let users: Vec<String> =
-            self.config.resources.iter().filter(|r| r.type_name == type_name).map(|r| r.name.clone()).collect();
-        for resource in users {
+        for resource in self.resources_of_type(type_name) {
             let Some(handle) = self.handles.get(&resource).cloned() else { continue };
             handle.set_plugin(plugin.clone());
             if handle.running_version().as_deref() == Some(plugin.hash()) {
@@ -291,6 +283,11 @@ impl super::Node {
             ),
         );
         Ok(report)
+    }
+
+    /// The configured resources of type `type_name`.
+    fn resources_of_type(&self, type_name: &str) -> Vec<String> {
+        self.config.resources.iter().filter(|r| r.type_name == type_name).map(|r| r.name.clone()).collect()
     }
 
     fn publish_node_event(&self, kind: &str, reason: String) {

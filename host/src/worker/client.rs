@@ -302,15 +302,7 @@ impl Worker {
         };
         let pid = child.id().unwrap_or(0);
         let (requests, outgoing) = mpsc::unbounded_channel();
-        let connection = Arc::new(Connection {
-            pid,
-            requests,
-            next_id: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
-            pending_probes: Mutex::new(HashSet::new()),
-            lost: Mutex::new(None),
-            last_pong: Mutex::new(Instant::now()),
-        });
+        let connection = Arc::new(Connection::new(pid, requests, None));
         tokio::spawn(async move {
             if let Err(error) = pump(outgoing, Writer::new(stdin)).await {
                 tracing::debug!(%error, "the worker's request pipe closed");
@@ -457,14 +449,17 @@ struct Connection {
 impl Connection {
     /// A connection to no process yet: every call ends as lost.
     fn unstarted() -> Connection {
-        let (requests, _) = mpsc::unbounded_channel();
+        Connection::new(0, mpsc::unbounded_channel().0, Some("the worker is starting".into()))
+    }
+
+    fn new(pid: u32, requests: mpsc::UnboundedSender<Request>, lost: Option<String>) -> Connection {
         Connection {
-            pid: 0,
+            pid,
             requests,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             pending_probes: Mutex::new(HashSet::new()),
-            lost: Mutex::new(Some("the worker is starting".into())),
+            lost: Mutex::new(lost),
             last_pong: Mutex::new(Instant::now()),
         }
     }

@@ -96,8 +96,6 @@ pub enum Request {
 /// One call into a resource.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Call {
-    /// Open it again in a fresh sandbox.
-    Reopen,
     /// `online`.
     Online(CallContext),
     /// `offline`.
@@ -125,8 +123,6 @@ pub enum Call {
     Release,
     /// Drop the sandbox, killing its processes.
     Close,
-    /// Close it and forget it.
-    Remove,
 }
 
 /// A successful call's value.

@@ -168,7 +168,6 @@ impl Worker {
             return Err(CallError::WorkerLost { reason: format!("this worker does not host `{resource}`") });
         };
         Ok(match call {
-            Call::Reopen => handle.reopen().await.map(|()| Value::Done)?,
             Call::Online(context) => handle.online(&context).await.map(|()| Value::Done)?,
             Call::Offline(context) => handle.offline(&context).await.map(|()| Value::Done)?,
             Call::Terminate => handle.terminate().await.map(|()| Value::Done)?,
@@ -183,13 +182,6 @@ impl Worker {
                 Value::Done
             }
             Call::Close => {
-                handle.close().await;
-                Value::Done
-            }
-            Call::Remove => {
-                if let Ok(mut handles) = self.handles.lock() {
-                    handles.remove(resource);
-                }
                 handle.close().await;
                 Value::Done
             }

@@ -75,13 +75,9 @@ impl RemoteResource {
     /// Creates a fresh sandbox in the worker and opens the resource in it
     /// (with the current plugin version), replacing any previous one.
     pub async fn reopen(&self) -> Result<(), CallError> {
-        let file = self.plugin().version_file().to_path_buf();
-        let spec = self.inner.spec.clone();
         self.inner.online.store(false, Ordering::Relaxed);
-        if let Ok(mut hosted) = self.inner.worker.hosted.lock() {
-            let online = self.inner.online.clone();
-            hosted.insert(spec.name.clone(), Hosted { plugin: file.clone(), spec: spec.clone(), online });
-        }
+        let spec = self.inner.spec.clone();
+        let file = self.record_hosted(&spec);
         self.inner.worker.send_open(file, spec, None, false).await
     }
 
@@ -90,16 +86,24 @@ impl RemoteResource {
     /// processes, the new one adopts them in `open`, then `online` is
     /// called again (idempotent by the contract).
     pub async fn switch_version(&self, context: &CallContext) -> Result<(), CallError> {
-        let file = self.plugin().version_file().to_path_buf();
         let mut spec = self.inner.spec.clone();
         spec.adopt = (self.inner.worker.options.recorded_processes)(&spec.name);
+        let file = self.record_hosted(&spec);
+        let outcome = self.inner.worker.send_open(file, spec, Some(context.clone()), true).await;
+        self.inner.online.store(outcome.is_ok(), Ordering::Relaxed);
+        outcome
+    }
+
+    /// Records that the worker hosts this resource with the current plugin
+    /// version and `spec` (what a new worker re-creates); returns the
+    /// version's file.
+    fn record_hosted(&self, spec: &ResourceSpec) -> std::path::PathBuf {
+        let file = self.plugin().version_file().to_path_buf();
         if let Ok(mut hosted) = self.inner.worker.hosted.lock() {
             let online = self.inner.online.clone();
             hosted.insert(spec.name.clone(), Hosted { plugin: file.clone(), spec: spec.clone(), online });
         }
-        let outcome = self.inner.worker.send_open(file, spec, Some(context.clone()), true).await;
-        self.inner.online.store(outcome.is_ok(), Ordering::Relaxed);
-        outcome
+        file
     }
 
     async fn call(&self, call: Call) -> Result<Value, CallError> {
