@@ -188,19 +188,19 @@ impl Plugin {
         properties: &[(String, String)],
     ) -> Result<Result<(), Vec<Problem>>, CallError> {
         let (mut store, bindings) = scratch_instance(&self.runtime, &self.pre, resource).await?;
-        begin_call(&mut store, METADATA_TIMEOUT);
+        let ticket = begin_call(&mut store, METADATA_TIMEOUT);
         let properties = properties.to_vec();
         let call = bindings.steward_resource_resource_type().call_validate(&mut store, &properties);
-        let raw = timed(METADATA_TIMEOUT, call).await;
+        let raw = timed(ticket.deadline, call).await;
         finish_call(&mut store, Operation::Validate, METADATA_TIMEOUT, raw)
     }
 }
 
 async fn call_metadata(runtime: &Runtime, pre: &PluginPre<SandboxState>) -> Result<TypeInfo, CallError> {
     let (mut store, bindings) = scratch_instance(runtime, pre, "(metadata)").await?;
-    begin_call(&mut store, METADATA_TIMEOUT);
+    let ticket = begin_call(&mut store, METADATA_TIMEOUT);
     let call = bindings.steward_resource_resource_type().call_metadata(&mut store);
-    let raw = timed(METADATA_TIMEOUT, call).await;
+    let raw = timed(ticket.deadline, call).await;
     finish_call(&mut store, Operation::Metadata, METADATA_TIMEOUT, raw)
 }
 
@@ -211,6 +211,7 @@ async fn scratch_instance(
     label: &str,
 ) -> Result<(Store<SandboxState>, PluginWorld), CallError> {
     let mut store = runtime.new_store(SandboxState::ungranted(label, METADATA_MEMORY_BYTES));
+    let _awake = crate::runtime::EpochAwake::hold();
     let bindings =
         pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate { message: one_line(&e) })?;
     Ok((store, bindings))

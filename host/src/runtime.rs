@@ -11,9 +11,9 @@ use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -282,7 +282,40 @@ impl Hasher for ShaHasher {
     }
 }
 
-/// The thread that advances the engine's epoch every [`EPOCH_TICK`].
+/// Guest calls and instantiations in flight in this process. The epoch
+/// ticker sleeps while there are none: a daemon that hosts no instances,
+/// or a worker between probes, then costs no wakeups.
+static GUEST_WORK: AtomicUsize = AtomicUsize::new(0);
+
+/// The ticker threads to wake when guest work begins.
+static TICKERS: Mutex<Vec<Thread>> = Mutex::new(Vec::new());
+
+/// Held while guest code may run, so that the epoch advances and a call
+/// can be cut off at its deadline.
+#[must_use = "the epoch advances only while this is held"]
+pub(crate) struct EpochAwake(());
+
+impl EpochAwake {
+    pub(crate) fn hold() -> EpochAwake {
+        if GUEST_WORK.fetch_add(1, Ordering::SeqCst) == 0 {
+            // A ticker that saw no work parks; unparking one that has not
+            // parked yet leaves a token, so no wakeup is lost.
+            for ticker in TICKERS.lock().map(|t| t.clone()).unwrap_or_default() {
+                ticker.unpark();
+            }
+        }
+        EpochAwake(())
+    }
+}
+
+impl Drop for EpochAwake {
+    fn drop(&mut self) {
+        GUEST_WORK.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`] while
+/// guest work is in flight.
 struct Ticker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -298,11 +331,21 @@ impl Ticker {
                 while !stop_flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
+                    if GUEST_WORK.load(Ordering::SeqCst) == 0 {
+                        std::thread::park();
+                    }
                 }
             })
             .ok();
-        if thread.is_none() {
-            tracing::error!("cannot start the epoch ticker thread; call deadlines rely on async timeouts alone");
+        match &thread {
+            Some(thread) => {
+                if let Ok(mut tickers) = TICKERS.lock() {
+                    tickers.push(thread.thread().clone());
+                }
+            }
+            None => {
+                tracing::error!("cannot start the epoch ticker thread; call deadlines rely on async timeouts alone")
+            }
         }
         Ticker { stop, thread }
     }
@@ -310,6 +353,11 @@ impl Ticker {
     fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            let id = thread.thread().id();
+            if let Ok(mut tickers) = TICKERS.lock() {
+                tickers.retain(|ticker| ticker.id() != id);
+            }
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }

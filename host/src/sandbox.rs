@@ -112,9 +112,11 @@ pub struct CallClock {
 }
 
 impl CallClock {
-    pub(crate) fn begin(&mut self, timeout: Duration) {
-        self.deadline = Some(Instant::now() + timeout);
+    pub(crate) fn begin(&mut self, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        self.deadline = Some(deadline);
         self.deadline_hit = false;
+        deadline
     }
 
     pub(crate) fn end(&mut self) {

@@ -3,17 +3,21 @@
 //! (plus probe counts every [`PROBE_STATS_EVERY`]). A healthy probe costs
 //! the daemon nothing, which is what lets one node carry 10,000 resources.
 //!
-//! Probes due within one tick run together, polled in this one task: each
-//! resource's next probe is scheduled when its current one returns, and a
-//! probe stuck until its deadline holds up no other.
+//! Probes wait in a timer wheel of [`PROBE_TICK`] slots, so scheduling one
+//! costs a push, not a heap operation across every schedule. The probes
+//! due at a tick run one after another in this task, each polled once in
+//! place: a healthy probe finishes on that poll and is settled at once. A
+//! probe that suspends (its guest is blocked in an import, or computing
+//! past an epoch tick) is parked in a set polled alongside, so a probe
+//! stuck until its deadline holds up no other.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::protocol::{PROBE_STATS_EVERY, ProbeCount, ProbeOutcome, Response};
@@ -24,6 +28,11 @@ use crate::monitor::ResourceHandle;
 /// 10,000 resources cost 50 wakeups a second rather than 10,000; a probe is
 /// at most one tick late.
 const PROBE_TICK: Duration = Duration::from_millis(20);
+
+/// Slots in the timer wheel: 4,096 ticks of 20 ms reach 82 s ahead, past
+/// the default is-alive interval. Later probes wait in a heap until they
+/// come within reach.
+const WHEEL_SLOTS: u64 = 4096;
 
 /// How soon a probe that found no instance (it is being re-created) is
 /// tried again.
@@ -44,22 +53,95 @@ struct Schedule {
     handle: Option<ResourceHandle>,
     looks_every: Duration,
     is_every: Duration,
+    /// Healthy probes since the last report, and their total duration.
+    probes: u64,
+    nanos: u64,
 }
 
-/// A probe waiting for its time: when, which schedule, which kind.
-type Due = Reverse<(Instant, u64, bool)>;
+/// A probe waiting for its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at: Instant,
+    generation: u64,
+    thorough: bool,
+}
+
+/// Probes by the tick they are due at.
+struct Wheel {
+    origin: Instant,
+    /// The first tick not yet taken.
+    next_tick: u64,
+    slots: Vec<Vec<Due>>,
+    /// Probes due beyond the wheel's reach, soonest first.
+    far: BinaryHeap<Reverse<Due>>,
+}
+
+impl Wheel {
+    fn new(origin: Instant) -> Wheel {
+        Wheel { origin, next_tick: 0, slots: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(), far: BinaryHeap::new() }
+    }
+
+    /// The first tick at or after `at`: a probe never runs early.
+    fn tick_of(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.origin).as_nanos();
+        nanos.div_ceil(PROBE_TICK.as_nanos()) as u64
+    }
+
+    fn push(&mut self, due: Due) {
+        let tick = self.tick_of(due.at).max(self.next_tick);
+        if tick - self.next_tick < WHEEL_SLOTS {
+            self.slots[(tick % WHEEL_SLOTS) as usize].push(due);
+        } else {
+            self.far.push(Reverse(due));
+        }
+    }
+
+    /// Moves every probe due by `now` into `out`.
+    fn take_due(&mut self, now: Instant, out: &mut Vec<Due>) {
+        let current = (now.saturating_duration_since(self.origin).as_nanos() / PROBE_TICK.as_nanos()) as u64;
+        while self.next_tick <= current {
+            out.append(&mut self.slots[(self.next_tick % WHEEL_SLOTS) as usize]);
+            self.next_tick += 1;
+            while let Some(Reverse(due)) = self.far.peek().copied() {
+                if self.tick_of(due.at) >= self.next_tick + WHEEL_SLOTS - 1 {
+                    break;
+                }
+                self.far.pop();
+                self.push(due);
+            }
+        }
+    }
+}
+
+/// What a probe came to: its schedule, its kind, when it was due, the
+/// outcome and how long it took.
+type Finished = (Due, ProbeOutcome, Duration);
+
+struct Prober {
+    worker: Arc<Worker>,
+    schedules: HashMap<u64, Schedule>,
+    current: HashMap<String, u64>,
+    wheel: Wheel,
+    /// Schedules with healthy probes since the last report.
+    counted: Vec<u64>,
+    /// Schedules started with an immediate probe (re-created instances)
+    /// whose first probe has not ended: when the last one ends, the counts
+    /// go out at once, so the daemon sees them re-probed without waiting
+    /// for the next report.
+    awaited: HashSet<u64>,
+}
 
 pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiver<ProbeCommand>) {
-    let mut schedules: HashMap<u64, Schedule> = HashMap::new();
-    let mut current: HashMap<String, u64> = HashMap::new();
-    let mut due: BinaryHeap<Due> = BinaryHeap::new();
-    let mut counts: HashMap<u64, ProbeCount> = HashMap::new();
-    // Schedules started with an immediate probe (re-created instances)
-    // whose first probe has not ended: when the last one ends, the counts
-    // go out at once, so the daemon sees them re-probed without waiting
-    // for the next report.
-    let mut awaited: std::collections::HashSet<u64> = std::collections::HashSet::new();
-    let mut in_flight = FuturesUnordered::new();
+    let mut prober = Prober {
+        worker,
+        schedules: HashMap::new(),
+        current: HashMap::new(),
+        wheel: Wheel::new(Instant::now()),
+        counted: Vec::new(),
+        awaited: HashSet::new(),
+    };
+    let mut due = Vec::new();
+    let mut suspended = FuturesUnordered::new();
     let mut ticker = tokio::time::interval(PROBE_TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report = tokio::time::interval(PROBE_STATS_EVERY);
@@ -67,78 +149,187 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
         tokio::select! {
             command = commands.recv() => match command {
                 None => break,
-                Some(ProbeCommand::Start { generation, resource, looks_every, is_every, immediately }) => {
-                    let now = Instant::now();
-                    due.push(Reverse((if immediately { now } else { now + looks_every }, generation, false)));
-                    if immediately {
-                        awaited.insert(generation);
-                    }
-                    due.push(Reverse((now + is_every, generation, true)));
-                    if let Some(replaced) = current.insert(resource.clone(), generation) {
-                        schedules.remove(&replaced);
-                    }
-                    let handle = worker.handle(&resource);
-                    schedules.insert(generation, Schedule { resource: resource.into(), handle, looks_every, is_every });
-                }
-                Some(ProbeCommand::Stop { resource }) => {
-                    if let Some(generation) = current.remove(&resource) {
-                        schedules.remove(&generation);
-                    }
-                }
+                Some(command) => prober.command(command),
             },
             _ = ticker.tick() => {
                 let now = Instant::now();
-                while due.peek().is_some_and(|Reverse((at, ..))| *at <= now) {
-                    let Some(Reverse((at, generation, thorough))) = due.pop() else { break };
-                    let Some(schedule) = schedules.get_mut(&generation) else { continue };
+                prober.wheel.take_due(now, &mut due);
+                for item in due.drain(..) {
+                    let Some(schedule) = prober.schedules.get_mut(&item.generation) else { continue };
                     if schedule.handle.is_none() {
-                        schedule.handle = worker.handle(&schedule.resource);
+                        schedule.handle = prober.worker.handle(&schedule.resource);
                     }
-                    let handle = schedule.handle.clone();
-                    // Polled here, not spawned: a task each would cost more
-                    // than the probe. A guest computing until its deadline
-                    // yields at every epoch tick; `FuturesUnordered` then
-                    // hands the thread back within two of its slices.
-                    in_flight.push(async move {
-                        let started = Instant::now();
-                        let outcome = match handle {
-                            Some(handle) => probe(&handle, thorough).await,
-                            None => ProbeOutcome::Lost,
-                        };
-                        (generation, thorough, at, outcome, started.elapsed())
-                    });
+                    let mut running = Box::pin(timed_probe(schedule.handle.clone(), item.thorough));
+                    // Polled here, not spawned: a task each would cost
+                    // more than the probe.
+                    match running.as_mut().now_or_never() {
+                        Some((outcome, took)) => {
+                            if prober.finish((item, outcome, took), now) {
+                                report.reset_immediately();
+                            }
+                        }
+                        None => suspended.push(running.map(move |(outcome, took)| (item, outcome, took))),
+                    }
                 }
             },
-            Some((generation, thorough, at, outcome, took)) = in_flight.next(), if !in_flight.is_empty() => {
-                let Some(schedule) = schedules.get(&generation) else { continue };
-                if awaited.remove(&generation) && awaited.is_empty() {
-                    // Counted below, then sent with the rest at once.
+            Some(finished) = suspended.next(), if !suspended.is_empty() => {
+                if prober.finish(finished, Instant::now()) {
                     report.reset_immediately();
                 }
-                let next = match outcome {
-                    ProbeOutcome::Healthy => {
-                        let count = counts.entry(generation).or_insert(ProbeCount { generation, probes: 0, nanos: 0 });
-                        count.probes += 1;
-                        count.nanos += took.as_nanos() as u64;
-                        let every = if thorough { schedule.is_every } else { schedule.looks_every };
-                        (at + every).max(Instant::now())
-                    }
-                    ProbeOutcome::Lost => Instant::now() + MISSING_INSTANCE_RETRY,
-                    ProbeOutcome::Failed(reason) => {
-                        if let Some(schedule) = schedules.remove(&generation) {
-                            current.remove(&*schedule.resource);
-                        }
-                        worker.send(Response::ProbeFailed { generation, reason });
-                        continue;
-                    }
-                };
-                due.push(Reverse((next, generation, thorough)));
             },
-            _ = report.tick() => {
-                if !counts.is_empty() {
-                    worker.send(Response::ProbeStats(counts.drain().map(|(_, count)| count).collect()));
+            _ = report.tick() => prober.report(),
+        }
+    }
+}
+
+/// One probe and how long it took.
+async fn timed_probe(handle: Option<ResourceHandle>, thorough: bool) -> (ProbeOutcome, Duration) {
+    let started = Instant::now();
+    let outcome = match handle {
+        Some(handle) => probe(&handle, thorough).await,
+        None => ProbeOutcome::Lost,
+    };
+    (outcome, started.elapsed())
+}
+
+impl Prober {
+    fn command(&mut self, command: ProbeCommand) {
+        match command {
+            ProbeCommand::Start { generation, resource, looks_every, is_every, immediately } => {
+                let now = Instant::now();
+                let first = if immediately { now } else { now + looks_every };
+                self.wheel.push(Due { at: first, generation, thorough: false });
+                self.wheel.push(Due { at: now + is_every, generation, thorough: true });
+                if immediately {
+                    self.awaited.insert(generation);
+                }
+                if let Some(replaced) = self.current.insert(resource.clone(), generation) {
+                    self.schedules.remove(&replaced);
+                }
+                let handle = self.worker.handle(&resource);
+                let schedule =
+                    Schedule { resource: resource.into(), handle, looks_every, is_every, probes: 0, nanos: 0 };
+                self.schedules.insert(generation, schedule);
+            }
+            ProbeCommand::Stop { resource } => {
+                if let Some(generation) = self.current.remove(&resource) {
+                    self.schedules.remove(&generation);
                 }
             }
         }
+    }
+
+    /// Counts a probe that ended and schedules the next, or reports the
+    /// failure and drops the schedule. Returns whether the counts should
+    /// go out now (the last awaited re-probe ended).
+    fn finish(&mut self, (due, outcome, took): Finished, now: Instant) -> bool {
+        let Some(schedule) = self.schedules.get_mut(&due.generation) else { return false };
+        let report_now = self.awaited.remove(&due.generation) && self.awaited.is_empty();
+        let next = match outcome {
+            ProbeOutcome::Healthy => {
+                if schedule.probes == 0 {
+                    self.counted.push(due.generation);
+                }
+                schedule.probes += 1;
+                schedule.nanos += took.as_nanos() as u64;
+                let every = if due.thorough { schedule.is_every } else { schedule.looks_every };
+                (due.at + every).max(now)
+            }
+            ProbeOutcome::Lost => now + MISSING_INSTANCE_RETRY,
+            ProbeOutcome::Failed(reason) => {
+                if let Some(schedule) = self.schedules.remove(&due.generation) {
+                    self.current.remove(&*schedule.resource);
+                }
+                self.worker.send(Response::ProbeFailed { generation: due.generation, reason });
+                return report_now;
+            }
+        };
+        self.wheel.push(Due { at: next, ..due });
+        report_now
+    }
+
+    fn report(&mut self) {
+        if self.counted.is_empty() {
+            return;
+        }
+        let mut counts = Vec::with_capacity(self.counted.len());
+        for generation in self.counted.drain(..) {
+            if let Some(schedule) = self.schedules.get_mut(&generation) {
+                counts.push(ProbeCount { generation, probes: schedule.probes, nanos: schedule.nanos });
+                schedule.probes = 0;
+                schedule.nanos = 0;
+            }
+        }
+        if !counts.is_empty() {
+            self.worker.send(Response::ProbeStats(counts));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(at: Instant, generation: u64) -> Due {
+        Due { at, generation, thorough: false }
+    }
+
+    #[test]
+    fn the_wheel_never_hands_out_a_probe_early_and_at_most_a_tick_late() {
+        let origin = Instant::now();
+        let mut wheel = Wheel::new(origin);
+        for (generation, ms) in [(1, 0), (2, 5), (3, 20), (4, 21), (5, 1_000)] {
+            wheel.push(due(origin + Duration::from_millis(ms), generation));
+        }
+        let mut out = Vec::new();
+        let taken = |wheel: &mut Wheel, out: &mut Vec<Due>, ms: u64| {
+            wheel.take_due(origin + Duration::from_millis(ms), out);
+            let generations: Vec<u64> = out.drain(..).map(|d| d.generation).collect();
+            generations
+        };
+        assert_eq!(taken(&mut wheel, &mut out, 0), vec![1]);
+        assert_eq!(taken(&mut wheel, &mut out, 19), Vec::<u64>::new());
+        assert_eq!(taken(&mut wheel, &mut out, 20), vec![2, 3]);
+        assert_eq!(taken(&mut wheel, &mut out, 39), Vec::<u64>::new());
+        assert_eq!(taken(&mut wheel, &mut out, 40), vec![4]);
+        assert_eq!(taken(&mut wheel, &mut out, 999), Vec::<u64>::new());
+        assert_eq!(taken(&mut wheel, &mut out, 1_000), vec![5]);
+    }
+
+    #[test]
+    fn probes_beyond_the_wheels_reach_wait_in_the_heap_and_come_back_in_time() {
+        let origin = Instant::now();
+        let mut wheel = Wheel::new(origin);
+        let reach = PROBE_TICK * WHEEL_SLOTS as u32;
+        wheel.push(due(origin + reach * 3 + Duration::from_millis(7), 9));
+        wheel.push(due(origin + reach + Duration::from_millis(40), 8));
+        assert_eq!(wheel.far.len(), 2);
+        let mut out = Vec::new();
+        // Walk the clock forward a tick at a time, as the prober does.
+        let mut seen = Vec::new();
+        let mut now = origin;
+        while now < origin + reach * 4 {
+            wheel.take_due(now, &mut out);
+            for item in out.drain(..) {
+                assert!(item.at <= now, "handed out early");
+                assert!(now - item.at < PROBE_TICK, "handed out more than a tick late");
+                seen.push(item.generation);
+            }
+            now += PROBE_TICK;
+        }
+        assert_eq!(seen, vec![8, 9]);
+    }
+
+    #[test]
+    fn a_probe_due_in_the_past_runs_at_the_next_tick() {
+        let origin = Instant::now();
+        let mut wheel = Wheel::new(origin);
+        let mut out = Vec::new();
+        wheel.take_due(origin + Duration::from_millis(100), &mut out);
+        wheel.push(due(origin + Duration::from_millis(10), 1));
+        wheel.take_due(origin + Duration::from_millis(119), &mut out);
+        assert!(out.is_empty());
+        wheel.take_due(origin + Duration::from_millis(120), &mut out);
+        assert_eq!(out.len(), 1);
     }
 }
