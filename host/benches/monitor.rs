@@ -8,6 +8,10 @@
 //! - `bare_call_ns`: the same export on a bare wasmtime instance, called
 //!   synchronously with nothing around it; `bare_async_call_ns` the same
 //!   call made the async way the monitor must make it (for deadlines);
+//! - `cold_call_ns` and `cold_async_call_ns`: the same two calls spread
+//!   round-robin over 10,000 bare instances, as a node probing 10,000
+//!   resources makes them: every call finds its store out of the caches.
+//!   This is the floor under the daemon bench's density figure;
 //! - `native_call_ns`: the same check through a native trait object;
 //! - `ocf_dummy_monitor_ns`: `Dummy monitor` by fork and exec, when
 //!   Debian's `resource-agents` is installed;
@@ -71,6 +75,8 @@ fn main() {
     record("looks_alive_ns", tokio.block_on(monitor_looks_alive_ns(&warm)));
     record("bare_call_ns", bare_sync_call_ns(&dummy_path));
     record("bare_async_call_ns", tokio.block_on(bare_async_call_ns(&dummy_path)));
+    record("cold_call_ns", tokio.block_on(bare_cold_call_ns(&dummy_path, Calls::Sync)));
+    record("cold_async_call_ns", tokio.block_on(bare_cold_call_ns(&dummy_path, Calls::Async)));
     record("native_call_ns", native_call_ns());
     if let Some(ns) = ocf_dummy_monitor_ns() {
         record("ocf_dummy_monitor_ns", ns);
@@ -214,6 +220,75 @@ async fn bare_async_call_ns(path: &Path) -> f64 {
     }
     let mut samples = samples.into_iter();
     median_ns(|| samples.next().unwrap_or_default())
+}
+
+/// Instances in the cold-call figures, as in the daemon's density bench.
+const COLD_INSTANCES: u32 = 10_000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Calls {
+    Sync,
+    Async,
+}
+
+/// Looks-alive on each of [`COLD_INSTANCES`] bare instances in turn, in an
+/// engine set up as the monitor's (pooling, epochs), with nothing of
+/// Steward's around the call.
+async fn bare_cold_call_ns(path: &Path, calls: Calls) -> f64 {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.concurrency_support(false);
+    config.epoch_interruption(true);
+    config.memory_reservation(64 << 20);
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(COLD_INSTANCES)
+        .total_core_instances(COLD_INSTANCES * 3)
+        .total_memories(COLD_INSTANCES)
+        .total_tables(COLD_INSTANCES * 2)
+        .total_stacks(COLD_INSTANCES)
+        .max_memory_size(64 << 20);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config).expect("engine");
+    let component = Component::from_file(&engine, path).expect("component");
+    let mut linker: Linker<Bare> = Linker::new(&engine);
+    match calls {
+        Calls::Sync => wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi"),
+        Calls::Async => wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi"),
+    }
+    bare_host_imports(&mut linker, &component);
+    let pre = linker.instantiate_pre(&component).expect("instantiate_pre");
+    let mut instances = Vec::new();
+    for _ in 0..COLD_INSTANCES {
+        let mut store = bare_store(&engine);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = pre.instantiate_async(&mut store).await.expect("instantiate");
+        let interface = instance.get_export_index(&mut store, None, steward::plugin::EXPORT_NAME).expect("interface");
+        let open = instance.get_export_index(&mut store, Some(&interface), "[static]instance.open").expect("open");
+        let probe =
+            instance.get_export_index(&mut store, Some(&interface), "[method]instance.looks-alive").expect("probe");
+        let open = instance
+            .get_typed_func::<(&str, &[(String, String)]), (Result<ResourceAny, steward::bindings::PluginError>,)>(
+                &mut store, open,
+            )
+            .expect("typed open");
+        let (opened,) = open.call_async(&mut store, ("cold", &[])).await.expect("open call");
+        let probe = instance.get_typed_func::<(ResourceAny,), (bool,)>(&mut store, probe).expect("typed probe");
+        instances.push((store, opened.expect("opened"), probe));
+    }
+    let mut rounds = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        for (store, resource, probe) in instances.iter_mut() {
+            let (alive,) = match calls {
+                Calls::Sync => probe.call(&mut *store, (*resource,)).expect("call"),
+                Calls::Async => probe.call_async(&mut *store, (*resource,)).await.expect("call"),
+            };
+            black_box(alive);
+        }
+        rounds.push(started.elapsed().as_nanos() as f64 / f64::from(COLD_INSTANCES));
+    }
+    rounds.sort_by(f64::total_cmp);
+    rounds[rounds.len() / 2]
 }
 
 trait Probe {
