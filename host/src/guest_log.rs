@@ -7,8 +7,8 @@
 //! panic message goes) keeps only its last few KiB, so a failure report can
 //! quote it.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -115,44 +115,46 @@ fn emit(resource: &str, level: LogLevel, message: &str, fields: &[(String, Strin
 
 /// The last [`STDERR_TAIL_BYTES`] a guest wrote to stderr. Cloning shares it:
 /// one clone goes into the WASI context, one stays with the monitor.
+///
+/// Each write is stamped, so a report can quote what one call wrote
+/// without the hot call path clearing anything before each call.
 #[derive(Debug, Clone, Default)]
 pub struct StderrTail {
-    inner: Arc<TailInner>,
+    inner: Arc<Mutex<Tail>>,
 }
 
 #[derive(Debug, Default)]
-struct TailInner {
-    bytes: Mutex<Vec<u8>>,
-    /// Whether anything was written since the last clear: lets the hot
-    /// call path skip the lock, since almost no call writes to stderr.
-    written: AtomicBool,
+struct Tail {
+    bytes: Vec<u8>,
+    /// When each retained write came, and where it starts in `bytes`.
+    writes: VecDeque<(Instant, usize)>,
 }
 
 impl StderrTail {
-    /// What the guest wrote last, as text, with surrounding whitespace trimmed.
-    pub fn text(&self) -> String {
-        let bytes = self.inner.bytes.lock().map(|bytes| bytes.clone()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).trim().to_string()
-    }
-
-    /// Forgets what was written (before a new call, so a report quotes only
-    /// what that call wrote).
-    pub fn clear(&self) {
-        if self.inner.written.swap(false, Ordering::Relaxed)
-            && let Ok(mut bytes) = self.inner.bytes.lock()
-        {
-            bytes.clear();
-        }
+    /// What the guest wrote since `started`, as text, with surrounding
+    /// whitespace trimmed.
+    pub fn text_since(&self, started: Instant) -> String {
+        let Ok(tail) = self.inner.lock() else { return String::new() };
+        let Some(&(_, offset)) = tail.writes.iter().find(|(at, _)| *at >= started) else { return String::new() };
+        String::from_utf8_lossy(&tail.bytes[offset..]).trim().to_string()
     }
 
     fn append(&self, new: &[u8]) {
-        self.inner.written.store(true, Ordering::Relaxed);
-        if let Ok(mut bytes) = self.inner.bytes.lock() {
-            let new = &new[new.len().saturating_sub(STDERR_TAIL_BYTES)..];
-            let overflow = (bytes.len() + new.len()).saturating_sub(STDERR_TAIL_BYTES);
-            bytes.drain(..overflow);
-            bytes.extend_from_slice(new);
+        let now = Instant::now();
+        let Ok(mut tail) = self.inner.lock() else { return };
+        let new = &new[new.len().saturating_sub(STDERR_TAIL_BYTES)..];
+        let overflow = (tail.bytes.len() + new.len()).saturating_sub(STDERR_TAIL_BYTES);
+        tail.bytes.drain(..overflow);
+        for write in tail.writes.iter_mut() {
+            write.1 = write.1.saturating_sub(overflow);
         }
+        // Writes cut away entirely all start at 0 now; keep the newest.
+        while tail.writes.get(1).is_some_and(|(_, offset)| *offset == 0) {
+            tail.writes.pop_front();
+        }
+        let offset = tail.bytes.len();
+        tail.writes.push_back((now, offset));
+        tail.bytes.extend_from_slice(new);
     }
 }
 
@@ -188,6 +190,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stderr_is_quoted_from_the_calls_start() {
+        let tail = StderrTail::default();
+        tail.append(b"earlier call\n");
+        let started = Instant::now();
+        assert_eq!(tail.text_since(started), "");
+        tail.append(b"first ");
+        tail.append(b"second\n");
+        assert_eq!(tail.text_since(started), "first second");
+        assert_eq!(tail.text_since(Instant::now()), "");
+    }
+
+    #[test]
     fn flood_is_cut_to_the_burst_and_counted() {
         let mut log = GuestLog::default();
         let mut reported = 0;
@@ -202,11 +216,12 @@ mod tests {
     #[test]
     fn stderr_keeps_only_its_tail() {
         let tail = StderrTail::default();
+        let started = Instant::now();
         for _ in 0..100 {
             tail.append(&[b'a'; 1000]);
         }
         tail.append(b"panicked at the end");
-        let text = tail.text();
+        let text = tail.text_since(started);
         assert_eq!(text.len(), STDERR_TAIL_BYTES);
         assert!(text.ends_with("panicked at the end"));
     }

@@ -682,8 +682,6 @@ pub(crate) fn begin_call(store: &mut Store<SandboxState>, limit: Duration) -> Ca
     let state = store.data_mut();
     let deadline = state.clock.begin(limit);
     state.limiter.hit = false;
-    state.stderr.clear();
-    state.processes.take_denials();
     CallTicket { deadline, _awake: awake }
 }
 
@@ -713,7 +711,7 @@ fn classify(state: &SandboxState, operation: Operation, limit: Duration, error: 
         Some(trap) => trap.to_string(),
         None => one_line(error),
     };
-    let stderr = state.stderr.text();
+    let stderr = state.clock.started.map(|started| state.stderr.text_since(started)).unwrap_or_default();
     let message =
         if stderr.is_empty() { trap } else { format!("{trap}; guest stderr: {}", stderr.replace('\n', " | ")) };
     CallError::Trap { operation, message }

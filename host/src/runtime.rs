@@ -300,8 +300,8 @@ impl EpochAwake {
         if GUEST_WORK.fetch_add(1, Ordering::SeqCst) == 0 {
             // A ticker that saw no work parks; unparking one that has not
             // parked yet leaves a token, so no wakeup is lost.
-            for ticker in TICKERS.lock().map(|t| t.clone()).unwrap_or_default() {
-                ticker.unpark();
+            if let Ok(tickers) = TICKERS.lock() {
+                tickers.iter().for_each(Thread::unpark);
             }
         }
         EpochAwake(())

@@ -107,13 +107,17 @@ impl WasiView for SandboxState {
 #[derive(Debug, Default)]
 pub struct CallClock {
     deadline: Option<Instant>,
+    /// When the call in progress (or the last one) began.
+    pub(crate) started: Option<Instant>,
     /// Set when the deadline ended the call (epoch callback or an import).
     pub(crate) deadline_hit: bool,
 }
 
 impl CallClock {
     pub(crate) fn begin(&mut self, timeout: Duration) -> Instant {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        self.started = Some(started);
         self.deadline = Some(deadline);
         self.deadline_hit = false;
         deadline

@@ -234,23 +234,28 @@ impl Worker {
 }
 
 /// One probe of one resource, as the prober counts it.
+///
+/// The is-alive calls are boxed: the prober allocates each probe's future,
+/// and most probes are looks-alive, which should not pay for the room an
+/// is-alive call needs.
 pub async fn probe(handle: &ResourceHandle, thorough: bool) -> ProbeOutcome {
-    let outcome = if thorough {
-        handle.is_alive(CheckLevel::Normal).await.map(|health| (health.alive, health.reason))
-    } else {
-        handle.looks_alive().await.map(|alive| (alive, "looks-alive returned false".to_string()))
-    };
-    match outcome {
-        Ok((true, _)) => ProbeOutcome::Healthy,
-        Ok((false, reason)) if !thorough => match handle.is_alive(CheckLevel::Thorough).await {
+    if thorough {
+        return match Box::pin(handle.is_alive(CheckLevel::Normal)).await {
+            Ok(health) if health.alive => ProbeOutcome::Healthy,
+            Ok(health) => ProbeOutcome::Failed(format!("is-alive: {}", health.reason)),
+            Err(error) => ProbeOutcome::Failed(error.to_string()),
+        };
+    }
+    match handle.looks_alive().await {
+        Ok(true) => ProbeOutcome::Healthy,
+        Ok(false) => match Box::pin(handle.is_alive(CheckLevel::Thorough)).await {
             Ok(health) if health.alive => {
                 tracing::info!(resource = handle.name(), "looks-alive false, is-alive true");
                 ProbeOutcome::Healthy
             }
-            Ok(health) => ProbeOutcome::Failed(format!("{reason}; is-alive: {}", health.reason)),
+            Ok(health) => ProbeOutcome::Failed(format!("looks-alive returned false; is-alive: {}", health.reason)),
             Err(error) => ProbeOutcome::Failed(error.to_string()),
         },
-        Ok((false, reason)) => ProbeOutcome::Failed(format!("is-alive: {reason}")),
         Err(error) => ProbeOutcome::Failed(error.to_string()),
     }
 }
