@@ -12,6 +12,8 @@
 //!   round-robin over 10,000 bare instances, as a node probing 10,000
 //!   resources makes them: every call finds its store out of the caches.
 //!   This is the floor under the daemon bench's density figure;
+//!   `cold_looks_alive_ns` the monitor's own call path over 10,000 `dummy`
+//!   resources (what the worker's prober adds comes on top);
 //! - `native_call_ns`: the same check through a native trait object;
 //! - `ocf_dummy_monitor_ns`: `Dummy monitor` by fork and exec, when
 //!   Debian's `resource-agents` is installed;
@@ -53,10 +55,7 @@ fn main() {
     let guests = root.join("target/wasm32-wasip2/guest");
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
     let cache = tempfile::tempdir().expect("cache dir");
-    let config = RuntimeConfig {
-        max_live_instances: DENSITY_INSTANCES as u32 + 64,
-        cache_dir: Some(cache.path().to_path_buf()),
-    };
+    let config = RuntimeConfig { max_live_instances: COLD_INSTANCES + 64, cache_dir: Some(cache.path().to_path_buf()) };
     let runtime = Runtime::new(&config).expect("runtime");
     let mut figures = serde_json::Map::new();
     let mut record = |key: &str, value: f64| {
@@ -77,6 +76,7 @@ fn main() {
     record("bare_async_call_ns", tokio.block_on(bare_async_call_ns(&dummy_path)));
     record("cold_call_ns", tokio.block_on(bare_cold_call_ns(&dummy_path, Calls::Sync)));
     record("cold_async_call_ns", tokio.block_on(bare_cold_call_ns(&dummy_path, Calls::Async)));
+    record("cold_looks_alive_ns", tokio.block_on(cold_looks_alive_ns(&dummy, &monitor)));
     record("native_call_ns", native_call_ns());
     if let Some(ns) = ocf_dummy_monitor_ns() {
         record("ocf_dummy_monitor_ns", ns);
@@ -133,6 +133,29 @@ async fn monitor_looks_alive_ns(handle: &ResourceHandle) -> f64 {
     }
     let mut samples = samples.into_iter();
     median_ns(|| samples.next().unwrap_or_default())
+}
+
+/// Looks-alive through the monitor on each of [`COLD_INSTANCES`] resources
+/// in turn; the resources are closed afterwards.
+async fn cold_looks_alive_ns(dummy: &Arc<Plugin>, monitor: &Monitor) -> f64 {
+    let mut handles = Vec::new();
+    for i in 0..COLD_INSTANCES {
+        let name = format!("cold{i}");
+        handles.push(monitor.open(dummy.clone(), ResourceSpec::new(&name, dummy)).await.expect("open"));
+    }
+    let mut rounds = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        for handle in &handles {
+            black_box(handle.looks_alive().await.expect("probe"));
+        }
+        rounds.push(started.elapsed().as_nanos() as f64 / f64::from(COLD_INSTANCES));
+    }
+    for handle in handles {
+        handle.close().await;
+    }
+    rounds.sort_by(f64::total_cmp);
+    rounds[rounds.len() / 2]
 }
 
 /// State of the bare instance: WASI only; Steward's imports trap if called

@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// A monitor worker that does not answer for this long is killed and
     /// handled as dead.
     pub worker_deadlock_timeout: Duration,
+    /// The most resources one shared monitor worker hosts; more go to the
+    /// next shared worker. `None`: as many as `vm.max_map_count` allows.
+    pub max_instances_per_worker: Option<u32>,
     /// Every resource, in file order.
     pub resources: Vec<ResourceConfig>,
     /// Every group, in file order.
@@ -199,6 +202,7 @@ pub fn load(file: &Path) -> Result<NodeConfig, ConfigError> {
         log_format: raw.node.log_format,
         leave_running_on_stop: raw.node.leave_running_on_stop,
         worker_deadlock_timeout: raw.node.worker_deadlock_timeout.map_or(DEFAULT_WORKER_DEADLOCK_TIMEOUT, |d| d.0),
+        max_instances_per_worker: raw.node.max_instances_per_worker,
         resources,
         groups,
     };
@@ -320,6 +324,13 @@ fn collect(
 /// inside the group and acyclic.
 fn check_structure(config: &NodeConfig) -> Result<(), ConfigError> {
     let file = config.file.display().to_string();
+    if config.max_instances_per_worker == Some(0) {
+        return Err(ConfigError {
+            location: format!("{file}: [node]"),
+            message: "max_instances_per_worker: must be at least 1; leave it out to size workers by vm.max_map_count"
+                .into(),
+        });
+    }
     let mut seen = HashSet::new();
     for resource in &config.resources {
         if !seen.insert(resource.name.as_str()) {
@@ -489,6 +500,7 @@ struct RawNode {
     #[serde(default)]
     leave_running_on_stop: bool,
     worker_deadlock_timeout: Option<TextDuration>,
+    max_instances_per_worker: Option<u32>,
     include: Option<PathBuf>,
 }
 

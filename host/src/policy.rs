@@ -462,6 +462,7 @@ mod tests {
             log_format: LogFormat::Text,
             leave_running_on_stop: false,
             worker_deadlock_timeout: crate::config::DEFAULT_WORKER_DEADLOCK_TIMEOUT,
+            max_instances_per_worker: None,
             resources: vec![resource("disk", &[]), resource("web", &["disk"])],
             groups: vec![GroupConfig {
                 name: "g".into(),

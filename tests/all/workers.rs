@@ -219,3 +219,76 @@ async fn a_program_that_died_with_its_worker_is_restarted_by_the_policy_and_coun
     assert!(others.is_empty(), "only the failed resource moved: {others:#?}");
     assert_eq!(daemon.get("/v1/resources/ticker").await["restarts_total"], 0);
 }
+
+const SHARDED: &str = r#"
+[node]
+name = "node-s"
+plugin_dir = "plugins"
+data_dir = "data"
+api = "{api}"
+max_instances_per_worker = 2
+
+[[resource]]
+name = "d1"
+type = "dummy"
+looks_alive_interval = "50ms"
+
+[[resource]]
+name = "d2"
+type = "dummy"
+looks_alive_interval = "50ms"
+
+[[resource]]
+name = "d3"
+type = "dummy"
+looks_alive_interval = "50ms"
+
+[[resource]]
+name = "d4"
+type = "dummy"
+looks_alive_interval = "50ms"
+
+[[resource]]
+name = "d5"
+type = "dummy"
+looks_alive_interval = "50ms"
+
+[[group]]
+name = "many"
+resources = ["d1", "d2", "d3", "d4", "d5"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_past_a_workers_capacity_go_to_the_next_shared_worker_and_fail_apart() {
+    let mut daemon = Daemon::start(SHARDED, &["dummy"]).await;
+    daemon.wait_group("many", "online", Duration::from_secs(20)).await;
+    let workers = daemon.get("/v1/workers").await;
+    let hosted = |name: &str| -> Vec<String> {
+        let worker = workers.as_array().into_iter().flatten().find(|w| w["name"] == name);
+        let resources = worker.and_then(|w| w["resources"].as_array()).cloned().unwrap_or_default();
+        resources.iter().filter_map(|r| r.as_str().map(str::to_string)).collect()
+    };
+    assert_eq!(hosted("shared"), ["d1", "d2"], "{workers:#}");
+    assert_eq!(hosted("shared-2"), ["d3", "d4"], "{workers:#}");
+    assert_eq!(hosted("shared-3"), ["d5"], "{workers:#}");
+
+    let (first, second, third) =
+        (daemon.worker_pid("shared").await, daemon.worker_pid("shared-2").await, daemon.worker_pid("shared-3").await);
+    kill_from_outside(second);
+    assert!(replaced_worker(&daemon, "shared-2", second, Duration::from_secs(1)).await.is_some());
+    let events = daemon.follow_events(Duration::from_secs(20), |e| e["kind"] == "worker-restarted").await;
+    let restarted = events.last().map(|e| e["reason"].as_str().unwrap_or_default()).unwrap_or_default();
+    assert!(
+        restarted.contains("`shared-2`") && restarted.contains("2 instance(s) re-created, 0 failed"),
+        "{events:#?}"
+    );
+
+    // The other shards were never touched and kept probing.
+    assert_eq!((daemon.worker_pid("shared").await, daemon.worker_pid("shared-3").await), (first, third));
+    for resource in ["d1", "d3", "d5"] {
+        let before = daemon.probes(resource).await;
+        assert!(eventually(Duration::from_secs(10), async || daemon.probes(resource).await > before + 3).await);
+    }
+    assert_eq!(daemon.group_state("many").await, "online");
+    assert!(daemon.running());
+}

@@ -40,7 +40,8 @@ mod remote;
 
 pub use remote::RemoteResource;
 
-/// The name of the worker resources share unless they ask for their own.
+/// The name of the worker resources share unless they ask for their own;
+/// once it is full the next are `shared-2`, `shared-3`, and so on.
 pub const SHARED_WORKER: &str = "shared";
 
 /// How the daemon starts its workers.
@@ -53,7 +54,8 @@ pub struct WorkerOptions {
     pub cache_dir: PathBuf,
     /// Log as JSON lines.
     pub log_json: bool,
-    /// How many instances the shared worker is sized for.
+    /// How many instances one shared worker is sized for; resources past
+    /// that go to the next shared worker.
     pub shared_capacity: u32,
     /// A worker that does not answer a ping for this long is killed.
     pub deadlock_timeout: Duration,
@@ -134,21 +136,49 @@ pub struct WorkerView {
 pub struct WorkerPool {
     options: Arc<WorkerOptions>,
     workers: Mutex<BTreeMap<String, Arc<Worker>>>,
+    /// How many resources each shared worker was given, in order.
+    shared_assigned: Mutex<Vec<u32>>,
     events: mpsc::UnboundedSender<WorkerEvent>,
 }
 
 impl WorkerPool {
     /// A pool with no worker yet; each starts with its first resource.
     pub fn new(options: WorkerOptions, events: mpsc::UnboundedSender<WorkerEvent>) -> Arc<WorkerPool> {
-        Arc::new(WorkerPool { options: Arc::new(options), workers: Mutex::new(BTreeMap::new()), events })
+        Arc::new(WorkerPool {
+            options: Arc::new(options),
+            workers: Mutex::new(BTreeMap::new()),
+            shared_assigned: Mutex::new(Vec::new()),
+            events,
+        })
     }
 
-    /// The handle of resource `spec`, hosted in the shared worker or (with
-    /// `separate`) in a worker of its own. Nothing is opened yet.
+    /// The handle of resource `spec`, hosted in the first shared worker with
+    /// room or (with `separate`) in a worker of its own. Nothing is opened
+    /// yet.
     pub fn resource(&self, plugin: Arc<Plugin>, spec: ResourceSpec, separate: bool) -> RemoteResource {
-        let name = if separate { spec.name.clone() } else { SHARED_WORKER.to_string() };
-        let worker = self.worker(&name, if separate { 1 } else { self.options.shared_capacity });
+        let worker = if separate {
+            self.worker(&spec.name, 1)
+        } else {
+            self.worker(&self.shared_worker_with_room(), self.options.shared_capacity)
+        };
         RemoteResource::new(worker, plugin, spec)
+    }
+
+    /// Names the shared worker the next resource goes to, and counts it.
+    fn shared_worker_with_room(&self) -> String {
+        let Ok(mut assigned) = self.shared_assigned.lock() else {
+            unreachable!("the assignment lock is never held across a panic")
+        };
+        let capacity = self.options.shared_capacity.max(1);
+        let index = match assigned.iter().position(|count| *count < capacity) {
+            Some(index) => index,
+            None => {
+                assigned.push(0);
+                assigned.len() - 1
+            }
+        };
+        assigned[index] += 1;
+        shared_worker_name(index)
     }
 
     /// What the API shows of every worker.
@@ -195,6 +225,14 @@ impl WorkerPool {
                 worker
             })
             .clone()
+    }
+}
+
+/// The name of the `index`th shared worker: `shared`, then `shared-2`, ...
+fn shared_worker_name(index: usize) -> String {
+    match index {
+        0 => SHARED_WORKER.to_string(),
+        _ => format!("{SHARED_WORKER}-{}", index + 1),
     }
 }
 
