@@ -47,6 +47,7 @@ pub(super) enum ProbeCommand {
 }
 
 struct Schedule {
+    generation: u64,
     resource: Arc<str>,
     /// The instance's handle, looked up once: the daemon stops a schedule
     /// before anything replaces the handle, and starts a new one after.
@@ -58,11 +59,54 @@ struct Schedule {
     nanos: u64,
 }
 
+/// Where a schedule sits in [`Schedules`].
+type Slot = u32;
+
+/// Every schedule, in a slab: a probe names its slot, so finding its
+/// schedule is an index rather than a hash lookup, and schedules started
+/// together sit together in memory, as their probes come due together.
+/// (At 10,000 resources, the hash lookup's two cache misses were a fifth of
+/// the prober's cost.)
+#[derive(Default)]
+struct Schedules {
+    slots: Vec<Option<Schedule>>,
+    free: Vec<Slot>,
+}
+
+impl Schedules {
+    fn insert(&mut self, schedule: Schedule) -> Slot {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(schedule);
+                slot
+            }
+            None => {
+                self.slots.push(Some(schedule));
+                (self.slots.len() - 1) as Slot
+            }
+        }
+    }
+
+    /// The schedule in `slot`, if it is still `generation` (a stopped
+    /// schedule's slot may hold a newer one).
+    fn get_mut(&mut self, slot: Slot, generation: u64) -> Option<&mut Schedule> {
+        self.slots.get_mut(slot as usize)?.as_mut().filter(|schedule| schedule.generation == generation)
+    }
+
+    fn remove(&mut self, slot: Slot, generation: u64) -> Option<Schedule> {
+        self.get_mut(slot, generation)?;
+        let removed = self.slots.get_mut(slot as usize)?.take();
+        self.free.push(slot);
+        removed
+    }
+}
+
 /// A probe waiting for its time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Due {
     at: Instant,
     generation: u64,
+    slot: Slot,
     thorough: bool,
 }
 
@@ -119,11 +163,12 @@ type Finished = (Due, ProbeOutcome, Duration);
 
 struct Prober {
     worker: Arc<Worker>,
-    schedules: HashMap<u64, Schedule>,
-    current: HashMap<String, u64>,
+    schedules: Schedules,
+    /// Each probed resource's schedule.
+    current: HashMap<String, (Slot, u64)>,
     wheel: Wheel,
     /// Schedules with healthy probes since the last report.
-    counted: Vec<u64>,
+    counted: Vec<(Slot, u64)>,
     /// Schedules started with an immediate probe (re-created instances)
     /// whose first probe has not ended: when the last one ends, the counts
     /// go out at once, so the daemon sees them re-probed without waiting
@@ -134,7 +179,7 @@ struct Prober {
 pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiver<ProbeCommand>) {
     let mut prober = Prober {
         worker,
-        schedules: HashMap::new(),
+        schedules: Schedules::default(),
         current: HashMap::new(),
         wheel: Wheel::new(Instant::now()),
         counted: Vec::new(),
@@ -155,7 +200,7 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
                 let now = Instant::now();
                 prober.wheel.take_due(now, &mut due);
                 for item in due.drain(..) {
-                    let Some(schedule) = prober.schedules.get_mut(&item.generation) else { continue };
+                    let Some(schedule) = prober.schedules.get_mut(item.slot, item.generation) else { continue };
                     if schedule.handle.is_none() {
                         schedule.handle = prober.worker.handle(&schedule.resource);
                     }
@@ -196,24 +241,32 @@ impl Prober {
     fn command(&mut self, command: ProbeCommand) {
         match command {
             ProbeCommand::Start { generation, resource, looks_every, is_every, immediately } => {
+                if let Some((slot, replaced)) = self.current.remove(&resource) {
+                    self.schedules.remove(slot, replaced);
+                }
+                let handle = self.worker.handle(&resource);
+                let schedule = Schedule {
+                    generation,
+                    resource: resource.as_str().into(),
+                    handle,
+                    looks_every,
+                    is_every,
+                    probes: 0,
+                    nanos: 0,
+                };
+                let slot = self.schedules.insert(schedule);
+                self.current.insert(resource, (slot, generation));
                 let now = Instant::now();
                 let first = if immediately { now } else { now + looks_every };
-                self.wheel.push(Due { at: first, generation, thorough: false });
-                self.wheel.push(Due { at: now + is_every, generation, thorough: true });
+                self.wheel.push(Due { at: first, generation, slot, thorough: false });
+                self.wheel.push(Due { at: now + is_every, generation, slot, thorough: true });
                 if immediately {
                     self.awaited.insert(generation);
                 }
-                if let Some(replaced) = self.current.insert(resource.clone(), generation) {
-                    self.schedules.remove(&replaced);
-                }
-                let handle = self.worker.handle(&resource);
-                let schedule =
-                    Schedule { resource: resource.into(), handle, looks_every, is_every, probes: 0, nanos: 0 };
-                self.schedules.insert(generation, schedule);
             }
             ProbeCommand::Stop { resource } => {
-                if let Some(generation) = self.current.remove(&resource) {
-                    self.schedules.remove(&generation);
+                if let Some((slot, generation)) = self.current.remove(&resource) {
+                    self.schedules.remove(slot, generation);
                 }
             }
         }
@@ -223,12 +276,12 @@ impl Prober {
     /// failure and drops the schedule. Returns whether the counts should
     /// go out now (the last awaited re-probe ended).
     fn finish(&mut self, (due, outcome, took): Finished, now: Instant) -> bool {
-        let Some(schedule) = self.schedules.get_mut(&due.generation) else { return false };
+        let Some(schedule) = self.schedules.get_mut(due.slot, due.generation) else { return false };
         let report_now = self.awaited.remove(&due.generation) && self.awaited.is_empty();
         let next = match outcome {
             ProbeOutcome::Healthy => {
                 if schedule.probes == 0 {
-                    self.counted.push(due.generation);
+                    self.counted.push((due.slot, due.generation));
                 }
                 schedule.probes += 1;
                 schedule.nanos += took.as_nanos() as u64;
@@ -237,7 +290,7 @@ impl Prober {
             }
             ProbeOutcome::Lost => now + MISSING_INSTANCE_RETRY,
             ProbeOutcome::Failed(reason) => {
-                if let Some(schedule) = self.schedules.remove(&due.generation) {
+                if let Some(schedule) = self.schedules.remove(due.slot, due.generation) {
                     self.current.remove(&*schedule.resource);
                 }
                 self.worker.send(Response::ProbeFailed { generation: due.generation, reason });
@@ -253,8 +306,8 @@ impl Prober {
             return;
         }
         let mut counts = Vec::with_capacity(self.counted.len());
-        for generation in self.counted.drain(..) {
-            if let Some(schedule) = self.schedules.get_mut(&generation) {
+        for (slot, generation) in self.counted.drain(..) {
+            if let Some(schedule) = self.schedules.get_mut(slot, generation) {
                 counts.push(ProbeCount { generation, probes: schedule.probes, nanos: schedule.nanos });
                 schedule.probes = 0;
                 schedule.nanos = 0;
@@ -271,7 +324,7 @@ mod tests {
     use super::*;
 
     fn due(at: Instant, generation: u64) -> Due {
-        Due { at, generation, thorough: false }
+        Due { at, generation, slot: 0, thorough: false }
     }
 
     #[test]
@@ -318,6 +371,32 @@ mod tests {
             now += PROBE_TICK;
         }
         assert_eq!(seen, vec![8, 9]);
+    }
+
+    fn schedule(generation: u64) -> Schedule {
+        let every = Duration::from_secs(1);
+        Schedule {
+            generation,
+            resource: "r".into(),
+            handle: None,
+            looks_every: every,
+            is_every: every,
+            probes: 0,
+            nanos: 0,
+        }
+    }
+
+    #[test]
+    fn a_stopped_schedules_slot_serves_only_its_successor() {
+        let mut schedules = Schedules::default();
+        let first = schedules.insert(schedule(1));
+        assert!(schedules.remove(first, 2).is_none(), "a stale generation removes nothing");
+        assert!(schedules.remove(first, 1).is_some());
+        let reused = schedules.insert(schedule(7));
+        assert_eq!(reused, first, "the slot is reused");
+        // A probe of the stopped schedule, still in the wheel, finds nothing.
+        assert!(schedules.get_mut(first, 1).is_none());
+        assert!(schedules.get_mut(reused, 7).is_some());
     }
 
     #[test]
