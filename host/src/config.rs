@@ -336,6 +336,14 @@ fn check_structure(config: &NodeConfig) -> Result<(), ConfigError> {
         if !seen.insert(resource.name.as_str()) {
             return Err(resource_error(resource, "the name is used twice; give each resource its own name".into()));
         }
+        if resource.separate_monitor && crate::worker::is_shared_worker_name(&resource.name) {
+            return Err(resource_error(
+                resource,
+                "separate_monitor: its worker would be named like the shared workers (`shared`, `shared-2`, ...); \
+                 rename the resource"
+                    .into(),
+            ));
+        }
     }
     let mut owner: HashMap<&str, &str> = HashMap::new();
     for group in &config.groups {

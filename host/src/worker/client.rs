@@ -228,6 +228,16 @@ impl WorkerPool {
     }
 }
 
+/// Whether `name` is, or could become, a shared worker's name: a resource
+/// with a worker of its own (named after it) must not take one.
+pub fn is_shared_worker_name(name: &str) -> bool {
+    name == SHARED_WORKER
+        || name
+            .strip_prefix(SHARED_WORKER)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|number| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The name of the `index`th shared worker: `shared`, then `shared-2`, ...
 fn shared_worker_name(index: usize) -> String {
     match index {
@@ -623,4 +633,19 @@ fn expect_done(value: Value) -> Result<(), CallError> {
 
 fn unexpected(value: Value) -> CallError {
     lost(&format!("it answered out of protocol: {value:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_shard_names_are_reserved() {
+        for index in 0..3 {
+            assert!(is_shared_worker_name(&shared_worker_name(index)));
+        }
+        for free in ["shared-", "shared-x", "shared2", "sharedstore", "web-shared-2", "notepad"] {
+            assert!(!is_shared_worker_name(free), "{free}");
+        }
+    }
 }

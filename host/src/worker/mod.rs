@@ -12,4 +12,6 @@ mod prober;
 pub mod protocol;
 pub mod server;
 
-pub use client::{RemoteResource, SHARED_WORKER, WorkerEvent, WorkerOptions, WorkerPool, WorkerView};
+pub use client::{
+    RemoteResource, SHARED_WORKER, WorkerEvent, WorkerOptions, WorkerPool, WorkerView, is_shared_worker_name,
+};
