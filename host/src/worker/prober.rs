@@ -25,8 +25,8 @@ use super::protocol::{PROBE_STATS_EVERY, ProbeCount, ProbeOutcome, Response};
 use super::server::{Worker, probe};
 use crate::monitor::ResourceHandle;
 
-/// The wheel's slot: no probe runs before its time, and none is handed
-/// out later than the round after the slot it falls in.
+/// The wheel's slot width. A probe runs at the first round at or after
+/// its time, never before it.
 const PROBE_TICK: Duration = Duration::from_millis(20);
 
 /// The longest a prober sleeps between rounds. It wakes every tenth of its
@@ -153,7 +153,9 @@ impl Wheel {
         }
     }
 
-    /// Moves every probe due by `now` into `out`.
+    /// Moves every probe due by `now` into `out`: the slots wholly past,
+    /// and those of the slot in progress whose time has come (a probe to
+    /// run at once must not wait a round for its slot to close).
     fn take_due(&mut self, now: Instant, out: &mut Vec<Due>) {
         let current = (now.saturating_duration_since(self.origin).as_nanos() / PROBE_TICK.as_nanos()) as u64;
         while self.next_tick <= current {
@@ -165,6 +167,15 @@ impl Wheel {
                 }
                 self.far.pop();
                 self.push(due);
+            }
+        }
+        let in_progress = &mut self.slots[(self.next_tick % WHEEL_SLOTS) as usize];
+        let mut index = 0;
+        while index < in_progress.len() {
+            if in_progress[index].at <= now {
+                out.push(in_progress.swap_remove(index));
+            } else {
+                index += 1;
             }
         }
     }
@@ -361,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn the_wheel_never_hands_out_a_probe_early_and_at_most_a_tick_late() {
+    fn the_wheel_hands_out_a_probe_at_the_first_round_at_or_after_its_time() {
         let origin = Instant::now();
         let mut wheel = Wheel::new(origin);
         for (generation, ms) in [(1, 0), (2, 5), (3, 20), (4, 21), (5, 1_000)] {
@@ -374,10 +385,11 @@ mod tests {
             generations
         };
         assert_eq!(taken(&mut wheel, &mut out, 0), vec![1]);
-        assert_eq!(taken(&mut wheel, &mut out, 19), Vec::<u64>::new());
-        assert_eq!(taken(&mut wheel, &mut out, 20), vec![2, 3]);
-        assert_eq!(taken(&mut wheel, &mut out, 39), Vec::<u64>::new());
-        assert_eq!(taken(&mut wheel, &mut out, 40), vec![4]);
+        assert_eq!(taken(&mut wheel, &mut out, 4), Vec::<u64>::new());
+        assert_eq!(taken(&mut wheel, &mut out, 5), vec![2]);
+        assert_eq!(taken(&mut wheel, &mut out, 20), vec![3]);
+        assert_eq!(taken(&mut wheel, &mut out, 20), Vec::<u64>::new());
+        assert_eq!(taken(&mut wheel, &mut out, 39), vec![4]);
         assert_eq!(taken(&mut wheel, &mut out, 999), Vec::<u64>::new());
         assert_eq!(taken(&mut wheel, &mut out, 1_000), vec![5]);
     }
@@ -440,15 +452,19 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_due_in_the_past_runs_at_the_next_tick() {
+    fn a_probe_pushed_after_its_time_runs_at_the_next_round() {
         let origin = Instant::now();
         let mut wheel = Wheel::new(origin);
         let mut out = Vec::new();
         wheel.take_due(origin + Duration::from_millis(100), &mut out);
         wheel.push(due(origin + Duration::from_millis(10), 1));
-        wheel.take_due(origin + Duration::from_millis(119), &mut out);
-        assert!(out.is_empty());
-        wheel.take_due(origin + Duration::from_millis(120), &mut out);
+        wheel.push(due(origin + Duration::from_millis(100), 2));
+        wheel.push(due(origin + Duration::from_millis(102), 3));
+        wheel.take_due(origin + Duration::from_millis(101), &mut out);
+        let mut generations: Vec<u64> = out.drain(..).map(|d| d.generation).collect();
+        generations.sort();
+        assert_eq!(generations, vec![1, 2]);
+        wheel.take_due(origin + Duration::from_millis(102), &mut out);
         assert_eq!(out.len(), 1);
     }
 }
