@@ -33,8 +33,9 @@ const PROBE_TICK: Duration = Duration::from_millis(20);
 /// shortest looks-alive interval, between [`PROBE_TICK`] and this: a probe
 /// is at most that late, and 10,000 resources probed every second cost 10
 /// wakeups a second rather than 10,000. Bigger rounds are cheaper per
-/// probe, too: the monitor bench measured 3.9 us a call in rounds of 200
-/// and 3.2 us in rounds of 1,000, as the caches cool between rounds.
+/// probe, too, as the caches cool between rounds: a paced run of the
+/// monitor bench's cold looks-alive measured 3.9 us a call in rounds of
+/// 200 every 20 ms and 3.2 us in rounds of 1,000.
 const LONGEST_ROUND: Duration = Duration::from_millis(100);
 
 /// How often to wake for a schedule probed every `looks_every`.
