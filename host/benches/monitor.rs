@@ -40,7 +40,7 @@ use steward::grants::DirectoryGrant;
 use steward::monitor::{Monitor, ResourceHandle, ResourceSpec};
 use steward::plugin::Plugin;
 use steward::runtime::{Runtime, RuntimeConfig};
-use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable, TypedFunc};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -191,8 +191,27 @@ fn bare_host_imports(linker: &mut Linker<Bare>, component: &Component) {
     linker.define_unknown_imports_as_traps(component).expect("trap imports");
 }
 
-/// Finds `[method]instance.looks-alive` and `[static]instance.open` of the
-/// resource-type export by name, with nothing of Steward's around them.
+/// `[static]instance.open` of the resource-type export, typed.
+type BareOpen =
+    TypedFunc<(&'static str, &'static [(String, String)]), (Result<ResourceAny, steward::bindings::PluginError>,)>;
+
+/// `[static]instance.open` and `[method]instance.looks-alive` of the
+/// resource-type export, typed.
+fn bare_exports(
+    instance: &wasmtime::component::Instance,
+    store: &mut Store<Bare>,
+) -> (BareOpen, TypedFunc<(ResourceAny,), (bool,)>) {
+    let interface = instance.get_export_index(&mut *store, None, steward::plugin::EXPORT_NAME).expect("interface");
+    let open = instance.get_export_index(&mut *store, Some(&interface), "[static]instance.open").expect("open");
+    let probe =
+        instance.get_export_index(&mut *store, Some(&interface), "[method]instance.looks-alive").expect("probe");
+    let open = instance.get_typed_func(&mut *store, open).expect("typed open");
+    let probe = instance.get_typed_func(&mut *store, probe).expect("typed probe");
+    (open, probe)
+}
+
+/// Looks-alive on a bare instance, called synchronously through the export
+/// found by name, with nothing of Steward's around it.
 fn bare_sync_call_ns(path: &Path) -> f64 {
     let engine = bare_engine();
     let component = Component::from_file(&engine, path).expect("component");
@@ -201,18 +220,9 @@ fn bare_sync_call_ns(path: &Path) -> f64 {
     bare_host_imports(&mut linker, &component);
     let mut store = bare_store(&engine);
     let instance = linker.instantiate(&mut store, &component).expect("instantiate");
-    let interface = instance.get_export_index(&mut store, None, steward::plugin::EXPORT_NAME).expect("interface");
-    let open_index = instance.get_export_index(&mut store, Some(&interface), "[static]instance.open").expect("open");
-    let probe_index =
-        instance.get_export_index(&mut store, Some(&interface), "[method]instance.looks-alive").expect("probe");
-    let open = instance
-        .get_typed_func::<(&str, &[(String, String)]), (Result<ResourceAny, steward::bindings::PluginError>,)>(
-            &mut store, open_index,
-        )
-        .expect("typed open");
+    let (open, probe) = bare_exports(&instance, &mut store);
     let (opened,) = open.call(&mut store, ("bare", &[])).expect("open call");
     let resource = opened.expect("opened");
-    let probe = instance.get_typed_func::<(ResourceAny,), (bool,)>(&mut store, probe_index).expect("typed probe");
     median_ns(|| {
         let started = Instant::now();
         for _ in 0..CALLS_PER_BATCH {
@@ -288,17 +298,8 @@ async fn bare_cold_call_ns(path: &Path, calls: Calls) -> f64 {
         let mut store = bare_store(&engine);
         store.set_epoch_deadline(u64::MAX / 2);
         let instance = pre.instantiate_async(&mut store).await.expect("instantiate");
-        let interface = instance.get_export_index(&mut store, None, steward::plugin::EXPORT_NAME).expect("interface");
-        let open = instance.get_export_index(&mut store, Some(&interface), "[static]instance.open").expect("open");
-        let probe =
-            instance.get_export_index(&mut store, Some(&interface), "[method]instance.looks-alive").expect("probe");
-        let open = instance
-            .get_typed_func::<(&str, &[(String, String)]), (Result<ResourceAny, steward::bindings::PluginError>,)>(
-                &mut store, open,
-            )
-            .expect("typed open");
+        let (open, probe) = bare_exports(&instance, &mut store);
         let (opened,) = open.call_async(&mut store, ("cold", &[])).await.expect("open call");
-        let probe = instance.get_typed_func::<(ResourceAny,), (bool,)>(&mut store, probe).expect("typed probe");
         instances.push((store, opened.expect("opened"), probe));
     }
     let mut rounds = Vec::new();

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-
 use tokio::sync::{Mutex, broadcast};
 use tracing::Instrument;
 use wasmtime::Store;

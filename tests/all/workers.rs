@@ -262,15 +262,11 @@ resources = ["d1", "d2", "d3", "d4", "d5"]
 async fn resources_past_a_workers_capacity_go_to_the_next_shared_worker_and_fail_apart() {
     let mut daemon = Daemon::start(SHARDED, &["dummy"]).await;
     daemon.wait_group("many", "online", Duration::from_secs(20)).await;
-    let workers = daemon.get("/v1/workers").await;
-    let hosted = |name: &str| -> Vec<String> {
-        let worker = workers.as_array().into_iter().flatten().find(|w| w["name"] == name);
-        let resources = worker.and_then(|w| w["resources"].as_array()).cloned().unwrap_or_default();
-        resources.iter().filter_map(|r| r.as_str().map(str::to_string)).collect()
-    };
-    assert_eq!(hosted("shared"), ["d1", "d2"], "{workers:#}");
-    assert_eq!(hosted("shared-2"), ["d3", "d4"], "{workers:#}");
-    assert_eq!(hosted("shared-3"), ["d5"], "{workers:#}");
+    for (worker, resources) in [("shared", vec!["d1", "d2"]), ("shared-2", vec!["d3", "d4"]), ("shared-3", vec!["d5"])]
+    {
+        let shown = daemon.worker(worker).await;
+        assert_eq!(shown["resources"], serde_json::json!(resources), "{worker}: {shown}");
+    }
 
     let (first, second, third) =
         (daemon.worker_pid("shared").await, daemon.worker_pid("shared-2").await, daemon.worker_pid("shared-3").await);

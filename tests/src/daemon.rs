@@ -135,9 +135,13 @@ impl Daemon {
     /// The pid of monitor worker `name` (`shared`, or a resource's own), 0
     /// when it is being started.
     pub async fn worker_pid(&self, name: &str) -> u32 {
+        self.worker(name).await["pid"].as_u64().unwrap_or(0) as u32
+    }
+
+    /// Monitor worker `name` as `GET /v1/workers` shows it (null if none).
+    pub async fn worker(&self, name: &str) -> Value {
         let workers = self.get("/v1/workers").await;
-        let worker = workers.as_array().and_then(|w| w.iter().find(|w| w["name"] == name).cloned());
-        worker.and_then(|w| w["pid"].as_u64()).unwrap_or(0) as u32
+        workers.as_array().and_then(|w| w.iter().find(|w| w["name"] == name).cloned()).unwrap_or(Value::Null)
     }
 
     /// The state of a resource.

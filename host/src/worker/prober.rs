@@ -215,9 +215,7 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
     };
     let mut due = Vec::new();
     let mut suspended = FuturesUnordered::new();
-    let mut round = prober.round;
-    let mut ticker = tokio::time::interval(round);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = round_ticker(prober.round);
     let mut report = tokio::time::interval(PROBE_STATS_EVERY);
     loop {
         tokio::select! {
@@ -225,10 +223,8 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
                 None => break,
                 Some(command) => {
                     let probe_now = prober.command(command);
-                    if prober.round != round {
-                        round = prober.round;
-                        ticker = tokio::time::interval(round);
-                        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    if ticker.period() != prober.round {
+                        ticker = round_ticker(prober.round);
                     }
                     if probe_now {
                         // Re-created instances are probed at once, not at
@@ -266,6 +262,14 @@ pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiv
             _ = report.tick() => prober.report(),
         }
     }
+}
+
+/// The prober's wake-up: a round late from a busy thread is run once, not
+/// caught up in a burst.
+fn round_ticker(round: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(round);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
 }
 
 /// One probe and how long it took.
