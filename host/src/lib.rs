@@ -25,6 +25,7 @@ pub mod properties;
 pub mod runtime;
 pub mod sandbox;
 pub mod state;
+pub mod text;
 pub mod worker;
 
 pub use error::{Error, Result};

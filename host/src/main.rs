@@ -125,7 +125,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // The chain may quote the daemon's answer or a plugin's text.
+            eprintln!("error: {}", steward::text::escape_control(&format!("{error:#}")));
             ExitCode::FAILURE
         }
     }
@@ -133,14 +134,16 @@ fn main() -> ExitCode {
 
 /// Logs to stderr, as text or JSON lines; `RUST_LOG` chooses what, and
 /// `default` when it is unset (warnings for the CLI, info for the daemon).
+/// Text lines go through [`steward::text::EscapingStderr`], so a plugin's
+/// text can never forge a line or reach the terminal raw; JSON is safe as
+/// it is.
 pub(crate) fn init_tracing(json: bool, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
-        builder.json().init();
+        builder.json().with_writer(std::io::stderr).init();
     } else {
-        builder.init();
+        builder.with_ansi(false).with_writer(steward::text::EscapingStderr).init();
     }
 }

@@ -6,6 +6,7 @@ mod containment;
 mod daemon;
 mod examples;
 mod generic_app;
+mod injection;
 mod network;
 mod ocf;
 mod plugin_dir;

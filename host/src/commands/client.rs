@@ -26,7 +26,10 @@ pub async fn status(api: &ApiArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("node {}", text(&body["node"]));
+    match text(&body["phase"]).as_str() {
+        "running" | "" => println!("node {}", text(&body["node"])),
+        phase => println!("node {} ({phase})", text(&body["node"])),
+    }
     println!();
     println!("{:<16} {:<8} {:<32} REASON", "GROUP", "STATE", "RESOURCES");
     for group in body["groups"].as_array().into_iter().flatten() {
@@ -200,9 +203,12 @@ async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response>
     bail!("the daemon answered {status}: {}", body.get("error").map(text).unwrap_or_default())
 }
 
+/// A value of the daemon's answer as a table cell: much of it is a
+/// plugin's text (reasons, progress, errors), so control characters are
+/// escaped before they reach the terminal.
 fn text(value: &Value) -> String {
     match value {
-        Value::String(text) => text.clone(),
+        Value::String(text) => steward::text::escape_control(text).into_owned(),
         Value::Null => String::new(),
         other => other.to_string(),
     }
