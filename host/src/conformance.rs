@@ -18,7 +18,11 @@
 //!    a call at its deadline; a check reports it).
 //!
 //! A sandbox failure (trap, deadline, limit) ends the life-cycle steps; the
-//! remaining independent checks still run on a fresh instance.
+//! remaining independent checks still run on a fresh instance. An operation
+//! that overran its deadline is not called again: the steps that need it
+//! are reported as skipped, with the reason, so a plugin wedged in `online`
+//! costs the check one deadline (three minutes by default), not one per
+//! step that calls `online`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::bindings::{CallContext, CheckLevel, ClusterEvent, GroupMove, TypeInfo};
-use crate::monitor::{CallError, Monitor, ResourceHandle, ResourceSpec};
+use crate::monitor::{CallError, Monitor, Operation, ResourceHandle, ResourceSpec};
 use crate::plugin::Plugin;
 
 /// The resource name used for the checked instance.
@@ -42,6 +46,9 @@ pub struct StepReport {
     pub elapsed: Duration,
     /// Whether it passed.
     pub passed: bool,
+    /// Whether it was not run, because an operation it needs overran its
+    /// deadline in an earlier step (it counts as not passed).
+    pub skipped: bool,
     /// What it returned, or what the author should change.
     pub detail: String,
 }
@@ -51,6 +58,9 @@ pub struct StepReport {
 pub struct CheckReport {
     /// Each step run, in order.
     pub steps: Vec<StepReport>,
+    /// Operations that overran their deadline so far.
+    #[serde(skip)]
+    overran: Vec<Operation>,
 }
 
 impl CheckReport {
@@ -72,8 +82,26 @@ impl CheckReport {
     fn record(&mut self, step: &'static str, started: Instant, outcome: Result<String, String>) -> bool {
         let passed = outcome.is_ok();
         let detail = outcome.unwrap_or_else(|failure| failure);
-        self.steps.push(StepReport { step, elapsed: started.elapsed(), passed, detail });
+        self.steps.push(StepReport { step, elapsed: started.elapsed(), passed, skipped: false, detail });
         passed
+    }
+
+    /// Remembers an operation that overran its deadline in `outcome`.
+    fn note<T>(&mut self, outcome: &Result<T, CallError>) {
+        if let Err(CallError::Deadline { operation, .. }) = outcome
+            && !self.overran.contains(operation)
+        {
+            self.overran.push(*operation);
+        }
+    }
+
+    /// Records `step` as skipped when one of the operations it `needs`
+    /// overran its deadline earlier; true if it was.
+    fn skipped(&mut self, step: &'static str, needs: &[Operation]) -> bool {
+        let Some(operation) = needs.iter().find(|needed| self.overran.contains(needed)) else { return false };
+        let detail = format!("skipped: `{operation}` overran its deadline in an earlier step; fix that first");
+        self.steps.push(StepReport { step, elapsed: Duration::ZERO, passed: false, skipped: true, detail });
+        true
     }
 }
 
@@ -99,21 +127,35 @@ pub async fn run(plugin: Arc<Plugin>, spec: ResourceSpec) -> CheckReport {
     // The independent checks get fresh instances, so one failure above
     // does not hide them.
     if let Some(handle) = open(&monitor, &plugin, &spec, &mut report).await {
-        let started = Instant::now();
-        report.record("notify", started, notify_every_kind(&handle).await);
+        if !report.skipped("notify", &[Operation::Notify]) {
+            let started = Instant::now();
+            let notified = notify_every_kind(&handle, &mut report).await;
+            report.record("notify", started, notified);
+        }
         if !handle.is_live().await {
             // A notify that faulted the sandbox already failed its step;
             // terminate is judged on a fresh instance.
             let _ = handle.reopen().await;
         }
-        let started = Instant::now();
-        let early = handle.terminate().await.map(|()| "ok before online".to_string()).map_err(|e| e.to_string());
-        report.record("terminate", started, early);
+        if !report.skipped("terminate", &[Operation::Terminate]) {
+            let started = Instant::now();
+            let early = handle.terminate().await;
+            report.note(&early);
+            report.record(
+                "terminate",
+                started,
+                early.map(|()| "ok before online".to_string()).map_err(|e| e.to_string()),
+            );
+        }
         handle.close().await;
     }
-    if let Some(handle) = open(&monitor, &plugin, &spec, &mut report).await {
+    let while_online = [Operation::Online, Operation::Terminate, Operation::LooksAlive];
+    if !report.skipped("terminate", &while_online)
+        && let Some(handle) = open(&monitor, &plugin, &spec, &mut report).await
+    {
         let started = Instant::now();
-        report.record("terminate", started, terminate_while_online(&handle).await);
+        let terminated = terminate_while_online(&handle, &mut report).await;
+        report.record("terminate", started, terminated);
         handle.close().await;
     }
     report
@@ -125,8 +167,15 @@ async fn open(
     spec: &ResourceSpec,
     report: &mut CheckReport,
 ) -> Option<ResourceHandle> {
+    if report.skipped("open", &[Operation::Open]) {
+        return None;
+    }
     let started = Instant::now();
-    match monitor.open(plugin.clone(), spec.clone()).await {
+    let opened = monitor.open(plugin.clone(), spec.clone()).await;
+    if let Err(crate::Error::Call { source, .. }) = &opened {
+        report.note::<()>(&Err(source.clone()));
+    }
+    match opened {
         Ok(handle) => {
             report.record("open", started, Ok("ok".into()));
             Some(handle)
@@ -146,17 +195,22 @@ async fn life_cycle(handle: &ResourceHandle, spec: &ResourceSpec, report: &mut C
     let context = context();
     let pending = spec.timeouts.pending;
     let started = Instant::now();
-    let online = handle.online(&context).await.map(|()| "ok".to_string()).map_err(|e| explain(e, pending));
-    if !report.record("online", started, online) {
+    let online = handle.online(&context).await;
+    report.note(&online);
+    if !report.record("online", started, online.map(|()| "ok".to_string()).map_err(|e| explain(e, pending))) {
         return;
     }
     let started = Instant::now();
-    let looks = expect_bool(handle.looks_alive().await, true, "looks-alive must be true once online succeeded");
+    let looks = handle.looks_alive().await;
+    report.note(&looks);
+    let looks = expect_bool(looks, true, "looks-alive must be true once online succeeded");
     if !report.record("looks-alive", started, looks) {
         return;
     }
     let started = Instant::now();
-    let health = match handle.is_alive(CheckLevel::Thorough).await {
+    let health = handle.is_alive(CheckLevel::Thorough).await;
+    report.note(&health);
+    let health = match health {
         Ok(health) if health.alive => Ok(format!("alive: {}", health.reason)),
         Ok(health) => {
             Err(format!("not alive right after online ({}); online must return only once ready", health.reason))
@@ -167,7 +221,9 @@ async fn life_cycle(handle: &ResourceHandle, spec: &ResourceSpec, report: &mut C
         return;
     }
     let started = Instant::now();
-    let again = match handle.online(&context).await {
+    let online_again = handle.online(&context).await;
+    report.note(&online_again);
+    let again = match online_again {
         Ok(()) => expect_bool(handle.looks_alive().await, true, "online when already online must keep it online"),
         Err(error) => Err(format!("online when already online failed ({error}); online must be idempotent")),
     };
@@ -175,17 +231,22 @@ async fn life_cycle(handle: &ResourceHandle, spec: &ResourceSpec, report: &mut C
         return;
     }
     let started = Instant::now();
-    let offline = handle.offline(&context).await.map(|()| "ok".to_string()).map_err(|e| explain(e, pending));
-    if !report.record("offline", started, offline) {
+    let offline = handle.offline(&context).await;
+    report.note(&offline);
+    if !report.record("offline", started, offline.map(|()| "ok".to_string()).map_err(|e| explain(e, pending))) {
         return;
     }
     let started = Instant::now();
-    let looks = expect_bool(handle.looks_alive().await, false, "looks-alive must be false once offline succeeded");
-    report.record("looks-alive", started, looks);
+    let looks = handle.looks_alive().await;
+    report.note(&looks);
+    let looks = expect_bool(looks, false, "looks-alive must be false once offline succeeded");
+    if !report.record("looks-alive", started, looks) {
+        return;
+    }
     let started = Instant::now();
-    let again = handle
-        .offline(&context)
-        .await
+    let offline_again = handle.offline(&context).await;
+    report.note(&offline_again);
+    let again = offline_again
         .map(|()| "ok".to_string())
         .map_err(|e| format!("offline when already offline failed ({e}); offline must be idempotent"));
     report.record("offline-again", started, again);
@@ -261,7 +322,7 @@ async fn rejects_missing_required(plugin: &Plugin, spec: &ResourceSpec) -> Resul
     Ok(if required.is_empty() { "no required properties".into() } else { format!("rejects each of {required:?}") })
 }
 
-async fn notify_every_kind(handle: &ResourceHandle) -> Result<String, String> {
+async fn notify_every_kind(handle: &ResourceHandle, report: &mut CheckReport) -> Result<String, String> {
     let movement = GroupMove { group: "g".into(), from_node: Some("node-a".into()), to_node: "node-b".into() };
     let events = [
         ClusterEvent::NodeJoined("node-b".into()),
@@ -274,18 +335,23 @@ async fn notify_every_kind(handle: &ResourceHandle) -> Result<String, String> {
         ClusterEvent::QuorumRegained,
     ];
     for event in &events {
-        handle
-            .notify(event)
-            .await
-            .map_err(|e| format!("notify({event:?}) failed: {e}; notify must accept every event kind"))?;
+        let notified = handle.notify(event).await;
+        report.note(&notified);
+        notified.map_err(|e| format!("notify({event:?}) failed: {e}; notify must accept every event kind"))?;
     }
     Ok(format!("{} event kinds", events.len()))
 }
 
-async fn terminate_while_online(handle: &ResourceHandle) -> Result<String, String> {
-    handle.online(&context()).await.map_err(|e| format!("online before terminate failed: {e}"))?;
-    handle.terminate().await.map_err(|e| format!("terminate while online failed: {e}"))?;
-    match handle.looks_alive().await {
+async fn terminate_while_online(handle: &ResourceHandle, report: &mut CheckReport) -> Result<String, String> {
+    let online = handle.online(&context()).await;
+    report.note(&online);
+    online.map_err(|e| format!("online before terminate failed: {e}"))?;
+    let terminated = handle.terminate().await;
+    report.note(&terminated);
+    terminated.map_err(|e| format!("terminate while online failed: {e}"))?;
+    let looks = handle.looks_alive().await;
+    report.note(&looks);
+    match looks {
         Ok(false) => Ok("ok while online; looks-alive false after".into()),
         Ok(true) => Err("looks-alive is still true after terminate; terminate must take the resource offline".into()),
         Err(error) => Err(error.to_string()),

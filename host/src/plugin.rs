@@ -28,6 +28,12 @@ pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// The memory a `metadata` or `validate` call may use.
 const METADATA_MEMORY_BYTES: usize = 64 << 20;
 
+/// The largest plugin file read. A Python component is about 18 MiB and
+/// a JavaScript one about 12 MiB; eight times that leaves room for fat
+/// toolchains while a runaway or hostile file (`/dev/zero`, a disk image
+/// dropped in the plugin directory) is refused before it is read.
+pub const MAX_PLUGIN_FILE_BYTES: u64 = 128 << 20;
+
 /// Size of the header of a wasm binary: magic and version/layer.
 const WASM_HEADER_BYTES: usize = 8;
 
@@ -54,7 +60,7 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     /// Loads the plugin at `path` and reads its metadata.
     pub async fn load(runtime: &Arc<Runtime>, path: &Path) -> Result<Plugin> {
-        let bytes = std::fs::read(path).map_err(|source| Error::PluginRead { path: path.to_path_buf(), source })?;
+        let bytes = read_plugin_file(path)?;
         Self::from_bytes(runtime, path, &bytes).await
     }
 
@@ -63,7 +69,7 @@ impl Plugin {
     /// so a resource keeps its version when the file in the plugin
     /// directory is replaced or removed.
     pub async fn load_versioned(runtime: &Arc<Runtime>, path: &Path, versions: &Path) -> Result<Plugin> {
-        let bytes = std::fs::read(path).map_err(|source| Error::PluginRead { path: path.to_path_buf(), source })?;
+        let bytes = read_plugin_file(path)?;
         let mut plugin = Self::from_bytes(runtime, path, &bytes).await?;
         let copy = versions.join(format!("{}.wasm", plugin.hash));
         if !copy.exists() {
@@ -215,6 +221,50 @@ async fn scratch_instance(
     let bindings =
         pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate { message: one_line(&e) })?;
     Ok((store, bindings))
+}
+
+/// Reads a plugin file whole, refusing what is not a regular file (a FIFO
+/// would block the reader forever, a device never ends) and what is larger
+/// than [`MAX_PLUGIN_FILE_BYTES`], without reading more than that.
+pub fn read_plugin_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let read_error = |source| Error::PluginRead { path: path.to_path_buf(), source };
+    let invalid = |reason: String| Error::PluginInvalid { path: path.to_path_buf(), reason };
+    // Looked at before opening: opening a FIFO blocks until a writer comes.
+    let metadata = std::fs::metadata(path).map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(invalid(format!(
+            "not a regular file ({}); a plugin is a `.wasm` file",
+            describe_file_type(&metadata.file_type())
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    // One byte past the cap tells a file at the cap from one over it, even
+    // if the file grew after it was looked at.
+    file.take(MAX_PLUGIN_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > MAX_PLUGIN_FILE_BYTES {
+        return Err(invalid(format!(
+            "larger than the {} MiB a plugin file may be; is it really a component?",
+            MAX_PLUGIN_FILE_BYTES >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
+fn describe_file_type(file_type: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
 }
 
 /// Rejects what is plainly not a component before the compiler sees it, so

@@ -29,13 +29,7 @@ pub struct Args {
 
 /// Runs one OCF action and exits with its OCF code.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let grants = match args.grants.grants() {
-        Ok(grants) => grants,
-        Err(error) => {
-            eprintln!("{error:#}");
-            return Ok(ExitCode::from(exit::ERR_ARGS));
-        }
-    };
+    let grants = args.grants.parsed();
     let runtime = Runtime::new(&RuntimeConfig { max_live_instances: 4, cache_dir: None })?;
     let plugin = match Plugin::load(&runtime, &args.plugin).await {
         Ok(plugin) => Arc::new(plugin),

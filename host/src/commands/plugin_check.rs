@@ -7,29 +7,46 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
 use steward::bindings::{Capability, PropertyKind, TypeInfo};
 use steward::conformance::{self, CHECK_RESOURCE_NAME, CheckReport};
 use steward::monitor::ResourceSpec;
 use steward::plugin::Plugin;
-use steward::runtime::{Runtime, RuntimeConfig};
+use steward::runtime::{MAX_MEMORY_LIMIT_BYTES, Runtime, RuntimeConfig};
+use steward::text::escape_control;
+
+/// The memory cap of the checked instance when none is given.
+const DEFAULT_MEMORY_MIB: u64 = 64;
 
 /// Arguments of `steward plugin check`.
 #[derive(clap::Args)]
+#[command(after_help = "\
+Exit codes: 0 every step passed, 1 the file or a step failed, 2 bad arguments.
+
+Deadlines, unless the type's metadata declares its own or --timeout-ms is given:
+open 10 s, online and offline 180 s, looks-alive and is-alive 5 s, terminate 5 s,
+notify 5 s, control 30 s. A step whose call overran its deadline is reported once;
+the steps that would call it again are skipped, and say so.
+
+A plugin file may be at most 128 MiB. Compiled components are kept in
+$XDG_CACHE_HOME/steward/compile-cache (else ~/.cache/steward/compile-cache).")]
 pub struct Args {
-    /// The plugin's `.wasm` file.
+    /// The plugin's `.wasm` file (a regular file of at most 128 MiB).
     file: PathBuf,
     /// A property of the checked resource, as KEY=VALUE (repeatable).
-    #[arg(long = "prop", value_name = "KEY=VALUE")]
-    properties: Vec<String>,
+    #[arg(long = "prop", value_name = "KEY=VALUE", value_parser = key_value)]
+    properties: Vec<(String, String)>,
     #[command(flatten)]
     grants: super::grant_args::GrantArgs,
-    /// The deadline of each call, in milliseconds (default: the type's own).
-    #[arg(long = "timeout-ms")]
+    /// The deadline of every call, in milliseconds (default: the type's own timing, else the host's; see below).
+    #[arg(long = "timeout-ms", value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: Option<u64>,
-    /// The memory cap of the instance, in MiB.
-    #[arg(long = "memory-mib", default_value_t = 64)]
-    memory_mib: usize,
+    /// The memory cap of the instance, in MiB: 1 to 256.
+    #[arg(long = "memory-mib", default_value_t = DEFAULT_MEMORY_MIB,
+          value_parser = clap::value_parser!(u64).range(1..=(MAX_MEMORY_LIMIT_BYTES >> 20) as u64))]
+    memory_mib: u64,
+    /// Compile the plugin afresh instead of using (and filling) the compile cache.
+    #[arg(long)]
+    no_cache: bool,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -37,17 +54,15 @@ pub struct Args {
 
 /// Runs the check and prints its report.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let properties = args
-        .properties
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-            _ => bail!("--prop `{pair}`: expected KEY=VALUE"),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let grants = args.grants.grants()?;
-
-    let runtime = Runtime::new(&RuntimeConfig { max_live_instances: 8, cache_dir: None })?;
+    let grants = match args.grants.grants(CHECK_RESOURCE_NAME) {
+        Ok(grants) => grants,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let cache_dir = if args.no_cache { None } else { user_cache_dir() };
+    let runtime = Runtime::new(&RuntimeConfig { max_live_instances: 8, cache_dir })?;
     let plugin = match Plugin::load(&runtime, &args.file).await {
         Ok(plugin) => Arc::new(plugin),
         Err(error) if args.json => {
@@ -56,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
         Err(error) => {
-            println!("FAIL {error}");
+            println!("FAIL {}", escape_control(&error.to_string()));
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -65,9 +80,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let mut spec = ResourceSpec::new(CHECK_RESOURCE_NAME, &plugin);
-    spec.properties = properties;
+    spec.properties = args.properties;
     spec.grants = grants;
-    spec.memory_limit_bytes = args.memory_mib << 20;
+    spec.memory_limit_bytes = (args.memory_mib as usize) << 20;
     if let Some(ms) = args.timeout_ms {
         let limit = Duration::from_millis(ms);
         spec.timeouts = steward::monitor::Timeouts {
@@ -94,25 +109,55 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     print_report(&report);
+    let type_name = escape_control(plugin.type_name());
     Ok(match report.first_failure() {
         None => {
-            println!("PASS {}: every step passed", plugin.type_name());
+            println!("PASS {type_name}: every step passed");
             ExitCode::SUCCESS
         }
         Some(failure) => {
-            println!("FAIL {}: {}: {}", plugin.type_name(), failure.step, failure.detail);
+            println!("FAIL {type_name}: {}: {}", failure.step, escape_control(&failure.detail));
             ExitCode::FAILURE
         }
     })
 }
 
+/// Where `plugin check` keeps compiled components between runs: the
+/// user's cache directory (XDG), so a Python or JavaScript plugin is
+/// compiled once rather than on every check. None when the user has no
+/// home or it cannot be written, in which case every check compiles.
+fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    let dir = base.join("steward").join("compile-cache");
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Some(dir),
+        Err(error) => {
+            tracing::warn!(cache = %dir.display(), %error, "compiling without a cache (use --no-cache to say so)");
+            None
+        }
+    }
+}
+
+/// `--prop KEY=VALUE`, a usage error otherwise.
+fn key_value(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("`{pair}` is not KEY=VALUE, e.g. --prop path=/state/marker")),
+    }
+}
+
 fn print_metadata(plugin: &Plugin) {
     let info: &TypeInfo = plugin.metadata();
     let load = plugin.load_info();
-    println!("plugin  {} {}  ({})", info.name, info.version, plugin.path().display());
+    // Everything the plugin says about itself is its own text.
+    let safe = |text: &str| escape_control(text).into_owned();
+    println!("plugin  {} {}  ({})", safe(&info.name), safe(&info.version), plugin.path().display());
     println!("sha256  {}", plugin.hash());
     println!("loaded  {} in {:.1} ms", if load.compiled { "compiled" } else { "from cache" }, ms(load.elapsed));
-    println!("about   {}", info.description);
+    println!("about   {}", safe(&info.description));
     let capabilities: Vec<&str> = info
         .capabilities
         .iter()
@@ -139,15 +184,19 @@ fn print_metadata(plugin: &Plugin) {
             (Some(value), false) => format!("default `{value}`"),
             (None, false) => "optional".to_string(),
         };
-        println!("  {:<20} {:<10} {:<18} {}", spec.name, kind, default, spec.description);
+        println!("  {:<20} {:<10} {:<18} {}", safe(&spec.name), kind, safe(&default), safe(&spec.description));
     }
 }
 
 fn print_report(report: &CheckReport) {
     println!("life cycle");
     for step in &report.steps {
-        let verdict = if step.passed { "ok  " } else { "FAIL" };
-        println!("  {verdict} {:<26} {:>9.3} ms  {}", step.step, ms(step.elapsed), step.detail);
+        let verdict = match (step.passed, step.skipped) {
+            (true, _) => "ok  ",
+            (false, true) => "skip",
+            (false, false) => "FAIL",
+        };
+        println!("  {verdict} {:<26} {:>9.3} ms  {}", step.step, ms(step.elapsed), escape_control(&step.detail));
     }
 }
 
