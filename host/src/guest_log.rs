@@ -3,7 +3,9 @@
 //! A guest's log records and its stderr are tagged with the resource's name.
 //! A flooding guest costs the host a fixed budget: records past the rate
 //! limit are counted and dropped, never queued, and the count is reported
-//! once the guest is back under the limit. Stderr (where a Rust guest's
+//! at most once per [`DROP_REPORT_INTERVAL`], with the next record the guest
+//! gets through: a flooding guest gets one summary line a second, not one
+//! per record the refilling bucket lets pass. Stderr (where a Rust guest's
 //! panic message goes) keeps only its last few KiB, so a failure report can
 //! quote it.
 
@@ -11,7 +13,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -31,6 +33,9 @@ pub const LOG_BURST: f64 = 200.0;
 /// Records per second a guest may write once its burst is spent.
 pub const LOG_RATE_PER_SECOND: f64 = 100.0;
 
+/// The least time between two "records dropped" summaries of one instance.
+pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Bytes of stderr kept for failure reports.
 pub const STDERR_TAIL_BYTES: usize = 4 << 10;
 
@@ -41,17 +46,19 @@ pub struct GuestLog {
     refilled_at: Instant,
     dropped: u64,
     dropped_total: u64,
+    /// When the last summary of dropped records was written.
+    reported_at: Option<Instant>,
 }
 
 impl Default for GuestLog {
     fn default() -> Self {
-        GuestLog { tokens: LOG_BURST, refilled_at: Instant::now(), dropped: 0, dropped_total: 0 }
+        GuestLog { tokens: LOG_BURST, refilled_at: Instant::now(), dropped: 0, dropped_total: 0, reported_at: None }
     }
 }
 
 impl GuestLog {
     /// Emits one record if the budget allows. Returns the number of records
-    /// dropped since the last emitted one, when that number is first reported.
+    /// dropped since the last summary, when a summary is written.
     pub fn record(
         &mut self,
         resource: &str,
@@ -59,7 +66,17 @@ impl GuestLog {
         message: &str,
         fields: &[(String, String)],
     ) -> Option<u64> {
-        let now = Instant::now();
+        self.record_at(Instant::now(), resource, level, message, fields)
+    }
+
+    fn record_at(
+        &mut self,
+        now: Instant,
+        resource: &str,
+        level: LogLevel,
+        message: &str,
+        fields: &[(String, String)],
+    ) -> Option<u64> {
         let refill = now.duration_since(self.refilled_at).as_secs_f64() * LOG_RATE_PER_SECOND;
         self.tokens = (self.tokens + refill).min(LOG_BURST);
         self.refilled_at = now;
@@ -69,8 +86,10 @@ impl GuestLog {
             return None;
         }
         self.tokens -= 1.0;
-        let reported = std::mem::take(&mut self.dropped);
+        let due = self.reported_at.is_none_or(|at| now.duration_since(at) >= DROP_REPORT_INTERVAL);
+        let reported = if self.dropped > 0 && due { std::mem::take(&mut self.dropped) } else { 0 };
         if reported > 0 {
+            self.reported_at = Some(now);
             tracing::warn!(resource, dropped = reported, "guest log rate limit: records dropped");
         }
         emit(resource, level, cut(message, MAX_LOG_MESSAGE_BYTES), fields);
@@ -211,6 +230,25 @@ mod tests {
         // Within a few milliseconds the bucket refills by at most a handful.
         assert!(log.dropped_total() >= 10_000 - LOG_BURST as u64 - 50, "dropped {}", log.dropped_total());
         assert!(reported <= log.dropped_total());
+    }
+
+    #[test]
+    fn a_long_flood_is_summarised_once_a_second() {
+        let mut log = GuestLog::default();
+        let start = Instant::now();
+        let (mut summaries, mut reported) = (0, 0);
+        // Eight seconds of a guest logging every 100 µs: 80,000 records.
+        for i in 0..80_000u32 {
+            let now = start + Duration::from_micros(100 * u64::from(i));
+            if let Some(count) = log.record_at(now, "flood", LogLevel::Trace, "line", &[]) {
+                summaries += 1;
+                reported += count;
+            }
+        }
+        assert!(summaries <= 9, "{summaries} summaries in 8 s");
+        assert!(summaries >= 7, "the drops are still reported: {summaries}");
+        // What is not yet reported waits for the next summary, never lost.
+        assert_eq!(reported + log.dropped, log.dropped_total());
     }
 
     #[test]
