@@ -101,6 +101,8 @@ impl IntoResponse for ApiError {
 #[derive(Serialize)]
 struct StatusBody {
     node: String,
+    /// `loading-plugins` while the daemon starts, then `running`, then `stopping`.
+    phase: crate::node::NodePhase,
     groups: Vec<crate::node::GroupView>,
     resources: Vec<crate::node::ResourceView>,
     workers: Vec<crate::worker::WorkerView>,
@@ -118,7 +120,14 @@ async fn status(State(view): State<Arc<NodeView>>) -> Result<Json<StatusBody>, A
         .cloned()
         .collect();
     let workers = view.workers.views();
-    Ok(Json(StatusBody { node: view.node_name.clone(), groups, resources, workers, recent_events }))
+    Ok(Json(StatusBody {
+        node: view.node_name.clone(),
+        phase: view.phase(),
+        groups,
+        resources,
+        workers,
+        recent_events,
+    }))
 }
 
 async fn resources(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<crate::node::ResourceView>>, ApiError> {

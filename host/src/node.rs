@@ -9,6 +9,13 @@
 //! another resource; healthy probes run inside the workers and cost the
 //! loop nothing. Group ownership is decided in one place, [`Ownership`], so
 //! a cluster backend can take it over later.
+//!
+//! Start-up serves the API before any plugin is compiled (a Python plugin
+//! takes tens of seconds): [`Node::start`] only builds the view, where each
+//! resource waits for its type, and [`Node::run`] watches the plugin
+//! directory *before* it scans it, so a file published while the first
+//! plugins compile is seen by the scan, by the watcher, or by both (a
+//! file loaded twice with the same bytes changes nothing).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -168,11 +175,25 @@ pub struct PluginView {
     pub error: Option<String>,
 }
 
+/// Where a node is in its life, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodePhase {
+    /// The plugin directory is being loaded; resources wait for their types.
+    LoadingPlugins,
+    /// Resources are open and the policy engine runs.
+    Running,
+    /// The node is taking its groups offline (or leaving them) to stop.
+    Stopping,
+}
+
 /// What the API reads and how it asks for changes: shared between the node
 /// loop (the only writer) and the API handlers.
 pub struct NodeView {
     /// This node's name.
     pub node_name: String,
+    /// Where the node is in its life.
+    pub phase: RwLock<NodePhase>,
     /// Every resource.
     pub resources: RwLock<BTreeMap<String, ResourceView>>,
     /// Every group.
@@ -202,6 +223,17 @@ impl NodeView {
     /// The counters of `resource`.
     pub fn metrics_of(&self, resource: &str) -> Option<Arc<ResourceMetrics>> {
         self.metrics.read().ok()?.get(resource).cloned()
+    }
+
+    /// Where the node is in its life.
+    pub fn phase(&self) -> NodePhase {
+        self.phase.read().map_or(NodePhase::Stopping, |phase| *phase)
+    }
+
+    fn set_phase(&self, phase: NodePhase) {
+        if let Ok(mut current) = self.phase.write() {
+            *current = phase;
+        }
     }
 
     fn publish(&self, mut event: NodeEvent) {
@@ -242,6 +274,20 @@ pub async fn load_plugins(
     dir: &Path,
     versions: Option<&Path>,
 ) -> (BTreeMap<String, Arc<Plugin>>, Vec<PluginView>) {
+    let mut plugins = BTreeMap::new();
+    let mut views = Vec::new();
+    for file in plugin_files(dir) {
+        let (plugin, view) = load_plugin(runtime, &file, versions).await;
+        if let Some(plugin) = plugin {
+            plugins.insert(plugin.type_name().to_string(), plugin);
+        }
+        views.push(view);
+    }
+    (plugins, views)
+}
+
+/// The plugin files of `dir`, sorted.
+fn plugin_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries.flatten().map(|e| e.path()).filter(|p| is_plugin_file(p)).collect(),
         Err(error) => {
@@ -250,16 +296,7 @@ pub async fn load_plugins(
         }
     };
     files.sort();
-    let mut plugins = BTreeMap::new();
-    let mut views = Vec::new();
-    for file in files {
-        let (plugin, view) = load_plugin(runtime, &file, versions).await;
-        if let Some(plugin) = plugin {
-            plugins.insert(plugin.type_name().to_string(), plugin);
-        }
-        views.push(view);
-    }
-    (plugins, views)
+    files
 }
 
 /// Whether `path` names a plugin: a `.wasm` file, not hidden (editors and
@@ -352,6 +389,9 @@ fn strip_resource(message: &str, resource: &str) -> String {
 /// A running node.
 pub struct Node {
     config: NodeConfig,
+    /// The configuration as loaded; its resources and groups join `config`
+    /// once their plugins are loaded and checked.
+    configured: NodeConfig,
     runtime: Arc<Runtime>,
     /// The current version of each type.
     plugins: BTreeMap<String, Arc<Plugin>>,
@@ -376,15 +416,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens every resource of `config` (adopting the processes the state
-    /// store recorded for it) and prepares the view. Nothing goes online yet.
-    pub async fn start(
-        config: NodeConfig,
-        runtime: Arc<Runtime>,
-        plugins: BTreeMap<String, Arc<Plugin>>,
-        plugin_views: Vec<PluginView>,
-        store: StateStore,
-    ) -> Result<Node, crate::Error> {
+    /// Prepares the node and its view, in which every configured resource
+    /// waits for its type; nothing is loaded, opened or brought online
+    /// until [`Node::run`], so the API can serve at once.
+    pub fn start(config: NodeConfig, runtime: Arc<Runtime>, store: StateStore) -> Result<Node, crate::Error> {
         let store = Arc::new(store);
         let (worker_events_sender, worker_events) = mpsc::unbounded_channel();
         let workers = WorkerPool::new(
@@ -408,9 +443,10 @@ impl Node {
         let (requests, node_requests) = mpsc::unbounded_channel();
         let view = Arc::new(NodeView {
             node_name: config.name.clone(),
-            resources: RwLock::new(BTreeMap::new()),
-            groups: RwLock::new(BTreeMap::new()),
-            plugins: RwLock::new(plugin_views),
+            phase: RwLock::new(NodePhase::LoadingPlugins),
+            resources: RwLock::new(waiting_resources(&config)),
+            groups: RwLock::new(waiting_groups(&config)),
+            plugins: RwLock::new(Vec::new()),
             runtime: runtime.clone(),
             metrics: RwLock::new(BTreeMap::new()),
             events,
@@ -423,11 +459,12 @@ impl Node {
         });
         let (internal_sender, internal) = mpsc::unbounded_channel();
         // Empty until `add` gives it the configuration's resources and groups.
-        let mut node = Node {
+        Ok(Node {
             engine: PolicyEngine::default(),
             config: NodeConfig { resources: Vec::new(), groups: Vec::new(), ..config.clone() },
+            configured: config,
             runtime,
-            plugins,
+            plugins: BTreeMap::new(),
             workers,
             worker_events,
             handles: BTreeMap::new(),
@@ -444,9 +481,35 @@ impl Node {
             records: BTreeMap::new(),
             dirty_records: Default::default(),
             ownership: Box::new(SingleNode),
-        };
-        node.add(config.resources, config.groups).await;
-        Ok(node)
+        })
+    }
+
+    /// Loads every plugin file of the directory, one at a time, each shown
+    /// in the view as soon as it is loaded or rejected.
+    async fn load_plugin_dir(&mut self) {
+        let dir = self.config.plugin_dir.clone();
+        let versions = self.config.data_dir.join(PLUGIN_VERSIONS_DIR);
+        for file in plugin_files(&dir) {
+            let (plugin, view) = load_plugin(&self.runtime, &file, Some(&versions)).await;
+            if let Some(error) = &view.error {
+                tracing::error!(%error, "plugin not loaded");
+            }
+            if let Ok(mut views) = self.view.plugins.write() {
+                views.push(view);
+            }
+            if let Some(plugin) = plugin {
+                self.plugins.insert(plugin.type_name().to_string(), plugin);
+            }
+        }
+        // What no plugin file now needs goes: compiled forms of replaced files
+        // or of an older engine, and copies of versions no resource will run.
+        let compiled: std::collections::HashSet<String> =
+            self.plugins.values().map(|p| p.cache_key().to_string()).collect();
+        let hashes: std::collections::HashSet<String> = self.plugins.values().map(|p| p.hash().to_string()).collect();
+        let stale = self.runtime.prune_cache(&compiled) + crate::runtime::prune_dir(&versions, &hashes);
+        if stale > 0 {
+            tracing::info!(stale, "dropped stale compiled components and plugin versions");
+        }
     }
 
     /// Adds resources and groups to the node: creates each resource's
@@ -523,10 +586,44 @@ impl Node {
         self.view.clone()
     }
 
-    /// Adopts what still runs and brings wanted groups online, then runs the
-    /// loop until `shutdown` resolves; then takes groups offline (or leaves
-    /// them running, as configured).
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+    /// Watches the plugin directory, loads it, checks the configuration
+    /// against its plugins, opens every resource (adopting the processes
+    /// the state store recorded), adopts what still runs and brings wanted
+    /// groups online; then runs the loop until `shutdown` resolves, and
+    /// takes groups offline (or leaves them running, as configured).
+    ///
+    /// The configuration errors only the plugins can reveal (an unknown
+    /// type, properties the plugin refuses) stop the node before anything
+    /// is opened: they are returned, every one, for the daemon to print.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Vec<ConfigError>> {
+        tokio::pin!(shutdown);
+        // Watching starts before the scan: a file published while the scan
+        // compiles is then reported by the watcher, whatever the scan saw.
+        let (_watcher, mut plugin_files) = match crate::plugin_dir::watch(&self.config.plugin_dir) {
+            Ok((watcher, changes)) => (Some(watcher), changes),
+            Err(error) => {
+                tracing::error!(%error, "the plugin directory is not watched");
+                (None, mpsc::unbounded_channel().1)
+            }
+        };
+        let stopped = tokio::select! {
+            () = self.load_plugin_dir() => false,
+            () = &mut shutdown => true,
+        };
+        if stopped {
+            tracing::info!("stopping before the plugins were loaded");
+            self.workers.shutdown(false).await;
+            return Ok(());
+        }
+        let errors = check_config(&self.configured, &self.plugins).await;
+        if !errors.is_empty() {
+            self.workers.shutdown(false).await;
+            return Err(errors);
+        }
+        let (resources, groups) = (self.configured.resources.clone(), self.configured.groups.clone());
+        self.add(resources, groups).await;
+        self.view.set_phase(NodePhase::Running);
+        tracing::info!(resources = self.handles.len(), plugins = self.plugins.len(), "resources opened");
         for group in self.config.groups.clone() {
             let wanted = self.store.group_wanted(&group.name).ok().flatten().unwrap_or(group.autostart);
             if !wanted || !self.ownership.owns(&group.name) {
@@ -543,14 +640,6 @@ impl Node {
             }
             self.apply(Input::GroupOnline(group.name.clone()));
         }
-        let (_watcher, mut plugin_files) = match crate::plugin_dir::watch(&self.config.plugin_dir) {
-            Ok((watcher, changes)) => (Some(watcher), changes),
-            Err(error) => {
-                tracing::error!(%error, "the plugin directory is not watched");
-                (None, mpsc::unbounded_channel().1)
-            }
-        };
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 Some(input) = self.receiver.recv() => self.apply(input),
@@ -562,9 +651,11 @@ impl Node {
             }
         }
         self.stop().await;
+        Ok(())
     }
 
     async fn stop(mut self) {
+        self.view.set_phase(NodePhase::Stopping);
         if self.config.leave_running_on_stop {
             tracing::info!("stopping; leaving resources running, as configured");
             self.workers.shutdown(true).await;
@@ -980,6 +1071,37 @@ pub fn resource_spec(
     }
     spec.adopt = adopt;
     spec
+}
+
+/// Every configured resource as the view shows it before its type is loaded.
+fn waiting_resources(config: &NodeConfig) -> BTreeMap<String, ResourceView> {
+    let view = |resource: &ResourceConfig| ResourceView {
+        name: resource.name.clone(),
+        type_name: resource.type_name.clone(),
+        group: config.group_of(&resource.name).map(|g| g.name.clone()).unwrap_or_default(),
+        state: ResourceState::Unknown,
+        reason: format!("waiting for its type `{}`: the plugin directory is being loaded", resource.type_name),
+        depends_on: resource.depends_on.clone(),
+        restarts_in_period: 0,
+        restarts_total: 0,
+        failures_total: 0,
+        pids: Vec::new(),
+        worker: String::new(),
+        plugin_hash: String::new(),
+    };
+    config.resources.iter().map(|resource| (resource.name.clone(), view(resource))).collect()
+}
+
+/// Every configured group as the view shows it before its plugins are loaded.
+fn waiting_groups(config: &NodeConfig) -> BTreeMap<String, GroupView> {
+    let view = |group: &GroupConfig| GroupView {
+        name: group.name.clone(),
+        state: "offline".into(),
+        reason: "waiting for the plugin directory to be loaded".into(),
+        wanted_online: false,
+        resources: group.resources.clone(),
+    };
+    config.groups.iter().map(|group| (group.name.clone(), view(group))).collect()
 }
 
 fn blank_event() -> NodeEvent {

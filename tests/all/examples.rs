@@ -2,18 +2,11 @@
 //! built by `cargo xtask examples`, they pass the same conformance suite as
 //! the Rust plugins, and run under the daemon.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use steward_tests::daemon::Daemon;
-use steward_tests::{steward_binary, workspace_root};
-
-fn example(file: &str) -> PathBuf {
-    let path = workspace_root().join("target/examples").join(file);
-    assert!(path.is_file(), "{} is missing: run `cargo xtask examples` (or `cargo xtask test`)", path.display());
-    path
-}
+use steward_tests::{example_wasm, steward_binary};
 
 #[test]
 fn python_and_javascript_plugins_pass_the_conformance_suite() {
@@ -21,7 +14,7 @@ fn python_and_javascript_plugins_pass_the_conformance_suite() {
         let state = tempfile::tempdir().expect("tempdir");
         let output = Command::new(steward_binary())
             .args(["plugin", "check"])
-            .arg(example(file))
+            .arg(example_wasm(file))
             .args(["--prop", "path=/state/m", "--grant-dir"])
             .arg(format!("{}:/state", state.path().display()))
             .output()
@@ -60,7 +53,8 @@ depends_on = ["py"]
 name = "polyglot"
 resources = ["py", "js"]
 "#;
-    let daemon = Daemon::start_with_files(config, &[example("python_marker.wasm"), example("js_marker.wasm")]).await;
+    let daemon =
+        Daemon::start_with_files(config, &[example_wasm("python_marker.wasm"), example_wasm("js_marker.wasm")]).await;
     daemon.wait_group("polyglot", "online", Duration::from_secs(60)).await;
     assert_eq!(std::fs::read_to_string(daemon.path("state/py.online")).expect("py marker"), "py");
     assert_eq!(std::fs::read_to_string(daemon.path("state/js.online")).expect("js marker"), "js");

@@ -324,3 +324,64 @@ async fn a_removed_plugin_serves_its_running_resources_until_they_go_offline() {
     assert!(refused, "{}", daemon.status_text().await);
     assert_ne!(daemon.state("tick").await, "online");
 }
+
+/// A node whose one resource is of a type that takes seconds to compile.
+const SLOW_TO_LOAD: &str = r#"
+[node]
+name = "node-slow"
+plugin_dir = "plugins"
+data_dir = "data"
+api = "{api}"
+
+[[resource]]
+name = "py"
+type = "python-marker"
+properties = { path = "/state/py.online" }
+grants = { directories = [{ host = "{dir}/state", guest = "/state" }] }
+
+[[group]]
+name = "slow"
+resources = ["py"]
+"#;
+
+/// The daemon serves its API while its first plugins compile, each
+/// resource shown waiting for its type; a plugin published with a rename
+/// and a truncated file dropped during that time are both seen (the
+/// directory is watched before it is scanned), loaded or rejected with the
+/// reason, and logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_published_while_the_daemon_starts_are_not_lost() {
+    let mut daemon = Daemon::prepare(SLOW_TO_LOAD, &[steward_tests::example_wasm("python_marker.wasm")]);
+    daemon.launch();
+    // The API answers long before the Python component is compiled.
+    let mut status = Value::Null;
+    let answered = eventually(Duration::from_secs(5), async || {
+        match reqwest::get(daemon.url("/v1/status")).await {
+            Ok(response) => status = response.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        }
+        true
+    })
+    .await;
+    assert!(answered, "the API did not answer within 5 s of the start: {}", daemon.log());
+    assert_eq!(status["phase"], "loading-plugins", "{status}");
+    let py = status["resources"].as_array().and_then(|r| r.first()).cloned().unwrap_or_default();
+    assert!(py["reason"].as_str().is_some_and(|r| r.contains("waiting for its type `python-marker`")), "{status}");
+    let shown = daemon.cli(&["status"]);
+    assert!(text(&shown.stdout).contains("(loading-plugins)"), "{}", text(&shown.stdout));
+
+    let plugins = daemon.path("plugins");
+    publish(&plugins, "dummy.wasm", &std::fs::read(guest_wasm("dummy")).expect("dummy.wasm"));
+    let dummy = std::fs::read(guest_wasm("dummy")).expect("dummy.wasm");
+    std::fs::write(plugins.join("broken.wasm"), &dummy[..dummy.len() / 3]).expect("drop a truncated file");
+
+    daemon.wait_running().await;
+    daemon.wait_group("slow", "online", Duration::from_secs(60)).await;
+    let entry = wait_entry(&daemon, "dummy.wasm", |e| e["type"] == "dummy").await;
+    assert!(entry.get("error").is_none(), "{entry}");
+    let broken = wait_entry(&daemon, "broken.wasm", |e| e.get("error").is_some()).await;
+    assert!(broken["error"].as_str().is_some_and(|e| e.contains("truncated")), "{broken}");
+    let log = daemon.log();
+    assert!(log.lines().any(|l| l.contains("dummy.wasm") && l.contains("plugin loaded")), "{log}");
+    assert!(log.lines().any(|l| l.contains("broken.wasm") && l.contains("rejected")), "{log}");
+}

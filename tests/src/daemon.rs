@@ -37,25 +37,20 @@ impl Daemon {
 
     /// As [`Daemon::start`], with plugin files given by path.
     pub async fn start_with_files(config: &str, plugin_files: &[PathBuf]) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // `plugins/` for the components, `state/` for directory grants.
-        for sub in ["plugins", "state"] {
-            std::fs::create_dir_all(dir.path().join(sub)).expect("daemon subdirectory");
-        }
-        for file in plugin_files {
-            let name = file.file_name().expect("a file name");
-            std::fs::copy(file, dir.path().join("plugins").join(name)).expect("copy plugin");
-        }
-        let api = free_address();
-        let config = config.replace("{dir}", &dir.path().display().to_string()).replace("{api}", &api);
-        std::fs::write(dir.path().join("steward.toml"), config).expect("write config");
-        let mut daemon = Daemon { dir, api, binary: steward_binary(), child: None };
+        let mut daemon = Daemon::prepare(config, plugin_files);
         daemon.spawn().await;
         daemon
     }
 
-    /// Starts the daemon process again (after [`Daemon::kill9`] or [`Daemon::terminate`]).
+    /// Starts the daemon process again (after [`Daemon::kill9`] or
+    /// [`Daemon::terminate`]) and waits until it runs.
     pub async fn spawn(&mut self) {
+        self.launch();
+        self.wait_running().await;
+    }
+
+    /// Starts the daemon process without waiting for anything.
+    pub fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -69,11 +64,19 @@ impl Daemon {
             .spawn()
             .expect("the daemon starts");
         self.child = Some(child);
+    }
+
+    /// Waits until the daemon's API answers and its plugins are loaded
+    /// (its phase is `running`); panics with its log if it exits first.
+    pub async fn wait_running(&mut self) {
         // Generous: a first start compiles every plugin, and a Python or
         // JavaScript component takes seconds to compile on a busy machine.
         let until = Instant::now() + STARTUP_LIMIT;
         while Instant::now() < until {
-            if reqwest::get(self.url("/v1/status")).await.is_ok_and(|r| r.status().is_success()) {
+            if let Ok(response) = reqwest::get(self.url("/v1/status")).await
+                && response.status().is_success()
+                && response.json::<Value>().await.is_ok_and(|status| status["phase"] == "running")
+            {
                 return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -81,7 +84,25 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("the daemon's API did not answer within {STARTUP_LIMIT:?}: {}", self.log());
+        panic!("the daemon did not come to run within {STARTUP_LIMIT:?}: {}", self.log());
+    }
+
+    /// Writes the daemon's directory as [`Daemon::start_with_files`] does,
+    /// without starting it.
+    pub fn prepare(config: &str, plugin_files: &[PathBuf]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // `plugins/` for the components, `state/` for directory grants.
+        for sub in ["plugins", "state"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("daemon subdirectory");
+        }
+        for file in plugin_files {
+            let name = file.file_name().expect("a file name");
+            std::fs::copy(file, dir.path().join("plugins").join(name)).expect("copy plugin");
+        }
+        let api = free_address();
+        let config = config.replace("{dir}", &dir.path().display().to_string()).replace("{api}", &api);
+        std::fs::write(dir.path().join("steward.toml"), config).expect("write config");
+        Daemon { dir, api, binary: steward_binary(), child: None }
     }
 
     /// The daemon's log so far.

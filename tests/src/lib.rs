@@ -31,6 +31,14 @@ pub fn guest_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// An example plugin in another language, built by `cargo xtask examples`
+/// into `target/examples/` (`python_marker.wasm`, `js_marker.wasm`).
+pub fn example_wasm(file: &str) -> PathBuf {
+    let path = workspace_root().join("target/examples").join(file);
+    assert!(path.is_file(), "{} is missing: run `cargo xtask examples` (or `cargo xtask test`)", path.display());
+    path
+}
+
 /// The `steward` binary built by `cargo xtask test`.
 pub fn steward_binary() -> PathBuf {
     let path = workspace_root().join("target/debug/steward");

@@ -1,15 +1,16 @@
-//! `steward daemon --config FILE`: runs the node: loads the configuration
-//! and plugins, checks everything, opens the state store, serves the API,
-//! and runs the node loop until SIGTERM or SIGINT.
+//! `steward daemon --config FILE`: runs the node: loads the configuration,
+//! opens the state store, serves the API at once, then has the node load
+//! its plugins, check the configuration against them and run until SIGTERM
+//! or SIGINT.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use steward::node::{Node, check_config, load_plugins};
+use steward::node::Node;
 use steward::runtime::{Runtime, RuntimeConfig};
 use steward::state::StateStore;
+use steward::text::escape_control;
 
 /// Scratch instances for `metadata` and `validate` calls at once.
 const SCRATCH_INSTANCE_SLOTS: u32 = 64;
@@ -39,36 +40,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_live_instances: SCRATCH_INSTANCE_SLOTS,
         cache_dir: Some(config.data_dir.join("compile-cache")),
     })?;
-    let versions = config.data_dir.join(steward::node::PLUGIN_VERSIONS_DIR);
-    let (plugins, plugin_views) = load_plugins(&runtime, &config.plugin_dir, Some(&versions)).await;
-    for error in plugin_views.iter().filter_map(|view| view.error.as_ref()) {
-        tracing::error!(%error, "plugin not loaded");
-    }
-    // What no plugin file now needs goes: compiled forms of replaced files
-    // or of an older engine, and copies of versions no resource will run.
-    let compiled: HashSet<String> = plugins.values().map(|p| p.cache_key().to_string()).collect();
-    let hashes: HashSet<String> = plugins.values().map(|p| p.hash().to_string()).collect();
-    let stale = runtime.prune_cache(&compiled) + steward::runtime::prune_dir(&versions, &hashes);
-    if stale > 0 {
-        tracing::info!(stale, "dropped stale compiled components and plugin versions");
-    }
-    let errors = check_config(&config, &plugins).await;
-    if !errors.is_empty() {
-        for error in &errors {
-            eprintln!("error: {error}");
-        }
-        eprintln!(
-            "the daemon did not start: fix the {} error(s) above (`steward validate` checks without starting)",
-            errors.len()
-        );
-        return Ok(ExitCode::FAILURE);
-    }
     let store = StateStore::open(&config.data_dir)?;
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
         .with_context(|| format!("cannot listen on {} (node.api); is another daemon running?", config.api))?;
     let api = listener.local_addr()?;
-    let node = Node::start(config.clone(), runtime.clone(), plugins, plugin_views, store).await?;
+    // The API serves while the plugins compile: `steward status` shows each
+    // resource waiting for its type rather than failing to connect.
+    let node = Node::start(config.clone(), runtime, store)?;
     forward_hangups(node.view());
     let router = steward::api::router(node.view());
     tokio::spawn(async move {
@@ -76,9 +55,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             tracing::error!(%error, "the API server stopped");
         }
     });
-    tracing::info!(node = %config.name, %api, resources = config.resources.len(), "daemon started");
+    tracing::info!(node = %config.name, %api, resources = config.resources.len(), "daemon started; loading plugins");
     println!("steward daemon: node `{}`, API on http://{api}", config.name);
-    node.run(shutdown_signal()).await;
+    if let Err(errors) = node.run(shutdown_signal()).await {
+        for error in &errors {
+            // Plugins' `validate` problems are the plugins' own text.
+            eprintln!("error: {}", escape_control(&error.to_string()));
+        }
+        eprintln!(
+            "the daemon did not start: fix the {} error(s) above (`steward validate` checks without starting)",
+            errors.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     tracing::info!("daemon stopped");
     Ok(ExitCode::SUCCESS)
 }
