@@ -5,7 +5,9 @@
 //!   `target/wasm32-wasip2/guest/`;
 //! - `examples`: build the Python and JavaScript example plugins (their
 //!   scripts install componentize-py and jco) into `target/examples/`;
-//! - `test`: build the guests, the examples and the binaries, then run every test;
+//! - `test`: install the system packages the tests need when missing (see
+//!   [`SYSTEM_PACKAGES`]), build the guests, the examples and the binaries,
+//!   then run every test;
 //! - `demo`: build everything and start a node daemon on the demo
 //!   configuration (`demo/steward.toml.in`) in `target/demo`;
 //! - `bench`: build the guests and the release `steward` binary, then run
@@ -24,7 +26,10 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let outcome = match task.as_str() {
         "guests" => build_guests(),
-        "test" => build_guests().and_then(|()| build_examples()).and_then(|()| test()),
+        "test" => install_system_packages()
+            .and_then(|()| build_guests())
+            .and_then(|()| build_examples())
+            .and_then(|()| test()),
         "examples" => build_examples(),
         "demo" => build_guests().and_then(|()| demo()),
         "bench" => build_guests().and_then(|()| bench()),
@@ -70,6 +75,47 @@ fn build_guests() -> Result<(), String> {
         command.args(["-p", &name]);
     }
     run(&mut command)
+}
+
+/// What the tests need from the system: a command each, and the Debian
+/// package that provides it. A fresh machine gets the missing ones from
+/// `apt-get`, so the README's test command needs no set-up of its own.
+const SYSTEM_PACKAGES: &[(&str, &str)] = &[
+    // The OCF interop tests: `ocf-tester` and the heartbeat `Dummy` agent.
+    ("ocf-tester", "resource-agents"),
+    // The `xmllint` that `ocf-tester` validates meta-data with.
+    ("xmllint", "libxml2-utils"),
+];
+
+fn install_system_packages() -> Result<(), String> {
+    let missing: Vec<&str> =
+        SYSTEM_PACKAGES.iter().filter(|(command, _)| !on_path(command)).map(|(_, package)| *package).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("xtask: installing {} (the tests need them)", missing.join(" "));
+    // Root installs directly (CI, containers); anyone else through sudo,
+    // which says itself what it needs.
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    let apt = |args: &[&str]| {
+        let mut command = if is_root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !is_root {
+            command.arg("apt-get");
+        }
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run(&mut apt(&["update", "-qq"]))?;
+    let mut install = apt(&["install", "-y", "-qq"]);
+    install.args(&missing);
+    run(&mut install).map_err(|error| format!("{error}; install {} by hand and run again", missing.join(" ")))
+}
+
+/// Whether `command` is on the PATH, or in an sbin directory (where
+/// `ocf-tester` lives, which a non-root PATH may lack).
+fn on_path(command: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(["/usr/sbin", "/sbin"].map(PathBuf::from)).any(|dir| dir.join(command).is_file())
 }
 
 /// The example plugins in other languages, each built by its own script
