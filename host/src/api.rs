@@ -297,12 +297,15 @@ async fn events(
 async fn metrics(State(view): State<Arc<NodeView>>) -> Result<Response, ApiError> {
     let resources = read(&view.resources)?;
     let mut out = String::new();
-    let families: [(&str, &str, &str); 5] = [
+    let families: [(&str, &str, &str); 8] = [
         ("steward_probes_total", "counter", "Probes run per resource."),
         ("steward_probe_seconds_total", "counter", "Total probe latency per resource, in seconds."),
         ("steward_restarts_total", "counter", "Restarts per resource."),
         ("steward_failures_total", "counter", "Failures per resource."),
         ("steward_resource_online", "gauge", "1 when the resource is online."),
+        ("steward_guest_logs_dropped_total", "counter", "Guest log records dropped by the rate limit."),
+        ("steward_capability_denials_total", "counter", "Programs, files and addresses a plugin was refused."),
+        ("steward_processes_spawned_total", "counter", "Processes plugins spawned through the process capability."),
     ];
     for (family, kind, help) in families {
         let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
@@ -313,6 +316,9 @@ async fn metrics(State(view): State<Arc<NodeView>>) -> Result<Response, ApiError
                 "steward_probe_seconds_total" => counters.probe_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,
                 "steward_restarts_total" => counters.restarts_total.load(Ordering::Relaxed) as f64,
                 "steward_failures_total" => counters.failures_total.load(Ordering::Relaxed) as f64,
+                "steward_guest_logs_dropped_total" => counters.logs_dropped_total.load(Ordering::Relaxed) as f64,
+                "steward_capability_denials_total" => counters.capability_denials_total.load(Ordering::Relaxed) as f64,
+                "steward_processes_spawned_total" => counters.processes_spawned_total.load(Ordering::Relaxed) as f64,
                 _ => f64::from(u8::from(resource.state == crate::policy::ResourceState::Online)),
             };
             let _ = writeln!(
@@ -321,6 +327,21 @@ async fn metrics(State(view): State<Arc<NodeView>>) -> Result<Response, ApiError
                 escape(name),
                 escape(&resource.group)
             );
+        }
+    }
+    let family = "steward_resource_failures_total";
+    let _ = writeln!(
+        out,
+        "# HELP {family} Failures per resource and kind since the daemon started.\n# TYPE {family} counter"
+    );
+    for (name, resource) in resources.iter() {
+        let Some(counters) = view.metrics_of(name) else { continue };
+        for kind in crate::failure::FailureKind::ALL {
+            let count = counters.failures_by_kind[kind.index()].load(Ordering::Relaxed);
+            if count > 0 {
+                let (name, group) = (escape(name), escape(&resource.group));
+                let _ = writeln!(out, "{family}{{resource=\"{name}\",group=\"{group}\",kind=\"{kind}\"}} {count}");
+            }
         }
     }
     let stats = view.runtime.stats();

@@ -30,7 +30,7 @@ impl MonitorEvent {
 }
 
 /// What happened.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
     /// A call failed; when the sandbox failed (trap, deadline, limit), its
     /// instance was discarded.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod conformance;
 pub mod error;
 pub mod events;
+pub mod failure;
 pub mod grants;
 pub mod guest_log;
 pub mod monitor;

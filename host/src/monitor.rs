@@ -168,28 +168,7 @@ pub enum CallError {
     },
 }
 
-/// The kind of a [`CallError`], for decisions and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// See [`CallError::Trap`].
-    Trap,
-    /// See [`CallError::Deadline`].
-    Deadline,
-    /// See [`CallError::MemoryLimit`].
-    MemoryLimit,
-    /// See [`CallError::CapabilityDenied`].
-    CapabilityDenied,
-    /// See [`CallError::OversizedReturn`].
-    OversizedReturn,
-    /// See [`CallError::Plugin`].
-    Plugin,
-    /// See [`CallError::Instantiate`].
-    Instantiate,
-    /// See [`CallError::NoInstance`].
-    NoInstance,
-    /// See [`CallError::WorkerLost`].
-    WorkerLost,
-}
+pub use crate::failure::{Failure, FailureKind};
 
 impl CallError {
     /// The kind of failure.
@@ -205,6 +184,12 @@ impl CallError {
             CallError::NoInstance { .. } => FailureKind::NoInstance,
             CallError::WorkerLost { .. } => FailureKind::WorkerLost,
         }
+    }
+
+    /// The failure as the node and the policy engine keep it: its kind and
+    /// this error's text.
+    pub fn failure(&self) -> Failure {
+        Failure::new(self.kind(), self.to_string())
     }
 
     /// Whether the sandbox itself failed, so its store must be discarded.
@@ -503,7 +488,12 @@ impl ResourceHandle {
         call_instance!(
             self,
             Operation::Online,
-            |guest, _typed, store, instance| guest.call_online(&mut *store, instance, context),
+            |guest, _typed, store, instance| {
+                // The `fencing-token` import answers with the token of the
+                // ownership this call is made under.
+                store.data_mut().fencing_token = context.fencing_token;
+                guest.call_online(&mut *store, instance, context)
+            },
             |result, denials| plugin_result(Operation::Online, result, &denials)
         )
     }
@@ -513,7 +503,10 @@ impl ResourceHandle {
         call_instance!(
             self,
             Operation::Offline,
-            |guest, _typed, store, instance| guest.call_offline(&mut *store, instance, context),
+            |guest, _typed, store, instance| {
+                store.data_mut().fencing_token = context.fencing_token;
+                guest.call_offline(&mut *store, instance, context)
+            },
             |result, denials| plugin_result(Operation::Offline, result, &denials)
         )
     }

@@ -26,8 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::bindings::{CallContext, PluginError};
+use crate::bindings::{CallContext, ClusterEvent, PluginError};
 use crate::config::{ConfigError, GroupConfig, NodeConfig, ResourceConfig};
+use crate::failure::{Failure, FailureKind};
 use crate::monitor::{CallError, ResourceSpec, Timeouts};
 use crate::plugin::Plugin;
 use crate::policy::{Action, Input, PolicyEngine, ResourceState, Severity};
@@ -94,6 +95,9 @@ pub struct NodeEvent {
     /// The state after, for transitions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<ResourceState>,
+    /// The kind of failure, for a transition to `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_kind: Option<FailureKind>,
     /// Why.
     pub reason: String,
 }
@@ -109,6 +113,14 @@ pub struct ResourceMetrics {
     pub restarts_total: AtomicU64,
     /// Failures over its life on this node.
     pub failures_total: AtomicU64,
+    /// Failures since the daemon started, by kind (indexed by [`FailureKind::index`]).
+    pub failures_by_kind: [AtomicU64; FailureKind::ALL.len()],
+    /// Guest log records dropped by the rate limit since the daemon started.
+    pub logs_dropped_total: AtomicU64,
+    /// Capabilities (programs, files, addresses) refused since the daemon started.
+    pub capability_denials_total: AtomicU64,
+    /// Processes the plugin spawned since the daemon started.
+    pub processes_spawned_total: AtomicU64,
 }
 
 /// One resource as the API shows it.
@@ -125,6 +137,10 @@ pub struct ResourceView {
     pub state: ResourceState,
     /// Why it is in that state.
     pub reason: String,
+    /// The kind of its last failure, if it failed since the daemon started.
+    pub last_failure_kind: Option<FailureKind>,
+    /// The plugin's last progress report while an online or offline is pending.
+    pub progress: Option<String>,
     /// What it depends on.
     pub depends_on: Vec<String>,
     /// Restarts counted in the current restart period.
@@ -152,6 +168,8 @@ pub struct GroupView {
     pub reason: String,
     /// Whether an operator wants it online.
     pub wanted_online: bool,
+    /// The fencing token of this node's ownership, while it owns the group.
+    pub fencing_token: Option<u64>,
     /// Its resources.
     pub resources: Vec<String>,
 }
@@ -250,19 +268,71 @@ impl NodeView {
     }
 }
 
-/// The seam a cluster backend takes over: whether this node should run a group.
-pub trait Ownership: Send + Sync {
-    /// Whether this node owns `group` now.
-    fn owns(&self, group: &str) -> bool;
+/// What an ownership backend tells the node loop about a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnershipEvent {
+    /// This node owns `group` now; every call made on its behalf carries
+    /// `fencing_token`, which is larger than any token of an earlier owner.
+    Acquired {
+        /// The group.
+        group: String,
+        /// Its fencing token for this ownership.
+        fencing_token: u64,
+    },
+    /// This node no longer owns `group`: it goes offline here, and comes
+    /// back only once acquired again.
+    Lost {
+        /// The group.
+        group: String,
+    },
 }
 
-/// A node running alone owns every group.
-pub struct SingleNode;
+/// The seam a cluster backend takes over: which groups this node runs.
+///
+/// The node receives its backend at start, with the receiving end of the
+/// channel the backend reports on. It asks before any group goes online
+/// (start, operator requests, reload, restarts, retries: every path), and
+/// brings the group online only once [`OwnershipEvent::Acquired`] arrives;
+/// it lets go of a group that is offline and wanted offline. Neither call
+/// waits: answers come back as [`OwnershipEvent`]s into the node loop.
+pub trait Ownership: Send {
+    /// This node wants to run `group`; answer with `Acquired` once it may
+    /// (or never, while another node runs it).
+    fn acquire(&mut self, group: &str);
+    /// `group` is offline here and wanted offline: another may take it.
+    fn release(&mut self, group: &str);
+}
+
+/// A node running alone: every group is acquired at once, each time with
+/// a fencing token one larger than the last, from a counter kept in the
+/// state store, so tokens grow across offline and online and across
+/// restarts of the daemon.
+pub struct SingleNode {
+    store: Arc<StateStore>,
+    events: mpsc::UnboundedSender<OwnershipEvent>,
+}
+
+impl SingleNode {
+    /// The backend, and the channel the node loop hears it on.
+    pub fn new(store: Arc<StateStore>) -> (SingleNode, mpsc::UnboundedReceiver<OwnershipEvent>) {
+        let (events, receiver) = mpsc::unbounded_channel();
+        (SingleNode { store, events }, receiver)
+    }
+}
 
 impl Ownership for SingleNode {
-    fn owns(&self, _group: &str) -> bool {
-        true
+    fn acquire(&mut self, group: &str) {
+        match self.store.next_fencing_token() {
+            Ok(fencing_token) => {
+                let _ = self.events.send(OwnershipEvent::Acquired { group: group.to_string(), fencing_token });
+            }
+            // Without a durable token the group must not run: a token
+            // handed out twice would fence nothing.
+            Err(error) => tracing::error!(%group, %error, "cannot hand out a fencing token; the group stays offline"),
+        }
     }
+
+    fn release(&mut self, _group: &str) {}
 }
 
 /// Loads every `.wasm` in the plugin directory: the types that loaded, and a
@@ -364,13 +434,14 @@ pub async fn check_config(config: &NodeConfig, plugins: &BTreeMap<String, Arc<Pl
             )));
             continue;
         };
-        let memory_limit = resource.memory_limit_mib.unwrap_or(0) << 20;
-        if memory_limit > crate::runtime::MAX_MEMORY_LIMIT_BYTES {
-            let most = crate::runtime::MAX_MEMORY_LIMIT_BYTES >> 20;
-            errors.push(at(format!(
-                "memory_limit_mib: {} is over the most a resource may have, {most}",
-                memory_limit >> 20
-            )));
+        // Compared in MiB: shifted into bytes, a huge value would wrap.
+        let most = crate::runtime::MAX_MEMORY_LIMIT_BYTES >> 20;
+        match resource.memory_limit_mib {
+            Some(0) => errors.push(at("memory_limit_mib: 0 leaves the resource no memory; give at least 1".into())),
+            Some(mib) if mib > most => {
+                errors.push(at(format!("memory_limit_mib: {mib} is over the most a resource may have, {most}")))
+            }
+            _ => {}
         }
         if let Err(error) = resource.grants.configure(&resource.name) {
             errors.push(at(strip_resource(&error.to_string(), &resource.name)));
@@ -413,14 +484,30 @@ pub struct Node {
     records: BTreeMap<String, ResourceRecord>,
     dirty_records: std::collections::BTreeSet<String>,
     ownership: Box<dyn Ownership>,
+    ownership_events: mpsc::UnboundedReceiver<OwnershipEvent>,
+    /// The groups this node owns, with their fencing tokens.
+    owned: HashMap<String, u64>,
+    /// Inputs that would bring a group online, held until it is acquired.
+    awaiting_ownership: HashMap<String, Vec<Input>>,
+    /// Online calls in a row per resource since its last success.
+    attempts: HashMap<String, u32>,
+    /// Each resource's queue of cluster events, delivered in order.
+    notifiers: HashMap<String, mpsc::UnboundedSender<ClusterEvent>>,
 }
 
 impl Node {
     /// Prepares the node and its view, in which every configured resource
     /// waits for its type; nothing is loaded, opened or brought online
-    /// until [`Node::run`], so the API can serve at once.
-    pub fn start(config: NodeConfig, runtime: Arc<Runtime>, store: StateStore) -> Result<Node, crate::Error> {
-        let store = Arc::new(store);
+    /// until [`Node::run`], so the API can serve at once. `ownership`
+    /// decides which groups this node may run, and reports on
+    /// `ownership_events` (see [`Ownership`]).
+    pub fn start(
+        config: NodeConfig,
+        runtime: Arc<Runtime>,
+        store: Arc<StateStore>,
+        ownership: Box<dyn Ownership>,
+        ownership_events: mpsc::UnboundedReceiver<OwnershipEvent>,
+    ) -> Result<Node, crate::Error> {
         let (worker_events_sender, worker_events) = mpsc::unbounded_channel();
         let workers = WorkerPool::new(
             WorkerOptions {
@@ -480,7 +567,12 @@ impl Node {
             next_probe_generation: 0,
             records: BTreeMap::new(),
             dirty_records: Default::default(),
-            ownership: Box::new(SingleNode),
+            ownership,
+            ownership_events,
+            owned: HashMap::new(),
+            awaiting_ownership: HashMap::new(),
+            attempts: HashMap::new(),
+            notifiers: HashMap::new(),
         })
     }
 
@@ -537,6 +629,8 @@ impl Node {
                 group: self.group_name(&resource.name),
                 state: ResourceState::Unknown,
                 reason: String::new(),
+                last_failure_kind: None,
+                progress: None,
                 depends_on: resource.depends_on.clone(),
                 restarts_in_period: 0,
                 restarts_total: record.restarts_total,
@@ -573,6 +667,7 @@ impl Node {
                 state: "offline".into(),
                 reason: String::new(),
                 wanted_online: false,
+                fencing_token: None,
                 resources: group.resources.clone(),
             };
             if let Ok(mut views) = self.view.groups.write() {
@@ -626,7 +721,7 @@ impl Node {
         tracing::info!(resources = self.handles.len(), plugins = self.plugins.len(), "resources opened");
         for group in self.config.groups.clone() {
             let wanted = self.store.group_wanted(&group.name).ok().flatten().unwrap_or(group.autostart);
-            if !wanted || !self.ownership.owns(&group.name) {
+            if !wanted {
                 self.apply(Input::GroupOffline(group.name.clone()));
                 continue;
             }
@@ -644,6 +739,7 @@ impl Node {
             tokio::select! {
                 Some(input) = self.receiver.recv() => self.apply(input),
                 Some(event) = self.worker_events.recv() => self.on_worker_event(event),
+                Some(event) = self.ownership_events.recv() => self.on_ownership(event),
                 Some(change) = plugin_files.recv() => self.on_plugin_file(change),
                 Some(message) = self.internal.recv() => self.on_internal(message).await,
                 Some(request) = self.node_requests.recv() => self.on_request(request).await,
@@ -681,17 +777,151 @@ impl Node {
         self.workers.shutdown(false).await;
     }
 
-    /// Feeds an input to the engine and carries out what it decides.
+    /// Feeds an input to the engine and carries out what it decides; an
+    /// input that would bring a group this node does not own online waits
+    /// for the ownership backend first.
     fn apply(&mut self, input: Input) {
         match &input {
             Input::GroupOnline(group) => self.remember_wanted(group, true),
-            Input::GroupOffline(group) => self.remember_wanted(group, false),
+            Input::GroupOffline(group) => {
+                self.remember_wanted(group, false);
+                // An online still waiting for ownership is called off.
+                self.awaiting_ownership.remove(group);
+            }
+            Input::OnlineDone { resource, result: Ok(()) } | Input::OfflineDone { resource } => {
+                self.attempts.remove(resource);
+            }
             _ => {}
+        }
+        if let Some(group) = self.group_needing_ownership(&input) {
+            let waiting = self.awaiting_ownership.entry(group.clone()).or_default();
+            if waiting.is_empty() {
+                self.ownership.acquire(&group);
+            }
+            waiting.push(input);
+            return;
         }
         let actions = self.engine.handle(input, Instant::now());
         self.execute(actions);
         self.flush_records();
         self.refresh_groups();
+        self.release_idle_groups();
+    }
+
+    /// The group `input` would bring online, when this node does not own it.
+    fn group_needing_ownership(&self, input: &Input) -> Option<String> {
+        let group = match input {
+            Input::GroupOnline(group) | Input::GroupRetryDue(group) => group.clone(),
+            Input::ResourceOnline(resource) | Input::Adopted(resource) | Input::RestartDue(resource) => {
+                self.group_name(resource)
+            }
+            _ => return None,
+        };
+        (!group.is_empty() && !self.owned.contains_key(&group)).then_some(group)
+    }
+
+    /// What the ownership backend says: an acquired group takes the
+    /// inputs that waited for it, with its fencing token; a lost one goes
+    /// offline here (what the operator wanted is kept for when it returns).
+    fn on_ownership(&mut self, event: OwnershipEvent) {
+        match event {
+            OwnershipEvent::Acquired { group, fencing_token } => {
+                tracing::info!(%group, fencing_token, "group acquired");
+                self.owned.insert(group.clone(), fencing_token);
+                self.set_group_token(&group, Some(fencing_token));
+                self.view.publish(NodeEvent {
+                    kind: "group-acquired".into(),
+                    group: group.clone(),
+                    reason: format!("this node owns the group, with fencing token {fencing_token}"),
+                    ..blank_event()
+                });
+                for input in self.awaiting_ownership.remove(&group).unwrap_or_default() {
+                    self.apply(input);
+                }
+                self.release_idle_groups();
+            }
+            OwnershipEvent::Lost { group } => {
+                tracing::warn!(%group, "group lost; taking it offline here");
+                self.owned.remove(&group);
+                self.awaiting_ownership.remove(&group);
+                self.set_group_token(&group, None);
+                self.view.publish(NodeEvent {
+                    kind: "group-lost".into(),
+                    group: group.clone(),
+                    reason: "this node no longer owns the group".into(),
+                    ..blank_event()
+                });
+                let actions = self.engine.handle(Input::GroupOffline(group), Instant::now());
+                self.execute(actions);
+                self.flush_records();
+                self.refresh_groups();
+            }
+        }
+    }
+
+    /// Lets go of every owned group that is offline and wanted offline, so
+    /// its next online is a new acquisition with a new fencing token.
+    fn release_idle_groups(&mut self) {
+        let idle: Vec<String> = match self.view.groups.read() {
+            Ok(groups) => self
+                .owned
+                .keys()
+                .filter(|group| groups.get(*group).is_some_and(|v| v.state == "offline" && !v.wanted_online))
+                .cloned()
+                .collect(),
+            Err(_) => return,
+        };
+        for group in idle {
+            self.owned.remove(&group);
+            self.set_group_token(&group, None);
+            self.ownership.release(&group);
+        }
+    }
+
+    fn set_group_token(&self, group: &str, token: Option<u64>) {
+        if let Some(view) = self.view.groups.write().ok().as_mut().and_then(|groups| groups.get_mut(group)) {
+            view.fencing_token = token;
+        }
+    }
+
+    /// The context of a call made for `resource`: this node, the fencing
+    /// token of its group's ownership, and the online tries in a row.
+    fn call_context(&self, resource: &str) -> CallContext {
+        let fencing_token = self.owned.get(&self.group_name(resource)).copied().unwrap_or(0);
+        let attempt = self.attempts.get(resource).copied().unwrap_or(1).max(1);
+        CallContext { node_name: self.config.name.clone(), fencing_token, attempt }
+    }
+
+    /// Tells the other resources of `resource`'s group that are online (or
+    /// on their way) of `event`, each in the order events happen.
+    fn notify_peers(&mut self, resource: &str, event: ClusterEvent) {
+        let Some(group) = self.config.group_of(resource) else { return };
+        let live = |state| {
+            matches!(state, Some(ResourceState::Online | ResourceState::OnlinePending | ResourceState::OfflinePending))
+        };
+        let peers: Vec<String> =
+            group.resources.iter().filter(|peer| *peer != resource && live(self.engine.state(peer))).cloned().collect();
+        for peer in peers {
+            self.notify(peer, event.clone());
+        }
+    }
+
+    /// Queues `event` for `resource`; one task per resource delivers its
+    /// queue in order, each `notify` between the resource's other calls.
+    fn notify(&mut self, resource: String, event: ClusterEvent) {
+        let Some(handle) = self.handles.get(&resource).cloned() else { return };
+        let queue = self.notifiers.entry(resource).or_insert_with(|| {
+            let (queue, mut events) = mpsc::unbounded_channel::<ClusterEvent>();
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    if let Err(error) = handle.notify(&event).await {
+                        tracing::warn!(resource = handle.name(), %error, "notify failed");
+                    }
+                }
+            });
+            queue
+        });
+        let _ = queue.send(event);
     }
 
     fn remember_wanted(&self, group: &str, online: bool) {
@@ -726,7 +956,9 @@ impl Node {
                         let _ = inputs.send(input);
                     });
                 }
-                Action::Transition { resource, from, to, reason } => self.transition(resource, from, to, reason),
+                Action::Transition { resource, from, to, reason, failure } => {
+                    self.transition(resource, from, to, reason, failure)
+                }
                 Action::GroupState { group, failed, reason } => {
                     if let Some(view) = self.view.groups.write().ok().as_mut().and_then(|g| g.get_mut(&group)) {
                         view.reason = if failed { reason.clone() } else { String::new() };
@@ -765,15 +997,32 @@ impl Node {
         }
     }
 
-    fn transition(&mut self, resource: String, from: ResourceState, to: ResourceState, reason: String) {
-        tracing::info!(%resource, ?from, ?to, %reason, "transition");
+    fn transition(
+        &mut self,
+        resource: String,
+        from: ResourceState,
+        to: ResourceState,
+        reason: String,
+        failure: Option<FailureKind>,
+    ) {
+        let kind = failure.map(FailureKind::as_str);
+        tracing::info!(%resource, ?from, ?to, kind, %reason, "transition");
         let mut failures = None;
         if to == ResourceState::Failed {
-            failures = self.view.metrics_of(&resource).map(|m| m.failures_total.fetch_add(1, Ordering::Relaxed) + 1);
+            let metrics = self.view.metrics_of(&resource);
+            if let (Some(metrics), Some(failure)) = (&metrics, failure) {
+                metrics.failures_by_kind[failure.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            failures = metrics.map(|m| m.failures_total.fetch_add(1, Ordering::Relaxed) + 1);
         }
         if let Some(view) = self.view.resources.write().ok().as_mut().and_then(|r| r.get_mut(&resource)) {
             view.state = to;
             view.reason = reason.clone();
+            // Progress belongs to the pending call that reported it.
+            view.progress = None;
+            if failure.is_some() {
+                view.last_failure_kind = failure;
+            }
             if let Some(failures) = failures {
                 view.failures_total = failures;
             }
@@ -791,12 +1040,20 @@ impl Node {
         });
         let group = self.group_name(&resource);
         self.refresh_group(&group);
+        match (from, to) {
+            (_, ResourceState::Online) => self.notify_peers(&resource, ClusterEvent::PeerOnline(resource.clone())),
+            (ResourceState::Online | ResourceState::OfflinePending, ResourceState::Offline | ResourceState::Failed) => {
+                self.notify_peers(&resource, ClusterEvent::PeerOffline(resource.clone()))
+            }
+            _ => {}
+        }
         self.view.publish(NodeEvent {
             kind: "transition".into(),
             resource: Some(resource),
             group,
             from: Some(from),
             to: Some(to),
+            failure_kind: failure,
             reason,
             ..blank_event()
         });
@@ -863,10 +1120,11 @@ impl Node {
         }
     }
 
-    fn call_online(&self, resource: String) {
+    fn call_online(&mut self, resource: String) {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
         let (inputs, store, view) = (self.inputs.clone(), self.store.clone(), self.view.clone());
-        let context = CallContext { node_name: self.config.name.clone(), fencing_token: 0, attempt: 1 };
+        *self.attempts.entry(resource.clone()).or_insert(0) += 1;
+        let context = self.call_context(&resource);
         let type_name = handle.plugin().type_name().to_string();
         if !self.plugins.contains_key(&type_name) {
             // Its file left the plugin directory: what ran kept running, but
@@ -875,7 +1133,8 @@ impl Node {
                 "the plugin of type `{type_name}` was removed from {}; put a plugin file for it back",
                 self.config.plugin_dir.display()
             );
-            let _ = self.inputs.send(Input::OnlineDone { resource, result: Err((reason, Severity::Final)) });
+            let failure = Failure::new(FailureKind::PluginRemoved, reason);
+            let _ = self.inputs.send(Input::OnlineDone { resource, result: Err((failure, Severity::Final)) });
             return;
         }
         tokio::spawn(async move {
@@ -889,7 +1148,7 @@ impl Node {
                 result = handle.online(&context).await;
             }
             record_processes(&handle, &store, &view).await;
-            let result = result.map_err(|error| (error.to_string(), severity(&error)));
+            let result = result.map_err(|error| (error.failure(), severity(&error)));
             let _ = inputs.send(Input::OnlineDone { resource, result });
         });
     }
@@ -897,7 +1156,7 @@ impl Node {
     fn call_offline(&self, resource: String) {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
         let (inputs, store, view) = (self.inputs.clone(), self.store.clone(), self.view.clone());
-        let context = CallContext { node_name: self.config.name.clone(), fencing_token: 0, attempt: 1 };
+        let context = self.call_context(&resource);
         tokio::spawn(async move {
             if handle.is_live().await
                 && let Err(error) = handle.offline(&context).await
@@ -949,11 +1208,11 @@ impl Node {
     /// are probed at once, and only those that fail go through the policy.
     fn on_worker_event(&mut self, event: WorkerEvent) {
         match event {
-            WorkerEvent::ProbeFailed { generation, reason } => {
+            WorkerEvent::ProbeFailed { generation, failure } => {
                 // A failure of a schedule stopped meanwhile is old news.
                 if let Some((resource, _)) = self.probing.remove(&generation) {
                     self.probe_generations.remove(&resource);
-                    self.apply(Input::Failed { resource, reason });
+                    self.apply(Input::Failed { resource, failure });
                 }
             }
             // The node sends no one-off probes.
@@ -966,6 +1225,7 @@ impl Node {
                     }
                 }
             }
+            WorkerEvent::Notice { resource, kind } => self.on_notice(resource, kind),
             WorkerEvent::SignalledFailure { resource, reason } => {
                 self.view.publish(NodeEvent {
                     kind: "signalled-failure".into(),
@@ -974,8 +1234,8 @@ impl Node {
                     reason: reason.clone(),
                     ..blank_event()
                 });
-                let reason = format!("the plugin signalled failure: {reason}");
-                self.apply(Input::Failed { resource, reason });
+                let failure = Failure::new(FailureKind::Signalled, format!("the plugin signalled failure: {reason}"));
+                self.apply(Input::Failed { resource, failure });
             }
             WorkerEvent::Lost { worker, pid, reason } => {
                 self.view.publish(NodeEvent {
@@ -996,14 +1256,52 @@ impl Node {
                     ..blank_event()
                 });
                 // The worker itself resumed probing the reopened ones, at once.
-                for (resource, error) in failed {
+                for (resource, failure) in failed {
                     if self.engine.state(&resource) == Some(ResourceState::Online) {
-                        let reason = format!("cannot re-create its instance after the worker was lost: {error}");
-                        self.apply(Input::Failed { resource, reason });
+                        let failure = failure.context("cannot re-create its instance after the worker was lost");
+                        self.apply(Input::Failed { resource, failure });
                     }
                 }
             }
         }
+    }
+
+    /// What a resource's sandbox reported besides failures: each becomes
+    /// an event and a counter; progress also shows on the resource while
+    /// its online or offline is pending.
+    fn on_notice(&mut self, resource: String, kind: crate::events::EventKind) {
+        use crate::events::EventKind;
+        let Some(metrics) = self.view.metrics_of(&resource) else { return };
+        let (event, reason) = match kind {
+            EventKind::Progress { message } => {
+                let pending = matches!(
+                    self.engine.state(&resource),
+                    Some(ResourceState::OnlinePending | ResourceState::OfflinePending)
+                );
+                if let Some(view) = self.view.resources.write().ok().as_mut().and_then(|r| r.get_mut(&resource))
+                    && pending
+                {
+                    view.progress = Some(message.clone());
+                }
+                ("progress", message)
+            }
+            EventKind::LogsDropped { count } => {
+                metrics.logs_dropped_total.fetch_add(count, Ordering::Relaxed);
+                ("logs-dropped", format!("{count} log record(s) dropped by the rate limit"))
+            }
+            EventKind::ProcessSpawned { pid, program } => {
+                metrics.processes_spawned_total.fetch_add(1, Ordering::Relaxed);
+                ("process-spawned", format!("spawned {program} as pid {pid}"))
+            }
+            EventKind::CapabilityDenied { detail } => {
+                metrics.capability_denials_total.fetch_add(1, Ordering::Relaxed);
+                ("capability-denied", detail)
+            }
+            // Failures reach the loop as call results and probe outcomes.
+            EventKind::Failed { .. } | EventKind::SignalledFailure { .. } => return,
+        };
+        let group = self.group_name(&resource);
+        self.view.publish(NodeEvent { kind: event.into(), resource: Some(resource), group, reason, ..blank_event() });
     }
 }
 
@@ -1081,6 +1379,8 @@ fn waiting_resources(config: &NodeConfig) -> BTreeMap<String, ResourceView> {
         group: config.group_of(&resource.name).map(|g| g.name.clone()).unwrap_or_default(),
         state: ResourceState::Unknown,
         reason: format!("waiting for its type `{}`: the plugin directory is being loaded", resource.type_name),
+        last_failure_kind: None,
+        progress: None,
         depends_on: resource.depends_on.clone(),
         restarts_in_period: 0,
         restarts_total: 0,
@@ -1099,6 +1399,7 @@ fn waiting_groups(config: &NodeConfig) -> BTreeMap<String, GroupView> {
         state: "offline".into(),
         reason: "waiting for the plugin directory to be loaded".into(),
         wanted_online: false,
+        fencing_token: None,
         resources: group.resources.clone(),
     };
     config.groups.iter().map(|group| (group.name.clone(), view(group))).collect()
@@ -1114,6 +1415,7 @@ fn blank_event() -> NodeEvent {
         group: String::new(),
         from: None,
         to: None,
+        failure_kind: None,
         reason: String::new(),
     }
 }

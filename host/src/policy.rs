@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::{GroupConfig, NodeConfig, Policy};
+use crate::failure::{Failure, FailureKind};
 
 /// Where a resource is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -62,11 +63,11 @@ pub enum Input {
     /// A resource found already running at start (its probe passed).
     Adopted(String),
     /// An online call returned.
-    OnlineDone { resource: String, result: Result<(), (String, Severity)> },
+    OnlineDone { resource: String, result: Result<(), (Failure, Severity)> },
     /// An offline call returned (offline errors still leave it offline).
     OfflineDone { resource: String },
     /// A probe failed, or the plugin signalled its failure.
-    Failed { resource: String, reason: String },
+    Failed { resource: String, failure: Failure },
     /// A restart's delay passed.
     RestartDue(String),
     /// A failed group's retry period passed.
@@ -88,8 +89,15 @@ pub enum Action {
     StopProbes(String),
     /// Feed `input` back after `after`.
     Schedule { after: Duration, input: Input },
-    /// A resource changed state: persist and publish it.
-    Transition { resource: String, from: ResourceState, to: ResourceState, reason: String },
+    /// A resource changed state: persist and publish it; a change to
+    /// `Failed` says which kind of failure caused it.
+    Transition {
+        resource: String,
+        from: ResourceState,
+        to: ResourceState,
+        reason: String,
+        failure: Option<FailureKind>,
+    },
     /// A group failed or recovered: persist and publish it.
     GroupState { group: String, failed: bool, reason: String },
     /// A restart was counted against the threshold.
@@ -228,7 +236,7 @@ impl PolicyEngine {
                             self.advance(&group, &mut actions);
                         }
                     }
-                    Err((reason, severity)) => self.fail(&resource, &reason, severity, now, &mut actions),
+                    Err((failure, severity)) => self.fail(&resource, &failure, severity, now, &mut actions),
                 }
             }
             Input::OfflineDone { resource } => {
@@ -239,9 +247,9 @@ impl PolicyEngine {
                     }
                 }
             }
-            Input::Failed { resource, reason } => {
+            Input::Failed { resource, failure } => {
                 if matches!(self.state(&resource), Some(ResourceState::Online | ResourceState::OnlinePending)) {
-                    self.fail(&resource, &reason, Severity::Restartable, now, &mut actions);
+                    self.fail(&resource, &failure, Severity::Restartable, now, &mut actions);
                 }
             }
             Input::RestartDue(resource) => {
@@ -276,10 +284,22 @@ impl PolicyEngine {
         actions
     }
 
-    fn fail(&mut self, resource: &str, reason: &str, severity: Severity, now: Instant, actions: &mut Vec<Action>) {
+    fn fail(&mut self, resource: &str, failure: &Failure, severity: Severity, now: Instant, actions: &mut Vec<Action>) {
         let Some(group) = self.group_of(resource) else { return };
         let policy = self.groups[&group].policy;
-        self.set_state(resource, ResourceState::Failed, reason, actions);
+        let reason = &failure.reason;
+        if let Some(entry) = self.resources.get_mut(resource)
+            && entry.state != ResourceState::Failed
+        {
+            let from = std::mem::replace(&mut entry.state, ResourceState::Failed);
+            actions.push(Action::Transition {
+                resource: resource.to_string(),
+                from,
+                to: ResourceState::Failed,
+                reason: reason.clone(),
+                failure: Some(failure.kind),
+            });
+        }
         actions.push(Action::StopProbes(resource.to_string()));
         actions.push(Action::Terminate(resource.to_string()));
         let Some(entry) = self.resources.get_mut(resource) else { return };
@@ -394,7 +414,8 @@ impl PolicyEngine {
             && entry.state != to
         {
             let from = std::mem::replace(&mut entry.state, to);
-            actions.push(Action::Transition { resource: resource.to_string(), from, to, reason: reason.to_string() });
+            let (resource, reason) = (resource.to_string(), reason.to_string());
+            actions.push(Action::Transition { resource, from, to, reason, failure: None });
         }
     }
 
@@ -474,6 +495,10 @@ mod tests {
         PolicyEngine::new(&config)
     }
 
+    fn probe_failure(reason: &str) -> Failure {
+        Failure::new(FailureKind::Unhealthy, reason)
+    }
+
     fn calls(actions: &[Action]) -> Vec<String> {
         actions
             .iter()
@@ -518,7 +543,7 @@ mod tests {
         let mut engine = engine(Policy::default());
         let now = Instant::now();
         online(&mut engine, now);
-        let failed = Input::Failed { resource: "disk".into(), reason: "gone".into() };
+        let failed = Input::Failed { resource: "disk".into(), failure: probe_failure("gone") };
         assert_eq!(
             calls(&engine.handle(failed.clone(), now)),
             ["terminate disk", "after 500ms: RestartDue(\"disk\")", "offline web"]
@@ -532,12 +557,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_keeps_its_kind_into_the_transition() {
+        let mut engine = engine(Policy::default());
+        let now = Instant::now();
+        online(&mut engine, now);
+        let deadline = Failure::new(FailureKind::Deadline, "looks-alive exceeded its deadline");
+        let actions = engine.handle(Input::Failed { resource: "disk".into(), failure: deadline }, now);
+        let failed = actions.iter().find_map(|action| match action {
+            Action::Transition { resource, to: ResourceState::Failed, failure, reason, .. } if resource == "disk" => {
+                Some((*failure, reason.clone()))
+            }
+            _ => None,
+        });
+        assert_eq!(failed, Some((Some(FailureKind::Deadline), "looks-alive exceeded its deadline".to_string())));
+        let other = actions.iter().filter(|action| matches!(action, Action::Transition { failure: Some(_), .. }));
+        assert_eq!(other.count(), 1, "only the failed resource's transition carries a kind: {actions:?}");
+    }
+
+    #[test]
     fn past_the_threshold_the_group_fails_and_is_retried_later() {
         let policy = Policy { restart_threshold: 1, ..Policy::default() };
         let mut engine = engine(policy);
         let now = Instant::now();
         online(&mut engine, now);
-        let failed = Input::Failed { resource: "web".into(), reason: "crash".into() };
+        let failed = Input::Failed { resource: "web".into(), failure: probe_failure("crash") };
         engine.handle(failed.clone(), now);
         engine.handle(Input::RestartDue("web".into()), now);
         engine.handle(Input::OnlineDone { resource: "web".into(), result: Ok(()) }, now);
@@ -557,7 +600,7 @@ mod tests {
         let mut engine = engine(policy);
         let now = Instant::now();
         online(&mut engine, now);
-        engine.handle(Input::Failed { resource: "disk".into(), reason: "gone".into() }, now);
+        engine.handle(Input::Failed { resource: "disk".into(), failure: probe_failure("gone") }, now);
         engine.handle(Input::OfflineDone { resource: "web".into() }, now);
         assert!(engine.group_failed("g"));
         let actions = calls(&engine.handle(Input::GroupOnline("g".into()), now));
@@ -570,7 +613,10 @@ mod tests {
         let mut engine = engine(Policy::default());
         let now = Instant::now();
         engine.handle(Input::GroupOnline("g".into()), now);
-        let fatal = Input::OnlineDone { resource: "disk".into(), result: Err(("broken".into(), Severity::Final)) };
+        let fatal = Input::OnlineDone {
+            resource: "disk".into(),
+            result: Err((Failure::new(FailureKind::Plugin, "broken"), Severity::Final)),
+        };
         let actions = calls(&engine.handle(fatal, now));
         assert!(actions.contains(&"group failed=true".to_string()), "{actions:?}");
         assert!(!actions.iter().any(|a| a.contains("RestartDue")), "{actions:?}");
@@ -582,7 +628,7 @@ mod tests {
         let now = Instant::now();
         let stale = Input::OnlineDone { resource: "web".into(), result: Ok(()) };
         assert!(engine.handle(stale, now).is_empty());
-        let probe = Input::Failed { resource: "web".into(), reason: "late probe".into() };
+        let probe = Input::Failed { resource: "web".into(), failure: probe_failure("late probe") };
         assert!(engine.handle(probe, now).is_empty());
     }
 }

@@ -1,14 +1,15 @@
 //! The node's state in an embedded store (redb) in its data directory: what
 //! an operator wanted online, the processes each resource spawned, restart
-//! history and the last transitions. It is what lets a restarted daemon
-//! adopt running resources instead of restarting them.
+//! history and the last transitions, and the fencing-token counter of a
+//! node running alone. It is what lets a restarted daemon adopt running
+//! resources instead of restarting them.
 //!
 //! Values are JSON, so the file stays readable with any redb tool and a
 //! field can be added without a migration.
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::process::TrackedProcess;
@@ -19,6 +20,11 @@ const WANTED: TableDefinition<&str, &str> = TableDefinition::new("group_wanted_o
 const PROCESSES: TableDefinition<&str, &str> = TableDefinition::new("resource_processes");
 /// Restarts and the last transition of each resource: resource -> ResourceRecord.
 const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("resource_records");
+/// Counters of the node: name -> u64 (the last fencing token handed out).
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("node_counters");
+
+/// The key of the fencing-token counter in [`COUNTERS`].
+const FENCING_TOKEN: &str = "fencing_token";
 
 /// An error of the state store, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +69,7 @@ impl StateStore {
         for table in [WANTED, PROCESSES, RECORDS] {
             write.open_table(table).map_err(|e| store.error(e))?;
         }
+        write.open_table(COUNTERS).map_err(|e| store.error(e))?;
         write.commit().map_err(|e| store.error(e))?;
         Ok(store)
     }
@@ -108,6 +115,22 @@ impl StateStore {
             }
         }
         write.commit().map_err(|e| self.error(e))
+    }
+
+    /// The next fencing token: one more than the last handed out, durable
+    /// before it is returned, so a token is never handed out twice, not
+    /// even across a crash and a restart.
+    pub fn next_fencing_token(&self) -> Result<u64, StateError> {
+        let write = self.database.begin_write().map_err(|e| self.error(e))?;
+        let token = {
+            let mut table = write.open_table(COUNTERS).map_err(|e| self.error(e))?;
+            let last = table.get(FENCING_TOKEN).map_err(|e| self.error(e))?.map_or(0, |value| value.value());
+            let token = last + 1;
+            table.insert(FENCING_TOKEN, token).map_err(|e| self.error(e))?;
+            token
+        };
+        write.commit().map_err(|e| self.error(e))?;
+        Ok(token)
     }
 
     fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>, key: &str) -> Result<Option<T>, StateError> {
@@ -158,5 +181,15 @@ mod tests {
         assert_eq!(store.group_wanted("other").expect("read"), None);
         assert_eq!(store.processes("r").expect("read"), vec![TrackedProcess { pid: 42, start_time: 7 }]);
         assert_eq!(store.record("r").expect("read").restarts_total, 3);
+    }
+
+    #[test]
+    fn fencing_tokens_grow_across_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = StateStore::open(dir.path()).expect("open").next_fencing_token().expect("token");
+        let store = StateStore::open(dir.path()).expect("reopen");
+        let second = store.next_fencing_token().expect("token");
+        let third = store.next_fencing_token().expect("token");
+        assert!(first >= 1 && second > first && third > second, "{first} {second} {third}");
     }
 }

@@ -45,6 +45,17 @@ pub async fn status(api: &ApiArgs) -> anyhow::Result<ExitCode> {
     println!();
     println!("{:<16} {:<14} {:<12} {:<15} {:>8}  REASON", "RESOURCE", "TYPE", "GROUP", "STATE", "RESTARTS");
     for resource in body["resources"].as_array().into_iter().flatten() {
+        // A failed resource's reason leads with the kind of its failure.
+        // A pending one's, with the plugin's last progress report.
+        let reason = match (text(&resource["state"]).as_str(), resource.get("last_failure_kind").map(text)) {
+            ("failed", Some(kind)) if !kind.is_empty() => format!("[{kind}] {}", text(&resource["reason"])),
+            _ => match resource.get("progress").map(text) {
+                Some(progress) if !progress.is_empty() => {
+                    format!("{} (progress: {progress})", text(&resource["reason"]))
+                }
+                _ => text(&resource["reason"]),
+            },
+        };
         println!(
             "{:<16} {:<14} {:<12} {:<15} {:>8}  {}",
             text(&resource["name"]),
@@ -52,7 +63,7 @@ pub async fn status(api: &ApiArgs) -> anyhow::Result<ExitCode> {
             text(&resource["group"]),
             text(&resource["state"]),
             text(&resource["restarts_total"]),
-            text(&resource["reason"]),
+            reason,
         );
     }
     println!();
@@ -157,8 +168,9 @@ pub async fn events(api: &ApiArgs, history: bool) -> anyhow::Result<ExitCode> {
                 continue;
             }
             let event: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
-            let change = match (event.get("from"), event.get("to")) {
-                (Some(from), Some(to)) => format!("{} -> {}", text(from), text(to)),
+            let change = match (event.get("from"), event.get("to"), event.get("failure_kind")) {
+                (Some(from), Some(to), Some(kind)) => format!("{} -> {} [{}]", text(from), text(to), text(kind)),
+                (Some(from), Some(to), None) => format!("{} -> {}", text(from), text(to)),
                 _ => String::new(),
             };
             let subject = event.get("resource").map(text).unwrap_or_else(|| text(&event["group"]));

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use steward::node::Node;
+use steward::node::{Node, SingleNode};
 use steward::runtime::{Runtime, RuntimeConfig};
 use steward::state::StateStore;
 use steward::text::escape_control;
@@ -40,14 +40,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_live_instances: SCRATCH_INSTANCE_SLOTS,
         cache_dir: Some(config.data_dir.join("compile-cache")),
     })?;
-    let store = StateStore::open(&config.data_dir)?;
+    let store = std::sync::Arc::new(StateStore::open(&config.data_dir)?);
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
         .with_context(|| format!("cannot listen on {} (node.api); is another daemon running?", config.api))?;
     let api = listener.local_addr()?;
     // The API serves while the plugins compile: `steward status` shows each
     // resource waiting for its type rather than failing to connect.
-    let node = Node::start(config.clone(), runtime, store)?;
+    // Alone, the node owns every group; a cluster backend takes this seam.
+    let (ownership, ownership_events) = SingleNode::new(store.clone());
+    let node = Node::start(config.clone(), runtime, store, Box::new(ownership), ownership_events)?;
     forward_hangups(node.view());
     let router = steward::api::router(node.view());
     tokio::spawn(async move {

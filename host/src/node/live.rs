@@ -16,7 +16,6 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::{NodeEvent, PluginView, blank_event, check_config, load_plugin};
-use crate::bindings::CallContext;
 use crate::monitor::CallError;
 use crate::plugin::Plugin;
 use crate::plugin_dir::PluginFileChange;
@@ -106,8 +105,8 @@ impl super::Node {
                     }
                 }
                 Err(error) => {
-                    let reason = format!("switching to plugin version {version} failed: {error}");
-                    self.apply(Input::Failed { resource, reason });
+                    let failure = error.failure().context(&format!("switching to plugin version {version} failed"));
+                    self.apply(Input::Failed { resource, failure });
                 }
             },
         }
@@ -214,7 +213,7 @@ impl super::Node {
                 // No probe may land between the old instance and the new.
                 self.stop_probes(&resource);
                 let internal = self.internal_sender.clone();
-                let context = CallContext { node_name: self.config.name.clone(), fencing_token: 0, attempt: 1 };
+                let context = self.call_context(&resource);
                 let version = report.version.clone();
                 report.switching.push(resource.clone());
                 tokio::spawn(async move {

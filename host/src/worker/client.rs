@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{ProbeCount, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
 use crate::bindings::CallContext;
+use crate::failure::Failure;
 use crate::monitor::{CallError, ResourceSpec};
 use crate::plugin::Plugin;
 use crate::process::TrackedProcess;
@@ -87,10 +88,18 @@ pub enum WorkerEvent {
         pid: u32,
         /// Resources whose instance was re-created.
         reopened: Vec<String>,
-        /// Resources whose instance could not be, and why.
-        failed: Vec<(String, String)>,
+        /// Resources whose instance could not be, and how that failed.
+        failed: Vec<(String, Failure)>,
         /// From the loss to the last instance re-created.
         took: Duration,
+    },
+    /// A resource's sandbox reported progress, dropped log records, a
+    /// spawned process or a refused capability.
+    Notice {
+        /// The resource.
+        resource: String,
+        /// What happened.
+        kind: crate::events::EventKind,
     },
     /// A plugin called `signal-failure`.
     SignalledFailure {
@@ -103,8 +112,8 @@ pub enum WorkerEvent {
     ProbeFailed {
         /// The schedule, as [`RemoteResource::start_probes`] named it.
         generation: u64,
-        /// Why.
-        reason: String,
+        /// How, and why.
+        failure: Failure,
     },
     /// Probes run lately, per schedule.
     ProbeStats(Vec<ProbeCount>),
@@ -422,7 +431,7 @@ impl Worker {
         for (name, result) in results {
             match result {
                 Ok(()) => reopened.push(name),
-                Err(error) => failed.push((name, error.to_string())),
+                Err(error) => failed.push((name, error.failure())),
             }
         }
         // Probing resumes where it was, starting with one probe each now: the
@@ -577,11 +586,14 @@ impl Connection {
                         *at = Instant::now();
                     }
                 }
+                Response::Notice { resource, kind } => {
+                    let _ = events.send(WorkerEvent::Notice { resource, kind });
+                }
                 Response::SignalledFailure { resource, reason } => {
                     let _ = events.send(WorkerEvent::SignalledFailure { resource, reason });
                 }
-                Response::ProbeFailed { generation, reason } => {
-                    let _ = events.send(WorkerEvent::ProbeFailed { generation, reason });
+                Response::ProbeFailed { generation, failure } => {
+                    let _ = events.send(WorkerEvent::ProbeFailed { generation, failure });
                 }
                 Response::ProbeStats(counts) => {
                     let _ = events.send(WorkerEvent::ProbeStats(counts));

@@ -338,11 +338,11 @@ impl Prober {
                 (due.at + every).max(now)
             }
             ProbeOutcome::Lost => now + MISSING_INSTANCE_RETRY,
-            ProbeOutcome::Failed(reason) => {
+            ProbeOutcome::Failed(failure) => {
                 if let Some(schedule) = self.schedules.remove(due.slot, due.generation) {
                     self.current.remove(&*schedule.resource);
                 }
-                self.worker.send(Response::ProbeFailed { generation: due.generation, reason });
+                self.worker.send(Response::ProbeFailed { generation: due.generation, failure });
                 return report_now;
             }
         };

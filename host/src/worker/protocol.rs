@@ -20,6 +20,8 @@ use tokio_util::bytes::Bytes;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::bindings::{CallContext, CheckLevel, ClusterEvent, Health};
+use crate::events::EventKind;
+use crate::failure::Failure;
 use crate::monitor::{CallError, ResourceSpec};
 use crate::process::TrackedProcess;
 
@@ -156,9 +158,9 @@ pub struct ProbeItem {
 pub enum ProbeOutcome {
     /// The resource is healthy.
     Healthy,
-    /// The resource failed, and why. A false `looks-alive` is confirmed by a
-    /// thorough `is-alive` before it counts.
-    Failed(String),
+    /// The resource failed: how, and why. A false `looks-alive` is
+    /// confirmed by a thorough `is-alive` before it counts.
+    Failed(Failure),
     /// The worker was lost before the probe ended; it says nothing about
     /// the resource.
     Lost,
@@ -188,6 +190,16 @@ pub enum Response {
         /// The ping's id.
         id: u64,
     },
+    /// Something a resource's sandbox reported that the operator should
+    /// see: progress while pending, log records dropped, a process spawned,
+    /// a capability refused. (Failures travel as replies and probe
+    /// outcomes; a signalled failure has its own message.)
+    Notice {
+        /// The resource.
+        resource: String,
+        /// What happened.
+        kind: EventKind,
+    },
     /// A plugin called `signal-failure`.
     SignalledFailure {
         /// The resource.
@@ -199,8 +211,8 @@ pub enum Response {
     ProbeFailed {
         /// The schedule.
         generation: u64,
-        /// Why.
-        reason: String,
+        /// How, and why.
+        failure: Failure,
     },
     /// Probes run since the last report, per schedule.
     ProbeStats(Vec<ProbeCount>),

@@ -25,6 +25,7 @@ use super::prober::ProbeCommand;
 use super::protocol::{Call, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
 use crate::bindings::{CallContext, CheckLevel};
 use crate::events::EventKind;
+use crate::failure::{Failure, FailureKind};
 use crate::monitor::{CallError, Monitor, ResourceHandle};
 use crate::plugin::Plugin;
 use crate::runtime::Runtime;
@@ -45,7 +46,7 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
         handles: Mutex::new(HashMap::new()),
         replies,
     });
-    worker.forward_signalled_failures();
+    worker.forward_events();
     let (probe_commands, probe_command_receiver) = mpsc::unbounded_channel();
     tokio::spawn(super::prober::run(worker.clone(), probe_command_receiver));
     let mut requests = Reader::new(stdin);
@@ -200,16 +201,21 @@ impl Worker {
         self.send(Response::Probed { id: item.id, outcome, nanos });
     }
 
-    fn forward_signalled_failures(self: &Arc<Self>) {
+    fn forward_events(self: &Arc<Self>) {
         let mut events = self.monitor.subscribe();
         let replies = self.replies.clone();
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
                     Ok(event) => {
-                        if let EventKind::SignalledFailure { reason } = event.kind {
-                            let _ = replies.send(Response::SignalledFailure { resource: event.resource, reason });
-                        }
+                        let resource = event.resource;
+                        let reply = match event.kind {
+                            EventKind::SignalledFailure { reason } => Response::SignalledFailure { resource, reason },
+                            // The caller hears of a failed call in its reply.
+                            EventKind::Failed { .. } => continue,
+                            kind => Response::Notice { resource, kind },
+                        };
+                        let _ = replies.send(reply);
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "monitor events lagged; some were missed");
@@ -242,8 +248,10 @@ pub async fn probe(handle: &ResourceHandle, thorough: bool) -> ProbeOutcome {
     if thorough {
         return match Box::pin(handle.is_alive(CheckLevel::Normal)).await {
             Ok(health) if health.alive => ProbeOutcome::Healthy,
-            Ok(health) => ProbeOutcome::Failed(format!("is-alive: {}", health.reason)),
-            Err(error) => ProbeOutcome::Failed(error.to_string()),
+            Ok(health) => {
+                ProbeOutcome::Failed(Failure::new(FailureKind::Unhealthy, format!("is-alive: {}", health.reason)))
+            }
+            Err(error) => ProbeOutcome::Failed(error.failure()),
         };
     }
     match handle.looks_alive().await {
@@ -253,9 +261,12 @@ pub async fn probe(handle: &ResourceHandle, thorough: bool) -> ProbeOutcome {
                 tracing::info!(resource = handle.name(), "looks-alive false, is-alive true");
                 ProbeOutcome::Healthy
             }
-            Ok(health) => ProbeOutcome::Failed(format!("looks-alive returned false; is-alive: {}", health.reason)),
-            Err(error) => ProbeOutcome::Failed(error.to_string()),
+            Ok(health) => ProbeOutcome::Failed(Failure::new(
+                FailureKind::Unhealthy,
+                format!("looks-alive returned false; is-alive: {}", health.reason),
+            )),
+            Err(error) => ProbeOutcome::Failed(error.failure()),
         },
-        Err(error) => ProbeOutcome::Failed(error.to_string()),
+        Err(error) => ProbeOutcome::Failed(error.failure()),
     }
 }

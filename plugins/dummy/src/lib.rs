@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use steward_sdk::{
-    CallContext, Error, Instance, Problem, PropertyKind, ResourceType, TypeInfo, export_plugin, host, info,
+    CallContext, ClusterEvent, Error, Instance, Problem, PropertyKind, ResourceType, TypeInfo, export_plugin, host,
+    info,
 };
 
 #[derive(Deserialize)]
@@ -53,7 +54,18 @@ impl ResourceType for Dummy {
 }
 
 impl Instance for Dummy {
-    fn online(&mut self, _context: &CallContext) -> Result<(), Error> {
+    fn online(&mut self, context: &CallContext) -> Result<(), Error> {
+        // What a cluster-aware type would guard its writes with.
+        info!(
+            "online: fencing token {} (context {}), attempt {}",
+            host::fencing_token(),
+            context.fencing_token,
+            context.attempt
+        );
+        if self.properties.online_delay_ms > 0 {
+            // What a real slow start says, so operators see it pending.
+            host::report_progress(&format!("starting: waiting {} ms", self.properties.online_delay_ms));
+        }
         host::sleep(Duration::from_millis(self.properties.online_delay_ms));
         let reason = "fail-online is set".to_string();
         match self.properties.fail_online.as_str() {
@@ -74,6 +86,10 @@ impl Instance for Dummy {
 
     fn terminate(&mut self) {
         self.online = false;
+    }
+
+    fn notify(&mut self, event: ClusterEvent) {
+        info!("notified: {event:?}");
     }
 
     fn looks_alive(&mut self) -> bool {

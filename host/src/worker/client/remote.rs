@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Hosted, ProbeSchedule, Worker, expect_done, unexpected};
-use crate::bindings::{CallContext, CheckLevel, Health};
+use crate::bindings::{CallContext, CheckLevel, ClusterEvent, Health};
 use crate::monitor::{CallError, ResourceSpec};
 use crate::plugin::Plugin;
 use crate::process::TrackedProcess;
@@ -162,6 +162,11 @@ impl RemoteResource {
             Value::Health(health) => Ok(health),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Tells it of a cluster event (a peer online or offline, ...).
+    pub async fn notify(&self, event: &ClusterEvent) -> Result<(), CallError> {
+        expect_done(self.call(Call::Notify(event.clone())).await?)
     }
 
     /// Drops the sandbox, leaving its processes running.
