@@ -1,34 +1,16 @@
 //! The node's configuration file (`steward.toml`) and the resource and group
 //! files it includes: parsing, and every check that does not need a plugin.
 //!
+//! Every key, with its type, default and meaning, is documented in
+//! `docs/configuration.md`. A test in `tests/all/tidy.rs` keeps that page and
+//! the `Raw*` structs below in step: it asks the parser which keys each table
+//! accepts, so a key added here without a row there fails it.
+//!
 //! Every error names the file and, where the file says it, the line and
 //! column, the resource or group, the field, and what to do. Checks that need
 //! a plugin (the type exists, the properties satisfy its schema and its own
 //! `validate`) run in [`crate::node::check_config`], which `steward validate`
 //! and `steward daemon` share.
-//!
-//! ```toml
-//! [node]
-//! name = "node-a"
-//! plugin_dir = "plugins"          # relative paths are relative to this file
-//! data_dir = "data"
-//! api = "127.0.0.1:7700"
-//! include = "resources.d"         # optional: more [[resource]]/[[group]] files
-//!
-//! [[resource]]
-//! name = "web"
-//! type = "generic-app"
-//! properties = { program = "/usr/bin/notepad", args = "--listen,127.0.0.1:8080" }
-//! grants = { programs = ["/usr/bin/notepad"] }
-//! depends_on = ["marker"]
-//! looks_alive_interval = "1s"
-//! separate_monitor = true         # optional: a monitor worker of its own
-//!
-//! [[group]]
-//! name = "notepad"
-//! resources = ["web", "marker"]
-//! policy = { restart_threshold = 3, restart_period = "15m" }
-//! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
