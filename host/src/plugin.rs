@@ -28,6 +28,9 @@ pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// The memory a `metadata` or `validate` call may use.
 const METADATA_MEMORY_BYTES: usize = 64 << 20;
 
+/// The first bytes of every wasm binary, module or component.
+const WASM_MAGIC: &[u8] = b"\0asm";
+
 /// Size of the header of a wasm binary: magic and version/layer.
 const WASM_HEADER_BYTES: usize = 8;
 
@@ -223,8 +226,16 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
     if bytes.is_empty() {
         return Err("the file is empty; expected a WebAssembly component (.wasm) built for Steward".into());
     }
-    if bytes.len() < WASM_HEADER_BYTES || &bytes[..4] != b"\0asm" {
+    let magic = &bytes[..bytes.len().min(WASM_MAGIC.len())];
+    if magic != &WASM_MAGIC[..magic.len()] {
         return Err("not a WebAssembly file (no `\\0asm` header); expected a component built for Steward".into());
+    }
+    // The start of a wasm header, then nothing: a copy or download cut short.
+    if bytes.len() < WASM_HEADER_BYTES {
+        return Err(format!(
+            "truncated: too short to be a component ({} bytes; its header alone is {WASM_HEADER_BYTES}); copy the whole file again or rebuild the plugin",
+            bytes.len()
+        ));
     }
     // Bytes 4..8: a core module has version 1, layer 0; a component has layer 1.
     if bytes[6..8] == [0, 0] {
@@ -234,4 +245,24 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_checks_name_each_short_file() {
+        let message = |bytes: &[u8]| check_header(bytes).expect_err("refused");
+        assert!(message(b"").contains("empty"));
+        for cut in [&b"\0"[..], b"\0asm", b"\0asm\x0d\0\x01"] {
+            let text = message(cut);
+            assert!(text.starts_with("truncated") && text.contains(&format!("{} bytes", cut.len())), "{text}");
+        }
+        for other in [&b"MZ"[..], b"#!/bin/sh\n", b"\0asx\x01\0\0\0"] {
+            assert!(message(other).contains("no `\\0asm` header"), "{}", message(other));
+        }
+        assert!(message(b"\0asm\x01\0\0\0").contains("core WebAssembly module"));
+        check_header(b"\0asm\x0d\0\x01\0").expect("a component header");
+    }
 }

@@ -142,3 +142,14 @@ async fn the_suite_names_each_broken_rule() {
         assert!(metadata.detail.contains(flaw), "{flaw}: {}", metadata.detail);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_holding_only_the_magic_is_truncated() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let path = scratch.path().join("cut.wasm");
+    std::fs::write(&path, b"\0asm").expect("write");
+    let error = steward::plugin::Plugin::load(&steward_tests::runtime(), &path).await.expect_err("4 bytes").to_string();
+    assert!(error.contains(&path.display().to_string()), "the file is named: {error}");
+    assert!(error.contains("truncated") && error.contains("4 bytes"), "{error}");
+    assert!(!error.contains("no `\\0asm` header"), "it has the header: {error}");
+}
