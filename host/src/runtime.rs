@@ -225,9 +225,24 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// A wasmtime error as one line (its chain joined), for one-line reports.
+/// A wasmtime error as one line, for one-line reports: its chain joined,
+/// reason first.
+///
+/// When a host import fails (for example, a guest passes an argument whose
+/// length runs past its memory), wasmtime adds the guest's wasm backtrace
+/// as the outermost context, so the plain chain would open with a dozen
+/// frames of function indexes and end with the reason. The backtrace is
+/// left out here; [`wasm_backtrace`] gives it to whoever logs it.
 pub fn one_line(error: &wasmtime::Error) -> String {
-    format!("{error:#}").replace('\n', " ")
+    let backtrace = wasm_backtrace(error);
+    let reasons: Vec<String> =
+        error.chain().map(ToString::to_string).filter(|text| backtrace.as_ref() != Some(text)).collect();
+    reasons.join(": ").replace('\n', " ")
+}
+
+/// The wasm backtrace wasmtime attached to `error`, if any, as text.
+pub fn wasm_backtrace(error: &wasmtime::Error) -> Option<String> {
+    error.downcast_ref::<wasmtime::WasmBacktrace>().map(ToString::to_string)
 }
 
 fn engine_config(config: &RuntimeConfig) -> Config {

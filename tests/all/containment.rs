@@ -265,3 +265,16 @@ async fn a_trapped_instance_leaves_no_orphan_process() {
     assert!(!process_running(pid), "pid {pid} outlived its trapped instance");
     scene.healthy_was_unharmed().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_argument_to_a_host_import_is_reported_reason_first() {
+    let mut scene = scene("huge-argument", &[]).await;
+    let error = scene.hostile.online(&context()).await.expect_err("the host refuses to read 1 GiB");
+    assert_eq!(error.kind(), FailureKind::Trap, "{error}");
+    let CallError::Trap { message, .. } = &error else { panic!("expected a trap, got {error}") };
+    assert!(message.starts_with("string pointer/length out of bounds of memory"), "the reason comes first: {message}");
+    assert!(!message.contains("wasm backtrace"), "the backtrace is not part of the reason: {message}");
+    assert_eq!(scene.failure_event().kind(), FailureKind::Trap);
+    assert_discarded(&scene.hostile, FailureKind::Trap).await;
+    scene.healthy_was_unharmed().await;
+}
