@@ -9,12 +9,18 @@
 //! - has no environment variables, arguments or stdin; its stdout is
 //!   discarded and its stderr is kept (bounded) for failure reports.
 //!
+//! A granted directory is the guest's to change, with one exception: a
+//! symlink it makes must point inside the granted directory that holds it
+//! ([`SymlinkGuard`]). WASI never follows a link out of a preopen, but the
+//! operator's tools and the programs the resource spawns would.
+//!
 //! Each grant has a lifecycle: [`Grants::configure`] checks it once, when
 //! the configuration is read (what `steward validate` runs), and
-//! [`Grants::prepare`] builds the per-instance state for each new store.
+//! the `prepare_*` functions build the per-instance state for each new store.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use wasmtime_wasi::sockets::SocketAddrUse;
@@ -131,5 +137,158 @@ impl Grants {
     /// the still-running processes of `adopt` (from an earlier run).
     pub fn prepare_processes(&self, adopt: &[crate::process::TrackedProcess]) -> ProcessTable {
         ProcessTable::new(self.programs.clone(), adopt)
+    }
+
+    /// The symlink check of a new instance, over its granted directories.
+    pub fn prepare_symlink_guard(&self) -> SymlinkGuard {
+        // Canonical, as the kernel names a directory descriptor's path. A
+        // directory that cannot be resolved is left out, which refuses
+        // every symlink in it rather than letting any through.
+        let roots = self.directories.iter().filter_map(|directory| directory.host_path.canonicalize().ok()).collect();
+        SymlinkGuard { roots }
+    }
+}
+
+/// Decides whether a symlink the guest asks to make stays inside the granted
+/// directory that holds it.
+///
+/// A target is allowed when it is relative, its `..` components (if any)
+/// all come first, and they climb no higher than the granted directory
+/// from the directory the link is made in. That directory is found as the
+/// kernel resolves it: the host path of the guest's directory descriptor
+/// (which may be a subdirectory it opened, not the preopen itself), through
+/// `/proc/self/fd`, joined with the link's own parent path, with every
+/// symlink on the way followed, so a link made through an in-grant link to
+/// `.` is judged where it really lands.
+///
+/// `..` after a name is refused, even when it reads as staying inside: if
+/// the name is a symlink, `..` leads to the parent of where it points, not
+/// back to where the walk was (`here/../file`, with `here` a link to the
+/// granted directory itself, is outside). Names after the leading `..` are
+/// not followed: any symlink among them is inside the grant, made by the
+/// guest under this same check or by the operator.
+///
+/// Left open: renaming a link, or a directory holding one, to a shallower
+/// place changes where its leading `..` lead; `rename-at` is not checked.
+#[derive(Debug, Default)]
+pub struct SymlinkGuard {
+    /// The granted host directories, canonical.
+    roots: Vec<PathBuf>,
+}
+
+/// Why a symlink was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum SymlinkRefused {
+    /// Its target would lead out of the granted directory.
+    #[error("its target leads out of the granted directory: {0}")]
+    Escapes(String),
+    /// Where the link would be made could not be resolved (for example, its
+    /// directory does not exist); the guest gets the error the OS gave.
+    #[error("its directory cannot be resolved: {0}")]
+    Unresolved(#[source] std::io::Error),
+}
+
+impl SymlinkGuard {
+    /// Checks a symlink to `target` that the guest asks to make at `link`,
+    /// a path relative to the open directory `directory`.
+    pub fn check(&self, directory: &std::fs::File, link: &str, target: &str) -> Result<(), SymlinkRefused> {
+        let climbs = leading_parent_dirs(target)?;
+        let link_parent = Path::new(link).parent().unwrap_or(Path::new(""));
+        let descriptor_path = PathBuf::from(format!("/proc/self/fd/{}", directory.as_raw_fd()));
+        let link_dir = descriptor_path.join(link_parent).canonicalize().map_err(SymlinkRefused::Unresolved)?;
+        // The innermost grant holding the link: with nested grants, the
+        // stricter choice.
+        let root = self
+            .roots
+            .iter()
+            .filter(|root| link_dir.starts_with(root))
+            .max_by_key(|root| root.components().count())
+            .ok_or_else(|| {
+                SymlinkRefused::Escapes("the link itself would be outside every granted directory".into())
+            })?;
+        let depth = link_dir.strip_prefix(root).map(|below| below.components().count()).unwrap_or(0);
+        if climbs > depth {
+            return Err(SymlinkRefused::Escapes(format!(
+                "it climbs {climbs} directories from one {depth} below the granted directory"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How many `..` a symlink target starts with, once `.` components are
+/// dropped; refuses an absolute target and a `..` after a name.
+fn leading_parent_dirs(target: &str) -> Result<usize, SymlinkRefused> {
+    let mut climbs = 0;
+    let mut named = false;
+    for component in Path::new(target).components() {
+        match component {
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(SymlinkRefused::Escapes("it is absolute".into()));
+            }
+            Component::CurDir => {}
+            Component::ParentDir if named => {
+                return Err(SymlinkRefused::Escapes(
+                    "`..` after a name, which leads elsewhere when the name is a symlink".into(),
+                ));
+            }
+            Component::ParentDir => climbs += 1,
+            Component::Normal(_) => named = true,
+        }
+    }
+    Ok(climbs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(root: &Path) -> SymlinkGuard {
+        Grants {
+            directories: vec![DirectoryGrant { host_path: root.into(), guest_path: "/data".into(), read_only: false }],
+            ..Grants::default()
+        }
+        .prepare_symlink_guard()
+    }
+
+    #[test]
+    fn symlinks_stay_inside_their_grant() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let root = scratch.path().join("data");
+        std::fs::create_dir_all(root.join("sub/deeper")).expect("mkdir");
+        std::os::unix::fs::symlink(".", root.join("here")).expect("symlink");
+        let guard = guard(&root);
+        let at_root = std::fs::File::open(&root).expect("open");
+        let at_sub = std::fs::File::open(root.join("sub")).expect("open");
+        let allowed = [
+            (&at_root, "link", "file"),
+            (&at_root, "link", "./sub/./file"),
+            (&at_root, "sub/link", "../file"),
+            (&at_root, "sub/deeper/link", "../../file"),
+            (&at_root, "link", "."),
+            (&at_sub, "link", "../file"),
+            (&at_sub, "deeper/link", "../../x"),
+            (&at_root, "link", ""),
+        ];
+        for (directory, link, target) in allowed {
+            guard.check(directory, link, target).unwrap_or_else(|e| panic!("{link} -> {target}: {e}"));
+        }
+        let refused = [
+            (&at_root, "link", "../x"),
+            (&at_root, "link", "/etc/passwd"),
+            (&at_root, "sub/link", "../../x"),
+            (&at_sub, "link", "../../x"),
+            (&at_root, "here/link", "../x"),
+            (&at_root, "link", "here/../file"),
+            (&at_root, "link", "sub/../../x"),
+        ];
+        for (directory, link, target) in refused {
+            let refusal = guard.check(directory, link, target).expect_err(&format!("{link} -> {target}"));
+            assert!(matches!(refusal, SymlinkRefused::Escapes(_)), "{link} -> {target}: {refusal}");
+        }
+        let missing = guard.check(&at_root, "no-such-dir/link", "file").expect_err("no such directory");
+        assert!(matches!(missing, SymlinkRefused::Unresolved(_)), "{missing}");
+        let ungranted = SymlinkGuard::default().check(&at_root, "link", "file").expect_err("no grant");
+        assert!(matches!(ungranted, SymlinkRefused::Escapes(_)), "{ungranted}");
     }
 }

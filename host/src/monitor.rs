@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::events::{EVENT_BACKLOG, EventKind, MonitorEvent};
 use crate::grants::Grants;
 use crate::plugin::Plugin;
-use crate::runtime::{EpochAwake, MAX_MEMORY_LIMIT_BYTES, one_line};
+use crate::runtime::{EpochAwake, MAX_MEMORY_LIMIT_BYTES, one_line, wasm_backtrace};
 use crate::sandbox::{DeadlineInImport, SandboxState};
 
 /// The memory cap of a resource that sets none.
@@ -698,6 +698,12 @@ fn classify(state: &SandboxState, operation: Operation, limit: Duration, error: 
     }
     if state.limiter.hit {
         return CallError::MemoryLimit { operation, limit_bytes: state.limiter.limit_bytes };
+    }
+    // The reason leads the text; the backtrace (function indexes, of use
+    // to the plugin's author with its symbols, not to an operator) is kept
+    // at debug level only.
+    if let Some(backtrace) = wasm_backtrace(error) {
+        tracing::debug!(%operation, %backtrace, "wasm backtrace of the failed call");
     }
     let trap = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),

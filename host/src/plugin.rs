@@ -3,8 +3,9 @@
 //!
 //! Loading is where bad files are caught, each with one line that names the
 //! file and says what is wrong: empty, not WebAssembly, a core module rather
-//! than a component, truncated or malformed, a component of another world,
-//! or a plugin whose `metadata` call fails. Nothing here panics on input.
+//! than a component, truncated or malformed, a plugin built for another
+//! version of the contract, a component of another world, or a plugin whose
+//! `metadata` call fails. Nothing here panics on input.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,8 +20,16 @@ use crate::monitor::{CallError, Operation, begin_call, finish_call, timed};
 use crate::runtime::{LoadInfo, Runtime, content_hash, one_line};
 use crate::sandbox::SandboxState;
 
+/// The version of the `steward:resource` contract (`wit/`) this host
+/// speaks; a unit test keeps it equal to the package's version.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
 /// The WIT export every plugin must provide, as operators will read it.
 pub const EXPORT_NAME: &str = "steward:resource/resource-type@0.1.0";
+
+/// How the contract's interfaces are named in a component's imports and
+/// exports, before the interface name and `@version`.
+const CONTRACT_PACKAGE_PREFIX: &str = "steward:resource/";
 
 /// The longest a `metadata` or `validate` call may take.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +42,9 @@ const METADATA_MEMORY_BYTES: usize = 64 << 20;
 /// toolchains while a runaway or hostile file (`/dev/zero`, a disk image
 /// dropped in the plugin directory) is refused before it is read.
 pub const MAX_PLUGIN_FILE_BYTES: u64 = 128 << 20;
+
+/// The first bytes of every wasm binary, module or component.
+const WASM_MAGIC: &[u8] = b"\0asm";
 
 /// Size of the header of a wasm binary: magic and version/layer.
 const WASM_HEADER_BYTES: usize = 8;
@@ -89,6 +101,13 @@ impl Plugin {
         let (component, load) = runtime
             .load_component(path, bytes)
             .map_err(|e| invalid(format!("malformed or truncated component ({e}); rebuild the plugin")))?;
+        // Before linking: a plugin of another contract version would
+        // otherwise be told only that an import or export is missing.
+        if let Some(version) = other_contract_version(runtime, &component) {
+            return Err(invalid(format!(
+                "built for contract {version}, this host speaks {CONTRACT_VERSION}; rebuild the plugin against the {CONTRACT_VERSION} contract (steward-sdk {CONTRACT_VERSION}) or run a host that speaks {version}"
+            )));
+        }
         let instance_pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
             invalid(format!(
                 "not a Steward plugin: it needs an import the host does not provide ({}); build it for the steward:resource/plugin world",
@@ -238,16 +257,22 @@ pub fn read_plugin_file(path: &Path) -> Result<Vec<u8>> {
             describe_file_type(&metadata.file_type())
         )));
     }
+    let too_large = || {
+        invalid(format!(
+            "larger than the {} MiB a plugin file may be; is it really a component?",
+            MAX_PLUGIN_FILE_BYTES >> 20
+        ))
+    };
+    if metadata.len() > MAX_PLUGIN_FILE_BYTES {
+        return Err(too_large());
+    }
     let file = std::fs::File::open(path).map_err(read_error)?;
     let mut bytes = Vec::new();
     // One byte past the cap tells a file at the cap from one over it, even
     // if the file grew after it was looked at.
     file.take(MAX_PLUGIN_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
     if bytes.len() as u64 > MAX_PLUGIN_FILE_BYTES {
-        return Err(invalid(format!(
-            "larger than the {} MiB a plugin file may be; is it really a component?",
-            MAX_PLUGIN_FILE_BYTES >> 20
-        )));
+        return Err(too_large());
     }
     Ok(bytes)
 }
@@ -273,8 +298,16 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
     if bytes.is_empty() {
         return Err("the file is empty; expected a WebAssembly component (.wasm) built for Steward".into());
     }
-    if bytes.len() < WASM_HEADER_BYTES || &bytes[..4] != b"\0asm" {
+    let magic = &bytes[..bytes.len().min(WASM_MAGIC.len())];
+    if magic != &WASM_MAGIC[..magic.len()] {
         return Err("not a WebAssembly file (no `\\0asm` header); expected a component built for Steward".into());
+    }
+    // The start of a wasm header, then nothing: a copy or download cut short.
+    if bytes.len() < WASM_HEADER_BYTES {
+        return Err(format!(
+            "truncated: too short to be a component ({} bytes; its header alone is {WASM_HEADER_BYTES}); copy the whole file again or rebuild the plugin",
+            bytes.len()
+        ));
     }
     // Bytes 4..8: a core module has version 1, layer 0; a component has layer 1.
     if bytes[6..8] == [0, 0] {
@@ -284,4 +317,74 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The contract version a component was built for, when its imports or
+/// exports name `steward:resource` at a version this host cannot serve.
+/// Only the version is read from the name: whatever else is wrong with the
+/// component, linking reports.
+fn other_contract_version(runtime: &Runtime, component: &wasmtime::component::Component) -> Option<String> {
+    let engine = runtime.engine();
+    let component_type = component.component_type();
+    let imports = component_type.imports(engine).map(|(name, _)| name);
+    let exports = component_type.exports(engine).map(|(name, _)| name);
+    imports
+        .chain(exports)
+        .filter_map(|name| name.strip_prefix(CONTRACT_PACKAGE_PREFIX)?.split_once('@').map(|(_, version)| version))
+        .find(|version| semver_track(version) != semver_track(CONTRACT_VERSION))
+        .map(str::to_string)
+}
+
+/// The part of a version that must match for the linker to serve one with
+/// the other, as wasmtime matches interface versions: `0.1` for `0.1.x`,
+/// `1` for `1.x.y`, the whole version when it has a pre-release part. A
+/// plugin of a compatible version that needs something this host lacks is
+/// left to the linker's error.
+fn semver_track(version: &str) -> &str {
+    if version.contains('-') {
+        return version;
+    }
+    let mut parts = version.splitn(3, '.');
+    let major = parts.next().unwrap_or_default();
+    let minor = parts.next().unwrap_or_default();
+    let end = if major == "0" { major.len() + 1 + minor.len() } else { major.len() };
+    version.get(..end).unwrap_or(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_version_is_the_wit_package_version() {
+        let wit = include_str!("../../wit/resource.wit");
+        let package = format!("package steward:%resource@{CONTRACT_VERSION};");
+        assert!(wit.lines().any(|line| line.trim() == package), "wit/resource.wit does not declare {package}");
+        assert!(EXPORT_NAME.ends_with(&format!("@{CONTRACT_VERSION}")), "{EXPORT_NAME}");
+    }
+
+    #[test]
+    fn only_incompatible_contract_versions_differ() {
+        assert_eq!(semver_track("0.1.0"), semver_track("0.1.7"));
+        assert_ne!(semver_track("0.1.0"), semver_track("0.2.0"));
+        assert_ne!(semver_track("0.1.0"), semver_track("0.1.0-rc1"));
+        assert_eq!(semver_track("1.2.3"), "1");
+        assert_eq!(semver_track("0"), "0");
+        assert_eq!(semver_track("garbage"), "garbage");
+    }
+
+    #[test]
+    fn header_checks_name_each_short_file() {
+        let message = |bytes: &[u8]| check_header(bytes).expect_err("refused");
+        assert!(message(b"").contains("empty"));
+        for cut in [&b"\0"[..], b"\0asm", b"\0asm\x0d\0\x01"] {
+            let text = message(cut);
+            assert!(text.starts_with("truncated") && text.contains(&format!("{} bytes", cut.len())), "{text}");
+        }
+        for other in [&b"MZ"[..], b"#!/bin/sh\n", b"\0asx\x01\0\0\0"] {
+            assert!(message(other).contains("no `\\0asm` header"), "{}", message(other));
+        }
+        assert!(message(b"\0asm\x01\0\0\0").contains("core WebAssembly module"));
+        check_header(b"\0asm\x0d\0\x01\0").expect("a component header");
+    }
 }

@@ -4,8 +4,8 @@
 //!
 //! Everything else in the host goes through [`Runtime`], so engine settings
 //! that matter for speed (see `WASMTIME-NOTES.md`: concurrency support off,
-//! pooling) and for containment (epoch deadlines, memory caps, stack size)
-//! are decided here once.
+//! pooling) and for containment (epoch deadlines, memory caps, stack size,
+//! the one WASI function the host guards) are decided here once.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -17,11 +17,12 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
 use crate::bindings::Plugin as PluginWorld;
 use crate::error::{Error, Result};
+use crate::grants::SymlinkRefused;
 use crate::sandbox::SandboxState;
 
 /// How often the epoch advances. A call that passes its deadline is stopped
@@ -101,6 +102,7 @@ impl Runtime {
             state
         })
         .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        guard_symlinks(&mut linker).map_err(|e| Error::Engine(format!("{e:#}")))?;
         if let Some(dir) = &config.cache_dir {
             fs::create_dir_all(dir).map_err(|source| Error::Cache { path: dir.clone(), source })?;
         }
@@ -225,9 +227,83 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// A wasmtime error as one line (its chain joined), for one-line reports.
+/// A wasmtime error as one line, for one-line reports: its chain joined,
+/// reason first.
+///
+/// When a host import fails (for example, a guest passes an argument whose
+/// length runs past its memory), wasmtime adds the guest's wasm backtrace
+/// as the outermost context, so the plain chain would open with a dozen
+/// frames of function indexes and end with the reason. The backtrace is
+/// left out here; [`wasm_backtrace`] gives it to whoever logs it.
 pub fn one_line(error: &wasmtime::Error) -> String {
-    format!("{error:#}").replace('\n', " ")
+    let backtrace = wasm_backtrace(error);
+    let reasons: Vec<String> =
+        error.chain().map(ToString::to_string).filter(|text| backtrace.as_ref() != Some(text)).collect();
+    reasons.join(": ").replace('\n', " ")
+}
+
+/// The wasm backtrace wasmtime attached to `error`, if any, as text.
+pub fn wasm_backtrace(error: &wasmtime::Error) -> Option<String> {
+    error.downcast_ref::<wasmtime::WasmBacktrace>().map(ToString::to_string)
+}
+
+/// The WASI interface holding `symlink-at`, at the exact version
+/// wasmtime-wasi defines it (its `p2/wit/deps/filesystem.wit`). Guests
+/// importing any 0.2.x reach that definition by semver matching.
+const WASI_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// The WASI function that makes a symlink.
+const WASI_SYMLINK_AT: &str = "[method]descriptor.symlink-at";
+
+/// Replaces WASI's `symlink-at` with one that first asks the sandbox
+/// whether the target stays inside the granted directory
+/// ([`crate::grants::SymlinkGuard`]), then does what WASI does. WASI itself
+/// refuses only absolute targets; a relative one such as
+/// `../../etc/passwd` it makes, and an unsandboxed program would follow.
+///
+/// Shadowing one function keeps the rest of wasmtime-wasi untouched,
+/// rather than wrapping its whole filesystem host.
+fn guard_symlinks(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, Host, HostDescriptor};
+
+    let mut types = linker.instance(WASI_FILESYSTEM_TYPES)?;
+    // A guard defined under a name wasmtime-wasi does not use would be
+    // silently bypassed (guests would link to wasmtime-wasi's newer
+    // version): so first make sure the name is taken, which defining it
+    // again without shadowing tells. That definition always fails.
+    let probe = types.func_wrap(WASI_SYMLINK_AT, |_store, (): ()| Ok(()));
+    if probe.is_ok() {
+        wasmtime::bail!(
+            "wasmtime-wasi no longer defines `{WASI_FILESYSTEM_TYPES}`; update WASI_FILESYSTEM_TYPES in host/src/runtime.rs to its version"
+        );
+    }
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(WASI_FILESYSTEM_TYPES)?;
+    let guarded = types.func_wrap_async(
+        WASI_SYMLINK_AT,
+        |mut store, (descriptor, target, link): (Resource<Descriptor>, String, String)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                let refused = match state.check_symlink(&descriptor, &link, &target) {
+                    Ok(()) => None,
+                    // Refused as WASI refuses an absolute target.
+                    Err(SymlinkRefused::Escapes(_)) => Some(ErrorCode::NotPermitted),
+                    Err(SymlinkRefused::Unresolved(error)) => Some(ErrorCode::from(error)),
+                };
+                if let Some(code) = refused {
+                    return Ok((Err(code),));
+                }
+                let mut filesystem = state.filesystem();
+                match HostDescriptor::symlink_at(&mut filesystem, descriptor, target, link).await {
+                    Ok(()) => Ok((Ok(()),)),
+                    Err(error) => Ok((Err(Host::convert_error_code(&mut filesystem, error)?),)),
+                }
+            })
+        },
+    );
+    linker.allow_shadowing(false);
+    guarded
 }
 
 fn engine_config(config: &RuntimeConfig) -> Config {

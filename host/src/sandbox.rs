@@ -2,22 +2,29 @@
 //! guest imports.
 //!
 //! Everything a guest can reach lives here: its WASI context (only the
-//! directories its grant preopens), its process table (only the programs
-//! its grant names), its log budget, the clock of the call in progress and
-//! its memory cap. Dropping the state (when the monitor discards the store)
-//! kills every process the instance spawned.
+//! directories its grant preopens), the check on the symlinks it makes in
+//! them, its process table (only the programs its grant names), its log
+//! budget, the clock of the call in progress and its memory cap. Dropping
+//! the state (when the monitor discards the store) kills every process the
+//! instance spawned.
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::filesystem::Descriptor;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::steward::resource::{host, types};
 use crate::bindings::{LogLevel, NodeIdentity};
 use crate::events::{EventKind, MonitorEvent};
+use crate::grants::{SymlinkGuard, SymlinkRefused};
 use crate::guest_log::{GuestLog, StderrTail};
 use crate::process::ProcessTable;
+
+/// The most of a guest-chosen path quoted in a log line or an event: the
+/// kernel's `PATH_MAX`, past which no path is valid anyway.
+const MAX_QUOTED_PATH_BYTES: usize = 4096;
 
 /// What a guest import does when it runs past the call's deadline: the call
 /// is ended as timed out. A marker error so the monitor can tell it apart.
@@ -29,6 +36,7 @@ pub struct DeadlineInImport;
 pub struct SandboxState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
+    pub(crate) symlinks: SymlinkGuard,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) processes: ProcessTable,
     pub(crate) log: GuestLog,
@@ -53,6 +61,7 @@ impl SandboxState {
         Ok(SandboxState {
             wasi,
             table: ResourceTable::new(),
+            symlinks: spec.grants.prepare_symlink_guard(),
             limiter: MemoryLimiter { limit_bytes: spec.memory_limit_bytes, hit: false },
             processes: spec.grants.prepare_processes(&spec.adopt),
             log: GuestLog::default(),
@@ -75,6 +84,7 @@ impl SandboxState {
         SandboxState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
+            symlinks: SymlinkGuard::default(),
             limiter: MemoryLimiter { limit_bytes: memory_limit_bytes, hit: false },
             processes: ProcessTable::default(),
             log: GuestLog::default(),
@@ -91,6 +101,39 @@ impl SandboxState {
         }
     }
 
+    /// Checks a symlink the guest asks to make through `wasi:filesystem`'s
+    /// `symlink-at` on `descriptor`, before WASI makes it. A refusal is
+    /// logged and sent as a denied capability; the guest gets an error.
+    pub(crate) fn check_symlink(
+        &self,
+        descriptor: &Resource<Descriptor>,
+        link: &str,
+        target: &str,
+    ) -> Result<(), SymlinkRefused> {
+        // Anything but a directory (a file, a stale handle) is left to WASI,
+        // which refuses it with the error the guest expects.
+        let Ok(Descriptor::Dir(directory)) = self.table.get(descriptor) else { return Ok(()) };
+        let refusal = match self.symlinks.check(&directory.dir, link, target) {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        };
+        if let SymlinkRefused::Escapes(reason) = &refusal {
+            // Both paths are the guest's: quoted with control characters
+            // escaped, and cut, before they reach a log line.
+            let (link, target) = (quoted_path(link), quoted_path(target));
+            tracing::warn!(
+                resource = %self.identity.resource_name,
+                %link,
+                %target,
+                %reason,
+                "refused a symlink out of the granted directory"
+            );
+            let detail = format!("filesystem: symlink {link} -> {target} refused: {reason}");
+            self.emit(EventKind::CapabilityDenied { detail });
+        }
+        Err(refusal)
+    }
+
     pub(crate) fn emit(&self, kind: EventKind) {
         // No subscriber is not an error: events are for whoever listens.
         let _ = self.events.send(MonitorEvent::now(&self.identity.resource_name, kind));
@@ -101,6 +144,17 @@ impl WasiView for SandboxState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
+}
+
+/// A guest-chosen path for a log line: in quotes, control characters
+/// escaped, at most [`MAX_QUOTED_PATH_BYTES`] of it.
+fn quoted_path(path: &str) -> String {
+    let mut end = path.len().min(MAX_QUOTED_PATH_BYTES);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    let (cut, ellipsis) = (&path[..end], if end < path.len() { "..." } else { "" });
+    format!("\"{}\"{ellipsis}", cut.escape_debug())
 }
 
 /// The deadline of the call in progress.
@@ -216,5 +270,17 @@ impl host::Host for SandboxState {
             return Err(DeadlineInImport.into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_paths_escape_control_characters_and_are_cut() {
+        assert_eq!(quoted_path("../\u{1b}[31mred\nline"), "\"../\\u{1b}[31mred\\nline\"");
+        let long = "a".repeat(MAX_QUOTED_PATH_BYTES + 10);
+        assert_eq!(quoted_path(&long).len(), MAX_QUOTED_PATH_BYTES + 5);
     }
 }

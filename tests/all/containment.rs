@@ -265,3 +265,70 @@ async fn a_trapped_instance_leaves_no_orphan_process() {
     assert!(!process_running(pid), "pid {pid} outlived its trapped instance");
     scene.healthy_was_unharmed().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_argument_to_a_host_import_is_reported_reason_first() {
+    let mut scene = scene("huge-argument", &[]).await;
+    let error = scene.hostile.online(&context()).await.expect_err("the host refuses to read 1 GiB");
+    assert_eq!(error.kind(), FailureKind::Trap, "{error}");
+    let CallError::Trap { message, .. } = &error else { panic!("expected a trap, got {error}") };
+    assert!(message.starts_with("string pointer/length out of bounds of memory"), "the reason comes first: {message}");
+    assert!(!message.contains("wasm backtrace"), "the backtrace is not part of the reason: {message}");
+    assert_eq!(scene.failure_event().kind(), FailureKind::Trap);
+    assert_discarded(&scene.hostile, FailureKind::Trap).await;
+    scene.healthy_was_unharmed().await;
+}
+
+/// A guest may not leave a symlink in its granted directory that points out
+/// of it: the guest could not follow it, but an unsandboxed program could.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_leaving_the_grant_are_refused() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let granted = scratch.path().join("data");
+    std::fs::create_dir_all(granted.join("sub")).expect("mkdir");
+    std::fs::write(granted.join("file"), "inside").expect("write");
+    std::fs::write(granted.join("sub/file"), "inside sub").expect("write");
+    // What `escape-after-link` would reach, so that link would not dangle.
+    std::fs::write(scratch.path().join("file"), "outside").expect("write");
+    let monitor = Monitor::new("test-node");
+    let healthy = HealthyProbe::start(&monitor).await;
+    let hostile = plugin("hostile").await;
+    let mut hostile_spec = spec("hostile", &hostile, &[("fault", "symlinks")]);
+    hostile_spec.grants.directories = vec![steward::grants::DirectoryGrant {
+        host_path: granted.clone(),
+        guest_path: "/data".into(),
+        read_only: false,
+    }];
+    let handle = monitor.open(hostile, hostile_spec).await.expect("opens");
+    let mut events = monitor.subscribe();
+    let report = handle.control("symlinks", "").await.expect("the attempts are reported");
+    let (mut refused, mut created) = (0, 0);
+    for line in report.lines() {
+        let (attempt, outcome) = line.split_once(": ").unwrap_or_else(|| panic!("a report line: {line}"));
+        let (link, target) = attempt.split_once(" -> ").unwrap_or_else(|| panic!("a report line: {line}"));
+        let target = target.trim_end_matches(" (from sub)");
+        let on_disk = granted.join(link);
+        if link.contains("escape-") {
+            assert!(outcome.starts_with("refused"), "{line}\n{report}");
+            assert!(std::fs::symlink_metadata(&on_disk).is_err(), "{} exists: {line}", on_disk.display());
+            refused += 1;
+        } else {
+            assert_eq!(outcome, "created", "{line}\n{report}");
+            let made = std::fs::read_link(&on_disk).unwrap_or_else(|e| panic!("{}: {e}: {line}", on_disk.display()));
+            assert_eq!(made, std::path::Path::new(target), "{line}");
+            created += 1;
+        }
+    }
+    assert_eq!((refused, created), (8, 4), "every attempt was reported:\n{report}");
+    let mut denials = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let EventKind::CapabilityDenied { detail } = event.kind {
+            denials.push(detail);
+        }
+    }
+    assert_eq!(denials.len(), refused, "each refusal is sent as a denied capability: {denials:#?}");
+    let control = denials.iter().find(|detail| detail.contains("red")).expect("the refusal of escape-control");
+    assert!(control.contains("\\u{1b}[31mred") && !control.contains('\u{1b}'), "escaped: {control}");
+    assert!(handle.is_live().await, "a refused symlink is an error the guest handles, not a trap");
+    unharmed(&monitor, healthy).await;
+}

@@ -142,3 +142,25 @@ async fn the_suite_names_each_broken_rule() {
         assert!(metadata.detail.contains(flaw), "{flaw}: {}", metadata.detail);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_holding_only_the_magic_is_truncated() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let path = scratch.path().join("cut.wasm");
+    std::fs::write(&path, b"\0asm").expect("write");
+    let error = steward::plugin::Plugin::load(&steward_tests::runtime(), &path).await.expect_err("4 bytes").to_string();
+    assert!(error.contains(&path.display().to_string()), "the file is named: {error}");
+    assert!(error.contains("truncated") && error.contains("4 bytes"), "{error}");
+    assert!(!error.contains("no `\\0asm` header"), "it has the header: {error}");
+}
+
+/// `future-contract` is a plugin built against `steward:resource@0.2.0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_of_another_contract_version_is_told_which() {
+    let path = steward_tests::guest_wasm("future_contract");
+    let error = steward::plugin::Plugin::load(&steward_tests::runtime(), &path).await.expect_err("0.2.0").to_string();
+    assert!(error.contains(&path.display().to_string()), "the file is named: {error}");
+    let host_version = steward::plugin::CONTRACT_VERSION;
+    assert_eq!(host_version, "0.1.0", "the test's fixture expects this host contract");
+    assert!(error.contains("built for contract 0.2.0, this host speaks 0.1.0"), "{error}");
+}
