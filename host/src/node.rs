@@ -795,10 +795,17 @@ impl Node {
         }
         if let Some(group) = self.group_needing_ownership(&input) {
             let waiting = self.awaiting_ownership.entry(group.clone()).or_default();
-            if waiting.is_empty() {
-                self.ownership.acquire(&group);
-            }
+            let first = waiting.is_empty();
             waiting.push(input);
+            if first {
+                self.ownership.acquire(&group);
+                // A backend that answers at once (a node alone) is heard at
+                // once: the input must not wait behind unrelated events (a
+                // signalled failure of the resource it adopts, say).
+                while let Ok(event) = self.ownership_events.try_recv() {
+                    self.on_ownership(event);
+                }
+            }
             return;
         }
         let actions = self.engine.handle(input, Instant::now());
