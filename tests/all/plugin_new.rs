@@ -1,7 +1,8 @@
 //! `steward plugin new` writes a project that builds to a component as
 //! generated and passes `steward plugin check`, as a third party would run
 //! them, with a `steward` installed away from the build tree; bad names and
-//! existing directories are refused.
+//! existing directories are refused. The SDK it embeds packages for
+//! crates.io as it is.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,37 @@ fn an_explicit_sdk_overrides_the_embedded_one() {
     assert_eq!(missing.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("nowhere: no Cargo.toml there"), "{stderr}");
+}
+
+#[test]
+fn the_sdk_packages_for_publishing() {
+    // A target directory of its own: the package is all this writes.
+    // `--no-verify`: verifying builds the SDK natively from nothing (a
+    // minute here, measured), while the Rust project test above already
+    // builds these very files, for wasm32-wasip2, from the embedded copy.
+    // `--offline`: the package's lockfile resolves from the local index.
+    let target = tempfile::tempdir().expect("tempdir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let packaged = Command::new(&cargo)
+        .args(["package", "-p", "steward-sdk", "--allow-dirty", "--no-verify", "--offline"])
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target.path())
+        .output()
+        .expect("cargo runs");
+    let stderr = String::from_utf8_lossy(&packaged.stderr);
+    assert!(packaged.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "cargo package warns: {stderr}");
+    // The contract is inside the package, not next to it.
+    let listed = Command::new(&cargo)
+        .args(["package", "-p", "steward-sdk", "--allow-dirty", "--list", "--offline"])
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target.path())
+        .output()
+        .expect("cargo runs");
+    let list = String::from_utf8_lossy(&listed.stdout);
+    for file in ["wit/resource.wit", "wit/types.wit", "wit/host.wit", "README.md", "src/lib.rs"] {
+        assert!(list.lines().any(|line| line == file), "{file} is not in the package:\n{list}");
+    }
 }
 
 #[test]
