@@ -50,7 +50,10 @@ pub mod bindings {
     //! Generated from `wit/`; plugins use the re-exports at the crate root.
     #![allow(missing_docs)]
     wit_bindgen::generate!({
-        path: "../wit",
+        // `sdk/wit` is a symlink to the workspace's `wit/`: one contract, yet
+        // inside this package, so `cargo package` copies the files into the
+        // published crate (and `steward plugin new` embeds them).
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         default_bindings_module: "steward_sdk::bindings",

@@ -276,4 +276,56 @@ fn parser_keys(dir: &Path, text: &str, included: Option<&str>) -> Vec<String> {
         .split_once("unknown field `steward_unknown_key`, expected")
         .unwrap_or_else(|| panic!("the parser's error lists the keys it expects: {error}\n{text}"));
     expected.split('`').skip(1).step_by(2).map(str::to_string).collect()
+
+/// The SDK's manifest stands alone (`steward plugin new` writes it into
+/// projects outside this workspace, where `workspace = true` would name
+/// nothing), so it repeats the workspace's package fields and dependency
+/// requirements; this keeps each repeated value equal to the workspace's.
+#[test]
+fn the_sdk_manifest_repeats_the_workspace_values() {
+    let root = steward_tests::workspace_root();
+    let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap_or_else(|error| panic!("{file}: {error}"));
+    let workspace = read("Cargo.toml");
+    let sdk = read("sdk/Cargo.toml");
+    assert!(
+        !sdk.lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .any(|line| line.contains("workspace = true") || line.contains(".workspace")),
+        "sdk/Cargo.toml inherits from the workspace; write the values out (a generated plugin project has no such workspace)"
+    );
+
+    let workspace_package = toml_entries(&workspace, "[workspace.package]");
+    let sdk_package = toml_entries(&sdk, "[package]");
+    for key in ["version", "edition", "license"] {
+        assert_eq!(
+            sdk_package.get(key),
+            workspace_package.get(key),
+            "sdk/Cargo.toml's `{key}` differs from [workspace.package] in Cargo.toml; make them equal"
+        );
+    }
+    let workspace_dependencies = toml_entries(&workspace, "[workspace.dependencies]");
+    let sdk_dependencies = toml_entries(&sdk, "[dependencies]");
+    assert!(!sdk_dependencies.is_empty(), "the walk found the SDK's dependencies");
+    for (name, requirement) in &sdk_dependencies {
+        assert_eq!(
+            Some(requirement),
+            workspace_dependencies.get(name),
+            "sdk/Cargo.toml's `{name}` differs from [workspace.dependencies] in Cargo.toml; make them equal"
+        );
+    }
+}
+
+/// The one-line `key = value` entries of a manifest's `section`, values as
+/// written; enough for the flat sections compared here (no TOML parser in
+/// this crate).
+fn toml_entries(manifest: &str, section: &str) -> std::collections::BTreeMap<String, String> {
+    manifest
+        .lines()
+        .skip_while(|line| line.trim() != section)
+        .skip(1)
+        .take_while(|line| !line.trim_start().starts_with('['))
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
+        .collect()
 }

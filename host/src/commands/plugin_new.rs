@@ -1,6 +1,12 @@
 //! `steward plugin new NAME [--lang rust] [--dir DIR] [--sdk PATH]`: a new
 //! plugin project that builds to a component as generated and passes
 //! `steward plugin check`, from the templates in `host/templates/`.
+//!
+//! Everything written is compiled into the binary (`include_str!`), never
+//! read from the source tree it was built in, so an installed `steward`
+//! works anywhere and what it writes cannot drift from the SDK and contract
+//! it was built with. A Rust project gets a copy of the SDK in
+//! `steward-sdk/`, depended on by a relative path, unless `--sdk` names one.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,7 +24,8 @@ pub struct Args {
     /// Where to create the project (default: ./NAME).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// The `steward-sdk` crate to depend on (default: the SDK this binary was built from).
+    /// The `steward-sdk` crate to depend on (default: a copy of the SDK this
+    /// binary was built from, written into the project's `steward-sdk/`).
     #[arg(long)]
     sdk: Option<PathBuf>,
 }
@@ -37,6 +44,35 @@ const RUST_TEMPLATE: [(&str, &str); 4] = [
     ("src/lib.rs", include_str!("../../templates/rust/lib.rs.in")),
     ("README.md", include_str!("../../templates/rust/README.md.in")),
     (".gitignore", include_str!("../../templates/rust/gitignore.in")),
+];
+
+/// Where a Rust project keeps its copy of the SDK, relative to the project.
+const EMBEDDED_SDK_DIR: &str = "steward-sdk";
+
+/// What the README says of the embedded SDK.
+const EMBEDDED_SDK_NOTE: &str = "\
+`steward-sdk/` is a copy of the Steward SDK, with the contract it implements
+(`steward-sdk/wit/`), from the `steward` that created this project.
+`Cargo.toml` depends on it by path, so the project builds wherever it is.
+To move to a newer SDK, replace the directory with the one a newer
+`steward plugin new` writes.";
+
+/// The SDK this binary was built from, contract included: (path under
+/// [`EMBEDDED_SDK_DIR`], contents), written verbatim. Its manifest stands
+/// alone (no `workspace = true`), so it builds outside Steward's workspace;
+/// `sdk/wit` is the workspace's `wit/`. tests/all/plugin_new.rs fails when a
+/// file of `sdk/` is missing here.
+const EMBEDDED_SDK: [(&str, &str); 10] = [
+    ("Cargo.toml", include_str!("../../../sdk/Cargo.toml")),
+    ("README.md", include_str!("../../../sdk/README.md")),
+    ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
+    ("src/host.rs", include_str!("../../../sdk/src/host.rs")),
+    ("src/metadata.rs", include_str!("../../../sdk/src/metadata.rs")),
+    ("src/process.rs", include_str!("../../../sdk/src/process.rs")),
+    ("src/properties.rs", include_str!("../../../sdk/src/properties.rs")),
+    ("wit/resource.wit", include_str!("../../../sdk/wit/resource.wit")),
+    ("wit/types.wit", include_str!("../../../sdk/wit/types.wit")),
+    ("wit/host.wit", include_str!("../../../sdk/wit/host.wit")),
 ];
 
 /// The Python project is the `python-marker` example itself, renamed, with
@@ -80,13 +116,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if dir.exists() {
         bail!("{} already exists; choose another name or --dir", dir.display());
     }
-    let sdk = match args.sdk {
-        Some(sdk) => sdk,
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"),
+    let (sdk_dependency, sdk_note) = match &args.sdk {
+        Some(sdk) => {
+            let sdk = explicit_sdk(sdk)?.display().to_string();
+            let note = format!("`Cargo.toml` depends on the Steward SDK at `{sdk}`.");
+            (sdk, note)
+        }
+        None => (EMBEDDED_SDK_DIR.to_string(), EMBEDDED_SDK_NOTE.to_string()),
     };
-    let sdk = sdk
-        .canonicalize()
-        .with_context(|| format!("steward-sdk not found at {}; pass --sdk PATH to the sdk/ crate", sdk.display()))?;
     let camel: String = name
         .split('-')
         .map(|part| {
@@ -98,7 +135,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("{{name}}", name.clone()),
         ("{{camel}}", camel),
         ("{{file}}", name.replace('-', "_")),
-        ("{{sdk}}", sdk.display().to_string()),
+        ("{{sdk}}", sdk_dependency),
+        ("{{sdk_note}}", sdk_note),
     ];
     let files: Vec<(&str, &str)> = match args.lang {
         Language::Rust => RUST_TEMPLATE.to_vec(),
@@ -127,11 +165,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             (Language::Js, Some(contract)) if !contract.starts_with(name.as_str()) => format!("steward-wit/{contract}"),
             _ => file,
         };
-        let path = dir.join(&file);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        write_file(&dir.join(&file), &text)?;
+    }
+    if matches!(args.lang, Language::Rust) && args.sdk.is_none() {
+        for (file, text) in EMBEDDED_SDK {
+            write_file(&dir.join(EMBEDDED_SDK_DIR).join(file), text)?;
         }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let file = name.replace('-', "_");
     println!("created {} ({name}); next:", dir.display());
@@ -148,4 +187,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The crate `--sdk` names, as an absolute path (the project's manifest
+/// must find it from wherever the project is built).
+fn explicit_sdk(sdk: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = sdk.join("Cargo.toml");
+    if !manifest.is_file() {
+        bail!(
+            "--sdk {}: no Cargo.toml there; pass the steward-sdk crate's directory, or leave --sdk out to use the SDK built into this binary",
+            sdk.display()
+        );
+    }
+    sdk.canonicalize().with_context(|| format!("--sdk {}: cannot resolve the path", sdk.display()))
+}
+
+/// Writes one file of the project, creating its directory.
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
