@@ -138,7 +138,7 @@ fn bad_names_and_existing_directories_are_refused() {
             .expect("plugin new runs")
     };
     let bad = new("My_Service");
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(2), "a malformed name is a usage error");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("`My_Service` is not a valid type name"));
     std::fs::create_dir(dir.path().join("out")).expect("mkdir");
     let exists = new("fine-name");

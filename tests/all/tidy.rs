@@ -1,7 +1,8 @@
 //! Keeps the codebase's conventions true: every module of the host and the
 //! SDK opens with a `//!` doc saying what it owns.
-//! And the configuration reference, `docs/configuration.md`, lists every key
-//! the parser knows, each with an example the parser accepts.
+//! The configuration reference, `docs/configuration.md`, lists every key
+//! the parser knows, each with an example the parser accepts. The SDK's
+//! standalone manifest repeats the workspace's values.
 
 use std::path::Path;
 
@@ -276,6 +277,7 @@ fn parser_keys(dir: &Path, text: &str, included: Option<&str>) -> Vec<String> {
         .split_once("unknown field `steward_unknown_key`, expected")
         .unwrap_or_else(|| panic!("the parser's error lists the keys it expects: {error}\n{text}"));
     expected.split('`').skip(1).step_by(2).map(str::to_string).collect()
+}
 
 /// The SDK's manifest stands alone (`steward plugin new` writes it into
 /// projects outside this workspace, where `workspace = true` would name

@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 #[derive(clap::Args)]
 pub struct Args {
     /// The type's name: lowercase kebab-case, e.g. `my-service`.
+    #[arg(value_parser = type_name)]
     name: String,
     /// The plugin's language.
     #[arg(long, value_enum, default_value_t = Language::Rust)]
@@ -107,11 +108,6 @@ const WIT_FILES: [(&str, &str); 3] = [
 /// Writes the project.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let name = &args.name;
-    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !valid {
-        bail!("`{name}` is not a valid type name: use lowercase letters, digits and dashes, starting with a letter");
-    }
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
     if dir.exists() {
         bail!("{} already exists; choose another name or --dir", dir.display());
@@ -208,4 +204,18 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A type's name as `plugin new NAME` takes it: a malformed one is a
+/// usage error (exit code 2), before anything is written.
+fn type_name(name: &str) -> Result<String, String> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid type name: use lowercase letters, digits and dashes, starting with a letter"
+        ))
+    }
 }
