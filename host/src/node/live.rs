@@ -20,6 +20,8 @@ use crate::monitor::CallError;
 use crate::plugin::Plugin;
 use crate::plugin_dir::PluginFileChange;
 use crate::policy::{Input, ResourceState};
+use crate::process::TrackedProcess;
+use crate::worker::RemoteResource;
 
 /// An operator's request that is not the policy engine's.
 #[derive(Debug)]
@@ -73,6 +75,18 @@ pub(super) enum Internal {
     Loaded { file: PathBuf, plugin: Option<Arc<Plugin>>, view: PluginView },
     /// An upgrade's re-creation of an instance ended.
     Switched { resource: String, version: String, result: Result<(), CallError> },
+    /// What a resource runs after a call: its processes and plugin version,
+    /// which the loop records (it is the only writer of the store and the view).
+    Running { resource: String, processes: Vec<TrackedProcess>, version: Option<String> },
+}
+
+impl Internal {
+    /// What `handle` runs now, asked of its worker by the task that made
+    /// the call, so the loop never waits on the worker for it.
+    pub(super) async fn running(handle: &RemoteResource) -> Internal {
+        let processes = handle.running_processes().await;
+        Internal::Running { resource: handle.name().to_string(), processes, version: handle.running_version() }
+    }
 }
 
 impl super::Node {
@@ -94,11 +108,9 @@ impl super::Node {
     pub(super) async fn on_internal(&mut self, message: Internal) {
         match message {
             Internal::Loaded { file, plugin, view } => self.plugin_loaded(file, plugin, view),
+            Internal::Running { resource, processes, version } => self.record_running(&resource, processes, version),
             Internal::Switched { resource, version, result } => match result {
                 Ok(()) => {
-                    if let Some(handle) = self.handles.get(&resource).cloned() {
-                        super::record_processes(&handle, &self.store, &self.view).await;
-                    }
                     self.publish_about(&resource, "plugin-upgraded", format!("now runs version {version}"));
                     if self.engine.state(&resource) == Some(ResourceState::Online) {
                         self.start_probes(resource);
@@ -218,6 +230,9 @@ impl super::Node {
                 report.switching.push(resource.clone());
                 tokio::spawn(async move {
                     let result = handle.switch_version(&context).await;
+                    if result.is_ok() {
+                        let _ = internal.send(Internal::running(&handle).await);
+                    }
                     let _ = internal.send(Internal::Switched { resource, version, result });
                 });
             } else {
@@ -282,6 +297,20 @@ impl super::Node {
             ),
         );
         Ok(report)
+    }
+
+    /// Records what a resource runs: its processes in the store (only when
+    /// they changed: most resources run none, and each write is synced)
+    /// and in the view, with its plugin version.
+    fn record_running(&mut self, resource: &str, processes: Vec<TrackedProcess>, version: Option<String>) {
+        let unchanged = self.store.processes(resource).is_ok_and(|recorded| recorded == processes);
+        if !unchanged && let Err(error) = self.store.set_processes(resource, &processes) {
+            tracing::error!(%resource, %error, "cannot record the resource's processes");
+        }
+        if let Some(entry) = self.view.resources.write().ok().as_mut().and_then(|r| r.get_mut(resource)) {
+            entry.pids = processes.iter().map(|p| p.pid).collect();
+            entry.plugin_hash = version.unwrap_or_default();
+        }
     }
 
     /// The configured resources of type `type_name`.

@@ -115,8 +115,9 @@ pub enum Call {
         /// Its input.
         input: String,
     },
-    /// `notify`.
-    Notify(ClusterEvent),
+    /// `notify` with each event, in order, stopping at the first failure:
+    /// the events queued for one resource travel in one round trip.
+    Notify(Vec<ClusterEvent>),
     /// Whether it has a live sandbox.
     IsLive,
     /// The still-running processes it tracks.

@@ -175,7 +175,12 @@ impl Worker {
             Call::LooksAlive => Value::Bool(handle.looks_alive().await?),
             Call::IsAlive(level) => Value::Health(handle.is_alive(level).await?),
             Call::Control { code, input } => Value::Text(handle.control(&code, &input).await?),
-            Call::Notify(event) => handle.notify(&event).await.map(|()| Value::Done)?,
+            Call::Notify(events) => {
+                for event in &events {
+                    handle.notify(event).await?;
+                }
+                Value::Done
+            }
             Call::IsLive => Value::Bool(handle.is_live().await),
             Call::RunningProcesses => Value::Processes(handle.running_processes().await),
             Call::Release => {

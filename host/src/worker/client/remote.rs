@@ -164,9 +164,10 @@ impl RemoteResource {
         }
     }
 
-    /// Tells it of a cluster event (a peer online or offline, ...).
-    pub async fn notify(&self, event: &ClusterEvent) -> Result<(), CallError> {
-        expect_done(self.call(Call::Notify(event.clone())).await?)
+    /// Tells it of cluster events (a peer online or offline, ...), in
+    /// order, in one round trip.
+    pub async fn notify(&self, events: Vec<ClusterEvent>) -> Result<(), CallError> {
+        expect_done(self.call(Call::Notify(events)).await?)
     }
 
     /// Drops the sandbox, leaving its processes running.
