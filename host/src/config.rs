@@ -121,36 +121,7 @@ pub struct GroupConfig {
     pub autostart: bool,
 }
 
-/// Restart and retry policy of a group; defaults are the classic cluster
-/// service's.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Policy {
-    /// Restarts allowed within `restart_period` before the group fails.
-    pub restart_threshold: u32,
-    /// The window restarts are counted in.
-    pub restart_period: Duration,
-    /// The delay before the first restart.
-    pub restart_delay: Duration,
-    /// Each further restart in the window waits this factor longer.
-    pub restart_backoff: f64,
-    /// The longest restart delay.
-    pub max_restart_delay: Duration,
-    /// How long a failed group waits before it is tried again.
-    pub retry_period: Duration,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            restart_threshold: 3,
-            restart_period: Duration::from_secs(15 * 60),
-            restart_delay: Duration::from_millis(500),
-            restart_backoff: 2.0,
-            max_restart_delay: Duration::from_secs(60),
-            retry_period: Duration::from_secs(60 * 60),
-        }
-    }
-}
+pub use steward_policy::Policy;
 
 /// Reads and checks `file` and the files it includes.
 pub fn load(file: &Path) -> Result<NodeConfig, ConfigError> {

@@ -12,7 +12,6 @@ pub mod config;
 pub mod conformance;
 pub mod error;
 pub mod events;
-pub mod failure;
 pub mod grants;
 pub mod guest_log;
 pub mod monitor;
@@ -20,7 +19,6 @@ pub mod node;
 pub mod ocf;
 pub mod plugin;
 pub mod plugin_dir;
-pub mod policy;
 pub mod process;
 pub mod properties;
 pub mod runtime;
@@ -30,3 +28,6 @@ pub mod text;
 pub mod worker;
 
 pub use error::{Error, Result};
+/// The policy engine, a crate of its own so that it cannot reach the sandbox.
+pub use steward_policy as policy;
+pub use steward_policy::failure;

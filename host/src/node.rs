@@ -31,7 +31,7 @@ use crate::config::{ConfigError, GroupConfig, NodeConfig, ResourceConfig};
 use crate::failure::{Failure, FailureKind};
 use crate::monitor::{CallError, ResourceSpec, Timeouts};
 use crate::plugin::Plugin;
-use crate::policy::{Action, Input, PolicyEngine, ResourceState, Severity};
+use crate::policy::{Action, GroupSpec, Input, MemberSpec, PolicyEngine, ResourceState, Severity};
 use crate::runtime::Runtime;
 use crate::state::{ResourceRecord, StateStore};
 use crate::worker::{RemoteResource, WorkerEvent, WorkerOptions, WorkerPool};
@@ -680,7 +680,7 @@ impl Node {
                 }
             }
         }
-        self.engine.add_groups(&groups, &resources);
+        self.engine.add_groups(group_specs(&groups, &resources));
         for group in &groups {
             let view = GroupView {
                 name: group.name.clone(),
@@ -1414,6 +1414,25 @@ pub fn resource_spec(
     }
     spec.adopt = adopt;
     spec
+}
+
+/// The policy engine's view of `groups`, whose members are among
+/// `resources`: names, dependencies and policies, found through one index.
+fn group_specs(groups: &[GroupConfig], resources: &[ResourceConfig]) -> Vec<GroupSpec> {
+    let by_name: HashMap<&str, &ResourceConfig> =
+        resources.iter().map(|resource| (resource.name.as_str(), resource)).collect();
+    let member = |name: &String| MemberSpec {
+        name: name.clone(),
+        depends_on: by_name.get(name.as_str()).map(|r| r.depends_on.clone()).unwrap_or_default(),
+    };
+    groups
+        .iter()
+        .map(|group| GroupSpec {
+            name: group.name.clone(),
+            members: group.resources.iter().map(member).collect(),
+            policy: group.policy,
+        })
+        .collect()
 }
 
 /// Every configured resource as the view shows it before its type is loaded.

@@ -331,3 +331,156 @@ fn toml_entries(manifest: &str, section: &str) -> std::collections::BTreeMap<Str
         .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
         .collect()
 }
+
+/// The layer rules as dependency facts, read from `cargo metadata`: the
+/// policy engine reaches nothing of the sandbox, the async runtime, HTTP,
+/// the disk store or JSON; the guest side (`sdk/`, `plugins/`) depends on
+/// nothing under `host/`; and only the host crate itself takes wasmtime and
+/// axum. A forbidden dependency added to a manifest fails here, naming the
+/// crate, the dependency and the path to it.
+#[test]
+fn the_crate_graph_keeps_the_layer_rules() {
+    let graph = CrateGraph::load();
+    let forbidden_in_policy = ["wasmtime", "wasmtime-wasi", "tokio", "axum", "reqwest", "redb", "serde_json"];
+    for (dependency, path) in graph.reachable("steward-policy") {
+        assert!(
+            !forbidden_in_policy.contains(&dependency.as_str()),
+            "steward-policy (host/policy) reaches `{dependency}` through {}; the policy engine takes plain data only",
+            path.join(" -> ")
+        );
+    }
+    for guest in graph.packages_under(&["sdk", "plugins"]) {
+        for (dependency, path) in graph.reachable(&guest) {
+            assert!(
+                !graph.is_under(&dependency, "host"),
+                "`{guest}` reaches `{dependency}` (under host/) through {}; guests depend on the SDK only",
+                path.join(" -> ")
+            );
+        }
+    }
+    // Who may name these crates directly; each rule narrows as the host
+    // splits along its seams.
+    for (dependency, allowed) in [("wasmtime", &["steward"]), ("wasmtime-wasi", &["steward"]), ("axum", &["steward"])] {
+        let users = graph.direct_users(dependency);
+        for user in &users {
+            assert!(
+                allowed.contains(&user.as_str()),
+                "`{user}` depends on `{dependency}` directly; only {allowed:?} may"
+            );
+        }
+    }
+}
+
+/// The workspace's crates and their normal (not dev or build) dependencies.
+struct CrateGraph {
+    /// Package name by id.
+    names: std::collections::HashMap<String, String>,
+    /// Manifest directory (relative to the workspace) by package name, for workspace members.
+    members: std::collections::HashMap<String, String>,
+    /// Normal dependencies by package id.
+    edges: std::collections::HashMap<String, Vec<String>>,
+    /// Package id by name (the workspace's own first).
+    ids: std::collections::HashMap<String, String>,
+}
+
+impl CrateGraph {
+    fn load() -> CrateGraph {
+        let root = steward_tests::workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // This platform's graph only: the others' crates (Windows consoles,
+        // say) were never downloaded, and the rules are the same there.
+        let rustc = std::process::Command::new("rustc").arg("-vV").output().expect("rustc runs");
+        let host = String::from_utf8_lossy(&rustc.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("host: ").map(str::to_string))
+            .expect("rustc names its host");
+        let output = std::process::Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &host])
+            .current_dir(&root)
+            .output()
+            .expect("cargo metadata runs");
+        assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata's JSON");
+        let mut graph = CrateGraph {
+            names: Default::default(),
+            members: Default::default(),
+            edges: Default::default(),
+            ids: Default::default(),
+        };
+        let root_text = format!("{}/", root.display());
+        for package in metadata["packages"].as_array().into_iter().flatten() {
+            let (id, name) = (text(&package["id"]), text(&package["name"]));
+            graph.names.insert(id.clone(), name.clone());
+            if let Some(dir) = text(&package["manifest_path"]).strip_prefix(&root_text) {
+                graph
+                    .members
+                    .insert(name.clone(), dir.trim_end_matches("Cargo.toml").trim_end_matches('/').to_string());
+                graph.ids.insert(name.clone(), id.clone());
+            }
+            graph.ids.entry(name).or_insert(id);
+        }
+        for node in metadata["resolve"]["nodes"].as_array().into_iter().flatten() {
+            let normal = node["deps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|dep| dep["dep_kinds"].as_array().into_iter().flatten().any(|kind| kind["kind"].is_null()))
+                .map(|dep| text(&dep["pkg"]))
+                .collect();
+            graph.edges.insert(text(&node["id"]), normal);
+        }
+        assert!(graph.members.contains_key("steward-policy"), "the walk found the workspace: {:?}", graph.members);
+        graph
+    }
+
+    /// Every crate `package` reaches through normal dependencies, with the
+    /// path to it.
+    fn reachable(&self, package: &str) -> Vec<(String, Vec<String>)> {
+        let Some(start) = self.ids.get(package) else { panic!("no package `{package}`") };
+        let mut seen = std::collections::HashSet::from([start.clone()]);
+        let mut queue = std::collections::VecDeque::from([(start.clone(), vec![package.to_string()])]);
+        let mut found = Vec::new();
+        while let Some((id, path)) = queue.pop_front() {
+            for next in self.edges.get(&id).into_iter().flatten() {
+                if seen.insert(next.clone()) {
+                    let name = self.names.get(next).cloned().unwrap_or_default();
+                    let mut path = path.clone();
+                    path.push(name.clone());
+                    found.push((name, path.clone()));
+                    queue.push_back((next.clone(), path));
+                }
+            }
+        }
+        found
+    }
+
+    /// The workspace's packages whose manifests are under any of `dirs`.
+    fn packages_under(&self, dirs: &[&str]) -> Vec<String> {
+        let mut found: Vec<String> =
+            self.members.keys().filter(|name| dirs.iter().any(|dir| self.is_under(name, dir))).cloned().collect();
+        found.sort();
+        assert!(!found.is_empty(), "the walk found packages under {dirs:?}");
+        found
+    }
+
+    /// Whether workspace package `name` lives under `dir`.
+    fn is_under(&self, name: &str, dir: &str) -> bool {
+        self.members.get(name).is_some_and(|at| at == dir || at.starts_with(&format!("{dir}/")))
+    }
+
+    /// The workspace's packages that depend on `dependency` directly.
+    fn direct_users(&self, dependency: &str) -> Vec<String> {
+        self.members
+            .keys()
+            .filter(|member| {
+                let id = &self.ids[*member];
+                self.edges.get(id).into_iter().flatten().any(|dep| self.names.get(dep).is_some_and(|n| n == dependency))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+fn text(value: &serde_json::Value) -> String {
+    value.as_str().unwrap_or_default().to_string()
+}

@@ -20,7 +20,7 @@ use std::process::{Command, ExitCode};
 const GUEST_TARGET: &str = "wasm32-wasip2";
 const GUEST_PROFILE: &str = "guest";
 /// Crates tested natively; guests are built for wasm only.
-const NATIVE_CRATES: &[&str] = &["steward", "steward-sdk", "steward-tests"];
+const NATIVE_CRATES: &[&str] = &["steward", "steward-policy", "steward-sdk", "steward-tests"];
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();

@@ -13,14 +13,72 @@
 //! - past the restart threshold within the period, or on a fatal or
 //!   invalid-configuration error, the whole group is taken offline and
 //!   marked failed, and retried after the retry period.
+//!
+//! A crate of its own, depending on nothing that could reach the sandbox,
+//! the network, the disk or the clock (`tests/all/tidy.rs` checks it with
+//! `cargo metadata`): groups come in as [`GroupSpec`]s, plain data, and a
+//! failure as a [`failure::Failure`] whose kind it keeps.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{GroupConfig, NodeConfig, Policy, ResourceConfig};
+pub mod failure;
+
 use crate::failure::{Failure, FailureKind};
+
+/// Restart and retry policy of a group; defaults are the classic cluster
+/// service's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Restarts allowed within `restart_period` before the group fails.
+    pub restart_threshold: u32,
+    /// The window restarts are counted in.
+    pub restart_period: Duration,
+    /// The delay before the first restart.
+    pub restart_delay: Duration,
+    /// Each further restart in the window waits this factor longer.
+    pub restart_backoff: f64,
+    /// The longest restart delay.
+    pub max_restart_delay: Duration,
+    /// How long a failed group waits before it is tried again.
+    pub retry_period: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            restart_threshold: 3,
+            restart_period: Duration::from_secs(15 * 60),
+            restart_delay: Duration::from_millis(500),
+            restart_backoff: 2.0,
+            max_restart_delay: Duration::from_secs(60),
+            retry_period: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// A group as the engine knows it: its members, in the order they were
+/// configured, with what each depends on, and its policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSpec {
+    /// The group's name.
+    pub name: String,
+    /// Its resources.
+    pub members: Vec<MemberSpec>,
+    /// Its restart and retry policy.
+    pub policy: Policy,
+}
+
+/// A resource of a [`GroupSpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSpec {
+    /// The resource's name.
+    pub name: String,
+    /// The resources (of the same group) it depends on.
+    pub depends_on: Vec<String>,
+}
 
 /// Where a resource is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,33 +187,21 @@ pub struct PolicyEngine {
 }
 
 impl PolicyEngine {
-    /// An engine for `config`'s resources and groups, all offline.
-    pub fn new(config: &NodeConfig) -> Self {
-        let mut engine = PolicyEngine::default();
-        engine.add_groups(&config.groups, &config.resources);
-        engine
-    }
-
-    /// Adds `group` (whose resources `config` describes), offline.
-    /// Adds `groups`, offline, whose members are among `resources`. The
-    /// members are found through one index, not a search per member: a
-    /// node of 10,000 resources must not cost 10,000 scans of them.
-    pub fn add_groups(&mut self, groups: &[GroupConfig], resources: &[ResourceConfig]) {
-        let by_name: std::collections::HashMap<&str, &ResourceConfig> =
-            resources.iter().map(|resource| (resource.name.as_str(), resource)).collect();
+    /// Adds `groups`, offline.
+    pub fn add_groups(&mut self, groups: impl IntoIterator<Item = GroupSpec>) {
         for group in groups {
-            self.add_group(group, |member| by_name.get(member).map(|r| r.depends_on.clone()).unwrap_or_default());
+            self.add_group(group);
         }
     }
 
-    fn add_group(&mut self, group: &GroupConfig, depends_on_of: impl Fn(&str) -> Vec<String>) {
-        for member in &group.resources {
-            let depends_on = depends_on_of(member);
+    fn add_group(&mut self, group: GroupSpec) {
+        let member_names = group.members.iter().map(|member| member.name.clone()).collect();
+        for member in group.members {
             self.resources.insert(
-                member.clone(),
+                member.name,
                 ResourceEntry {
                     group: group.name.clone(),
-                    depends_on,
+                    depends_on: member.depends_on,
                     state: ResourceState::Unknown,
                     wanted_online: false,
                     restarts: VecDeque::new(),
@@ -163,10 +209,7 @@ impl PolicyEngine {
                 },
             );
         }
-        self.groups.insert(
-            group.name.clone(),
-            GroupEntry { members: group.resources.clone(), policy: group.policy, failed: false },
-        );
+        self.groups.insert(group.name, GroupEntry { members: member_names, policy: group.policy, failed: false });
     }
 
     /// The state of `resource`.
@@ -468,40 +511,17 @@ fn group_state(group: &str, failed: bool, reason: &str) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{GroupConfig, LogFormat, ResourceConfig, TimingOverrides};
 
     /// Group `g`: `web` depends on `disk`.
     fn engine(policy: Policy) -> PolicyEngine {
-        let resource = |name: &str, depends_on: &[&str]| ResourceConfig {
+        let member = |name: &str, depends_on: &[&str]| MemberSpec {
             name: name.into(),
-            type_name: "dummy".into(),
-            properties: Vec::new(),
-            grants: Default::default(),
             depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
-            timing: TimingOverrides::default(),
-            memory_limit_mib: None,
-            separate_monitor: false,
-            defined_at: "test".into(),
         };
-        let config = NodeConfig {
-            file: "test.toml".into(),
-            name: "n".into(),
-            plugin_dir: "p".into(),
-            data_dir: "d".into(),
-            api: "127.0.0.1:1".parse().expect("address"),
-            log_format: LogFormat::Text,
-            leave_running_on_stop: false,
-            worker_deadlock_timeout: crate::config::DEFAULT_WORKER_DEADLOCK_TIMEOUT,
-            max_instances_per_worker: None,
-            resources: vec![resource("disk", &[]), resource("web", &["disk"])],
-            groups: vec![GroupConfig {
-                name: "g".into(),
-                resources: vec!["disk".into(), "web".into()],
-                policy,
-                autostart: true,
-            }],
-        };
-        PolicyEngine::new(&config)
+        let mut engine = PolicyEngine::default();
+        let members = vec![member("disk", &[]), member("web", &["disk"])];
+        engine.add_groups([GroupSpec { name: "g".into(), members, policy }]);
+        engine
     }
 
     fn probe_failure(reason: &str) -> Failure {
