@@ -18,7 +18,6 @@
 //! not leaked).
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -30,6 +29,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt, stream};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -295,85 +298,143 @@ async fn events(
 }
 
 async fn metrics(State(view): State<Arc<NodeView>>) -> Result<Response, ApiError> {
-    let resources = read(&view.resources)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(NodeMetrics(view)));
     let mut out = String::new();
-    let families: [(&str, &str, &str); 8] = [
-        ("steward_probes_total", "counter", "Probes run per resource."),
-        ("steward_probe_seconds_total", "counter", "Total probe latency per resource, in seconds."),
-        ("steward_restarts_total", "counter", "Restarts per resource."),
-        ("steward_failures_total", "counter", "Failures per resource."),
-        ("steward_resource_online", "gauge", "1 when the resource is online."),
-        ("steward_guest_logs_dropped_total", "counter", "Guest log records dropped by the rate limit."),
-        ("steward_capability_denials_total", "counter", "Programs, files and addresses a plugin was refused."),
-        ("steward_processes_spawned_total", "counter", "Processes plugins spawned through the process capability."),
-    ];
-    for (family, kind, help) in families {
-        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
-        for (name, resource) in resources.iter() {
-            let Some(counters) = view.metrics_of(name) else { continue };
-            let value = match family {
-                "steward_probes_total" => counters.probes_total.load(Ordering::Relaxed) as f64,
-                "steward_probe_seconds_total" => counters.probe_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,
-                "steward_restarts_total" => counters.restarts_total.load(Ordering::Relaxed) as f64,
-                "steward_failures_total" => counters.failures_total.load(Ordering::Relaxed) as f64,
-                "steward_guest_logs_dropped_total" => counters.logs_dropped_total.load(Ordering::Relaxed) as f64,
-                "steward_capability_denials_total" => counters.capability_denials_total.load(Ordering::Relaxed) as f64,
-                "steward_processes_spawned_total" => counters.processes_spawned_total.load(Ordering::Relaxed) as f64,
-                _ => f64::from(u8::from(resource.state == crate::policy::ResourceState::Online)),
-            };
-            let _ = writeln!(
-                out,
-                "{family}{{resource=\"{}\",group=\"{}\"}} {value}",
-                escape(name),
-                escape(&resource.group)
-            );
-        }
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        .map_err(|_| ApiError::internal("cannot render the metrics".into()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// The node's metrics, read from its view at each scrape and written by
+/// prometheus-client (which escapes label values and appends `_total` to
+/// counters): per resource, probes and their latency, call latency,
+/// restarts, failures by kind, guest log records dropped, capabilities
+/// refused, processes spawned and whether it is online; per node, plugins
+/// compiled and loaded from the cache, and monitor worker restarts.
+struct NodeMetrics(Arc<NodeView>);
+
+impl std::fmt::Debug for NodeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeMetrics").field("node", &self.0.node_name).finish()
     }
-    let family = "steward_resource_failures_total";
-    let _ = writeln!(
-        out,
-        "# HELP {family} Failures per resource and kind since the daemon started.\n# TYPE {family} counter"
-    );
-    for (name, resource) in resources.iter() {
-        let Some(counters) = view.metrics_of(name) else { continue };
-        for kind in crate::failure::FailureKind::ALL {
-            let count = counters.failures_by_kind[kind.index()].load(Ordering::Relaxed);
-            if count > 0 {
-                let (name, group) = (escape(name), escape(&resource.group));
-                let _ = writeln!(out, "{family}{{resource=\"{name}\",group=\"{group}\",kind=\"{kind}\"}} {count}");
+}
+
+impl prometheus_client::collector::Collector for NodeMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        use crate::node::ResourceMetrics;
+        let view = &self.0;
+        let Ok(resources) = view.resources.read() else { return Ok(()) };
+        let counted: Vec<(&str, &str, bool, Arc<ResourceMetrics>)> = resources
+            .iter()
+            .filter_map(|(name, resource)| {
+                let online = resource.state == crate::policy::ResourceState::Online;
+                Some((name.as_str(), resource.group.as_str(), online, view.metrics_of(name)?))
+            })
+            .collect();
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        type Read = fn(&ResourceMetrics) -> u64;
+        let counters: [(&str, &str, Read); 6] = [
+            ("steward_probes", "Healthy probes run per resource.", |m| m.probe_latency.count()),
+            ("steward_restarts", "Restarts per resource.", |m| m.restarts_total.load(Ordering::Relaxed)),
+            ("steward_failures", "Failures per resource.", |m| m.failures_total.load(Ordering::Relaxed)),
+            ("steward_guest_logs_dropped", "Guest log records dropped by the rate limit.", |m| {
+                m.logs_dropped_total.load(Ordering::Relaxed)
+            }),
+            ("steward_capability_denials", "Programs, files and addresses a plugin was refused.", |m| {
+                m.capability_denials_total.load(Ordering::Relaxed)
+            }),
+            ("steward_processes_spawned", "Processes plugins spawned through the process capability.", |m| {
+                m.processes_spawned_total.load(Ordering::Relaxed)
+            }),
+        ];
+        for (name, help, read) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (resource, group, _, metrics) in &counted {
+                let labels = [("resource", *resource), ("group", *group)];
+                ConstCounter::new(read(metrics)).encode(family.encode_family(&labels)?)?;
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "steward_resource_failures",
+            "Failures per resource and kind since the daemon started.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (resource, group, _, metrics) in &counted {
+            for kind in crate::failure::FailureKind::ALL {
+                let count = load(&metrics.failures_by_kind[kind.index()]);
+                if count > 0 {
+                    let labels = [("resource", *resource), ("group", *group), ("kind", kind.as_str())];
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "steward_resource_online",
+            "1 when the resource is online.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (resource, group, online, _) in &counted {
+            let labels = [("resource", *resource), ("group", *group)];
+            ConstGauge::new(i64::from(*online)).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "steward_probe_seconds",
+            "Latency of healthy probes, in the monitor worker.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (resource, group, _, metrics) in &counted {
+            let labels = [("resource", *resource), ("group", *group)];
+            encode_histogram(family.encode_family(&labels)?, &metrics.probe_latency)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "steward_call_seconds",
+            "Latency of online and offline calls as the node sees them (round trip to the worker included).",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (resource, group, _, metrics) in &counted {
+            for (operation, histogram) in [("online", &metrics.online_latency), ("offline", &metrics.offline_latency)] {
+                let labels = [("resource", *resource), ("group", *group), ("operation", operation)];
+                encode_histogram(family.encode_family(&labels)?, histogram)?;
+            }
+        }
+        let stats = view.runtime.stats();
+        let node_counters = [
+            ("steward_components_compiled", "Plugin components compiled from .wasm by the daemon.", &stats.compiled),
+            (
+                "steward_components_cached",
+                "Plugin components loaded from the compile cache by the daemon.",
+                &stats.loaded_from_cache,
+            ),
+        ];
+        for (name, help, counter) in node_counters {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(load(counter)).encode(family)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "steward_worker_restarts",
+            "Monitor workers started again after a loss.",
+            None,
+            MetricType::Counter,
+        )?;
+        for worker in view.workers.views() {
+            ConstCounter::new(worker.restarts).encode(family.encode_family(&[("worker", worker.name.as_str())])?)?;
+        }
+        Ok(())
     }
-    let stats = view.runtime.stats();
-    let node_counters = [
-        (
-            "steward_components_compiled_total",
-            "Plugin components compiled from .wasm by the daemon.",
-            stats.compiled.load(Ordering::Relaxed),
-        ),
-        (
-            "steward_components_cached_total",
-            "Plugin components loaded from the compile cache by the daemon.",
-            stats.loaded_from_cache.load(Ordering::Relaxed),
-        ),
-    ];
-    for (family, help, value) in node_counters {
-        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter\n{family} {value}");
-    }
-    let family = "steward_worker_restarts_total";
-    let _ = writeln!(out, "# HELP {family} Monitor workers started again after a loss.\n# TYPE {family} counter");
-    for worker in view.workers.views() {
-        let _ = writeln!(out, "{family}{{worker=\"{}\"}} {}", escape(&worker.name), worker.restarts);
-    }
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+fn encode_histogram(mut encoder: MetricEncoder<'_>, histogram: &crate::latency::LatencyHistogram) -> std::fmt::Result {
+    let snapshot = histogram.snapshot();
+    encoder.encode_histogram::<NoLabelSet>(snapshot.sum_seconds, snapshot.count, &snapshot.buckets, None)
 }
 
 async fn not_found() -> ApiError {
     ApiError::not_found("path", "no such endpoint; see GET /v1/status, /v1/resources, /v1/groups, /v1/events".into())
-}
-
-fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn read<T>(lock: &std::sync::RwLock<T>) -> Result<std::sync::RwLockReadGuard<'_, T>, ApiError> {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod grants;
 pub mod guest_log;
+pub mod latency;
 pub mod monitor;
 pub mod node;
 pub mod ocf;

@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::bindings::{CallContext, ClusterEvent, PluginError};
 use crate::config::{ConfigError, GroupConfig, NodeConfig, ResourceConfig};
 use crate::failure::{Failure, FailureKind};
+use crate::latency::LatencyHistogram;
 use crate::monitor::{CallError, ResourceSpec, Timeouts};
 use crate::plugin::Plugin;
 use crate::policy::{Action, GroupSpec, Input, MemberSpec, PolicyEngine, ResourceState, Severity};
@@ -109,10 +110,13 @@ pub struct NodeEvent {
 /// Counters of one resource, updated by its probes without locks.
 #[derive(Debug, Default)]
 pub struct ResourceMetrics {
-    /// Probes run.
-    pub probes_total: AtomicU64,
-    /// Their total latency, in nanoseconds.
-    pub probe_nanos_total: AtomicU64,
+    /// Healthy probes run, by latency (their count is the probes run).
+    pub probe_latency: LatencyHistogram,
+    /// `online` calls as the node saw them (sandbox re-creation, the
+    /// call, the worker's round trip), by latency.
+    pub online_latency: LatencyHistogram,
+    /// `offline` calls, likewise.
+    pub offline_latency: LatencyHistogram,
     /// Restarts over the resource's life on this node.
     pub restarts_total: AtomicU64,
     /// Failures over its life on this node.
@@ -1179,6 +1183,7 @@ impl Node {
     fn call_online(&mut self, resource: String) {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
         let (inputs, internal) = (self.inputs.clone(), self.internal_sender.clone());
+        let metrics = self.view.metrics_of(&resource);
         *self.attempts.entry(resource.clone()).or_insert(0) += 1;
         let context = self.call_context(&resource);
         let type_name = handle.plugin().type_name().to_string();
@@ -1194,6 +1199,7 @@ impl Node {
             return;
         }
         tokio::spawn(async move {
+            let started = Instant::now();
             let mut result = Ok(());
             // A new version of its plugin takes over here, between calls.
             let outdated = handle.running_version().as_deref() != Some(handle.plugin().hash());
@@ -1202,6 +1208,9 @@ impl Node {
             }
             if result.is_ok() {
                 result = handle.online(&context).await;
+            }
+            if let Some(metrics) = metrics {
+                metrics.online_latency.observe(started.elapsed());
             }
             let _ = internal.send(live::Internal::running(&handle).await);
             let result = result.map_err(|error| (error.failure(), severity(&error)));
@@ -1212,14 +1221,19 @@ impl Node {
     fn call_offline(&self, resource: String) {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
         let (inputs, internal) = (self.inputs.clone(), self.internal_sender.clone());
+        let metrics = self.view.metrics_of(&resource);
         let context = self.call_context(&resource);
         tokio::spawn(async move {
+            let started = Instant::now();
             if handle.is_live().await
                 && let Err(error) = handle.offline(&context).await
             {
                 // Offline must end offline: what the plugin could not stop, terminate stops.
                 tracing::warn!(resource = %resource, %error, "offline failed; terminating");
                 let _ = handle.terminate().await;
+            }
+            if let Some(metrics) = metrics {
+                metrics.offline_latency.observe(started.elapsed());
             }
             let _ = internal.send(live::Internal::running(&handle).await);
             let _ = inputs.send(Input::OfflineDone { resource });
@@ -1278,8 +1292,7 @@ impl Node {
             WorkerEvent::ProbeStats(counts) => {
                 for count in counts {
                     if let Some((_, metrics)) = self.probing.get(&count.generation) {
-                        metrics.probes_total.fetch_add(count.probes, Ordering::Relaxed);
-                        metrics.probe_nanos_total.fetch_add(count.nanos, Ordering::Relaxed);
+                        metrics.probe_latency.add(&count.buckets, count.nanos);
                     }
                 }
             }

@@ -45,8 +45,6 @@ pub struct SandboxState {
     pub(crate) identity: NodeIdentity,
     pub(crate) fencing_token: u64,
     pub(crate) events: broadcast::Sender<MonitorEvent>,
-    /// Set by `signal-failure`; taken by the monitor after the call.
-    pub(crate) signalled_failure: Option<String>,
 }
 
 impl SandboxState {
@@ -70,7 +68,6 @@ impl SandboxState {
             identity,
             fencing_token: spec.fencing_token,
             events,
-            signalled_failure: None,
         })
     }
 
@@ -97,7 +94,6 @@ impl SandboxState {
             },
             fencing_token: 0,
             events,
-            signalled_failure: None,
         }
     }
 
@@ -238,8 +234,7 @@ impl host::Host for SandboxState {
     fn signal_failure(&mut self, reason: String) -> wasmtime::Result<()> {
         let reason = crate::guest_log::truncate(reason, crate::guest_log::MAX_LOG_MESSAGE_BYTES);
         tracing::warn!(resource = %self.identity.resource_name, %reason, "plugin signalled failure");
-        self.emit(EventKind::SignalledFailure { reason: reason.clone() });
-        self.signalled_failure = Some(reason);
+        self.emit(EventKind::SignalledFailure { reason });
         Ok(())
     }
 

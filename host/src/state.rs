@@ -99,11 +99,6 @@ impl StateStore {
         Ok(self.get(RECORDS, resource)?.unwrap_or_default())
     }
 
-    /// Replaces what is remembered of `resource`.
-    pub fn set_record(&self, resource: &str, record: &ResourceRecord) -> Result<(), StateError> {
-        self.set_records(&[(resource, record)])
-    }
-
     /// Replaces what is remembered of several resources, in one commit.
     pub fn set_records(&self, records: &[(&str, &ResourceRecord)]) -> Result<(), StateError> {
         let write = self.database.begin_write().map_err(|e| self.error(e))?;

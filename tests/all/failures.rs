@@ -114,4 +114,14 @@ async fn progress_and_capability_denials_reach_the_operator() {
     daemon.wait_group("starting", "online", Duration::from_secs(20)).await;
     let status = daemon.status_text().await;
     assert!(!status.contains("progress:"), "progress is gone once online: {status}");
+
+    // The 3-second online is in the call latency histogram: above 1 s, within 5 s.
+    let online = "steward_call_seconds_bucket{resource=\"slow-start\",group=\"starting\",operation=\"online\"";
+    for (le, count) in [("1", 0.0), ("5", 1.0), ("+Inf", 1.0)] {
+        let series = format!("{online},le=\"{le}\"}}");
+        assert_eq!(daemon.metric(&series).await, Some(count), "{series}");
+    }
+    let metrics = reqwest::get(daemon.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("# TYPE steward_probe_seconds histogram"), "{metrics}");
+    assert!(metrics.contains("# TYPE steward_probes_total counter"), "{metrics}");
 }

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::protocol::{PROBE_STATS_EVERY, ProbeCount, ProbeOutcome, Response};
 use super::server::{Worker, probe};
+use crate::latency::BucketCounts;
 use crate::monitor::ResourceHandle;
 
 /// The wheel's slot width. A probe runs at the first round at or after
@@ -68,9 +69,11 @@ struct Schedule {
     handle: Option<ResourceHandle>,
     looks_every: Duration,
     is_every: Duration,
-    /// Healthy probes since the last report, and their total duration.
+    /// Healthy probes since the last report, their total duration, and
+    /// how they spread over the latency buckets.
     probes: u64,
     nanos: u64,
+    buckets: BucketCounts,
 }
 
 /// Where a schedule sits in [`Schedules`].
@@ -299,6 +302,7 @@ impl Prober {
                     is_every,
                     probes: 0,
                     nanos: 0,
+                    buckets: BucketCounts::default(),
                 };
                 let slot = self.schedules.insert(schedule);
                 self.current.insert(resource, (slot, generation));
@@ -334,6 +338,7 @@ impl Prober {
                 }
                 schedule.probes += 1;
                 schedule.nanos += took.as_nanos() as u64;
+                schedule.buckets.observe(took);
                 let every = if due.thorough { schedule.is_every } else { schedule.looks_every };
                 (due.at + every).max(now)
             }
@@ -357,7 +362,8 @@ impl Prober {
         let mut counts = Vec::with_capacity(self.counted.len());
         for (slot, generation) in self.counted.drain(..) {
             if let Some(schedule) = self.schedules.get_mut(slot, generation) {
-                counts.push(ProbeCount { generation, probes: schedule.probes, nanos: schedule.nanos });
+                let buckets = schedule.buckets.take();
+                counts.push(ProbeCount { generation, probes: schedule.probes, nanos: schedule.nanos, buckets });
                 schedule.probes = 0;
                 schedule.nanos = 0;
             }
@@ -433,6 +439,7 @@ mod tests {
             is_every: every,
             probes: 0,
             nanos: 0,
+            buckets: BucketCounts::default(),
         }
     }
 

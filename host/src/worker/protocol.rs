@@ -220,7 +220,7 @@ pub enum Response {
 }
 
 /// Probes one schedule ran since the last report.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeCount {
     /// The schedule.
     pub generation: u64,
@@ -228,6 +228,9 @@ pub struct ProbeCount {
     pub probes: u64,
     /// Their total duration, in nanoseconds.
     pub nanos: u64,
+    /// How many fell in each latency bucket ([`crate::latency`]), for the
+    /// buckets that grew.
+    pub buckets: Vec<(u8, u32)>,
 }
 
 /// The length-delimited codec both sides use.

@@ -207,10 +207,4 @@ impl RemoteResource {
     pub fn probe(&self, batch: Vec<ProbeItem>) {
         self.inner.worker.connection().probe(batch, &self.inner.worker.events);
     }
-
-    /// Whether `other` is hosted in the same worker (so probes of both can
-    /// travel in one batch).
-    pub fn same_worker(&self, other: &RemoteResource) -> bool {
-        Arc::ptr_eq(&self.inner.worker, &other.inner.worker)
-    }
 }
