@@ -803,9 +803,10 @@ impl Node {
             matches!(state, Some(ResourceState::Online | ResourceState::OnlinePending | ResourceState::OfflinePending))
         };
         while self.handles.keys().any(|r| busy(self.engine.state(r))) && Instant::now() < deadline {
-            match tokio::time::timeout(Duration::from_secs(1), self.receiver.recv()).await {
-                // A resource still coming online finishes, then goes offline.
-                Ok(Some(input @ (Input::OfflineDone { .. } | Input::OnlineDone { .. }))) => self.apply(input),
+            // Calls end on the internal channel; a resource still coming
+            // online finishes, then goes offline. Nothing else is taken up.
+            match tokio::time::timeout(Duration::from_secs(1), self.internal.recv()).await {
+                Ok(Some(message @ live::Internal::CallDone { .. })) => self.on_internal(message).await,
                 Ok(Some(_)) | Err(_) => {}
                 Ok(None) => break,
             }
@@ -996,9 +997,7 @@ impl Node {
                 Action::Terminate(resource) => {
                     if let Some(handle) = self.handles.get(&resource).cloned() {
                         tokio::spawn(async move {
-                            if handle.is_live().await {
-                                let _ = handle.terminate().await;
-                            }
+                            let _ = handle.terminate().await;
                         });
                     }
                 }
@@ -1182,7 +1181,7 @@ impl Node {
 
     fn call_online(&mut self, resource: String) {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
-        let (inputs, internal) = (self.inputs.clone(), self.internal_sender.clone());
+        let internal = self.internal_sender.clone();
         let metrics = self.view.metrics_of(&resource);
         *self.attempts.entry(resource.clone()).or_insert(0) += 1;
         let context = self.call_context(&resource);
@@ -1200,43 +1199,49 @@ impl Node {
         }
         tokio::spawn(async move {
             let started = Instant::now();
-            let mut result = Ok(());
-            // A new version of its plugin takes over here, between calls.
+            // A new version of its plugin takes over here, between calls;
+            // otherwise the worker re-creates a discarded sandbox itself, so
+            // a restart costs the terminate and this one round trip.
             let outdated = handle.running_version().as_deref() != Some(handle.plugin().hash());
-            if outdated || !handle.is_live().await {
-                result = handle.reopen().await;
-            }
+            let mut result = if outdated { handle.reopen().await.map(|()| None) } else { Ok(None) };
             if result.is_ok() {
-                result = handle.online(&context).await;
+                result = handle.online(&context).await.map(Some);
             }
             if let Some(metrics) = metrics {
                 metrics.online_latency.observe(started.elapsed());
             }
-            let _ = internal.send(live::Internal::running(&handle).await);
-            let result = result.map_err(|error| (error.failure(), severity(&error)));
-            let _ = inputs.send(Input::OnlineDone { resource, result });
+            let running = match &result {
+                Ok(Some(processes)) => live::Internal::ran(&handle, processes.clone()),
+                // What a failed online left running is still worth recording.
+                _ => live::Internal::running(&handle).await,
+            };
+            let result = result.map(|_| ()).map_err(|error| (error.failure(), severity(&error)));
+            let done = Input::OnlineDone { resource, result };
+            let _ = internal.send(live::Internal::CallDone { running: Box::new(running), done });
         });
     }
 
     fn call_offline(&self, resource: String) {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
-        let (inputs, internal) = (self.inputs.clone(), self.internal_sender.clone());
+        let internal = self.internal_sender.clone();
         let metrics = self.view.metrics_of(&resource);
         let context = self.call_context(&resource);
         tokio::spawn(async move {
             let started = Instant::now();
-            if handle.is_live().await
-                && let Err(error) = handle.offline(&context).await
-            {
-                // Offline must end offline: what the plugin could not stop, terminate stops.
-                tracing::warn!(resource = %resource, %error, "offline failed; terminating");
-                let _ = handle.terminate().await;
-            }
+            let running = match handle.offline(&context).await {
+                Ok(processes) => live::Internal::ran(&handle, processes),
+                Err(error) => {
+                    // Offline must end offline: what the plugin could not stop, terminate stops.
+                    tracing::warn!(resource = %resource, %error, "offline failed; terminating");
+                    let _ = handle.terminate().await;
+                    live::Internal::running(&handle).await
+                }
+            };
             if let Some(metrics) = metrics {
                 metrics.offline_latency.observe(started.elapsed());
             }
-            let _ = internal.send(live::Internal::running(&handle).await);
-            let _ = inputs.send(Input::OfflineDone { resource });
+            let done = Input::OfflineDone { resource };
+            let _ = internal.send(live::Internal::CallDone { running: Box::new(running), done });
         });
     }
 
@@ -1266,11 +1271,15 @@ impl Node {
     }
 
     fn stop_probes(&mut self, resource: &str) {
-        if let Some(generation) = self.probe_generations.remove(resource) {
-            self.probing.remove(&generation);
-        }
-        if let Some(handle) = self.handles.get(resource) {
-            handle.stop_probes();
+        let Some(handle) = self.handles.get(resource) else { return };
+        match self.probe_generations.remove(resource) {
+            Some(generation) => {
+                self.probing.remove(&generation);
+                handle.stop_probes();
+            }
+            // The worker ended the schedule itself (its probe failed): there
+            // is nothing to tell it.
+            None => handle.forget_probes(),
         }
     }
 

@@ -125,3 +125,41 @@ async fn progress_and_capability_denials_reach_the_operator() {
     assert!(metrics.contains("# TYPE steward_probe_seconds histogram"), "{metrics}");
     assert!(metrics.contains("# TYPE steward_probes_total counter"), "{metrics}");
 }
+
+const CRASHING_ALONE: &str = r#"
+[node]
+name = "node-r"
+plugin_dir = "plugins"
+data_dir = "data"
+api = "{api}"
+
+[[resource]]
+name = "crash"
+type = "hostile"
+properties = { fault = "trap-looks-alive" }
+looks_alive_interval = "1s"
+separate_monitor = true
+
+[[group]]
+name = "crashing"
+resources = ["crash"]
+policy = { restart_delay = "50ms", restart_backoff = 1.0, restart_threshold = 2 }
+"#;
+
+/// A restart after a failed probe costs two round trips to the worker:
+/// `terminate`, then `online` (which re-creates the discarded sandbox in
+/// the worker and answers with the processes). Two restarts and the final
+/// `terminate` of a group that failed past its threshold are five.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_costs_two_round_trips() {
+    let daemon = Daemon::start(CRASHING_ALONE, &["hostile"]).await;
+    daemon.wait_group("crashing", "online", Duration::from_secs(20)).await;
+    let before = daemon.worker("crash").await["round_trips"].as_u64().expect("round trips");
+    daemon.wait_group("crashing", "failed", Duration::from_secs(30)).await;
+    // The last terminate is sent after the group reads failed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = daemon.worker("crash").await["round_trips"].as_u64().expect("round trips");
+    let restarts = daemon.get("/v1/resources/crash").await["restarts_total"].as_u64().unwrap_or(0);
+    assert_eq!(restarts, 2, "two restarts before the group failed");
+    assert_eq!(after - before, 5, "2 restarts x (terminate, online) + the last terminate");
+}

@@ -78,13 +78,20 @@ pub(super) enum Internal {
     /// What a resource runs after a call: its processes and plugin version,
     /// which the loop records (it is the only writer of the store and the view).
     Running { resource: String, processes: Vec<TrackedProcess>, version: Option<String> },
+    /// A call ended: what the resource runs now, recorded before `done` is
+    /// applied, so whoever sees the resource online sees its processes.
+    CallDone { running: Box<Internal>, done: Input },
 }
 
 impl Internal {
     /// What `handle` runs now, asked of its worker by the task that made
     /// the call, so the loop never waits on the worker for it.
     pub(super) async fn running(handle: &RemoteResource) -> Internal {
-        let processes = handle.running_processes().await;
+        Internal::ran(handle, handle.running_processes().await)
+    }
+
+    /// What `handle` runs, when its call's answer already said so.
+    pub(super) fn ran(handle: &RemoteResource, processes: Vec<TrackedProcess>) -> Internal {
         Internal::Running { resource: handle.name().to_string(), processes, version: handle.running_version() }
     }
 }
@@ -109,6 +116,12 @@ impl super::Node {
         match message {
             Internal::Loaded { file, plugin, view } => self.plugin_loaded(file, plugin, view),
             Internal::Running { resource, processes, version } => self.record_running(&resource, processes, version),
+            Internal::CallDone { running, done } => {
+                if let Internal::Running { resource, processes, version } = *running {
+                    self.record_running(&resource, processes, version);
+                }
+                self.apply(done);
+            }
             Internal::Switched { resource, version, result } => match result {
                 Ok(()) => {
                     self.publish_about(&resource, "plugin-upgraded", format!("now runs version {version}"));

@@ -139,6 +139,9 @@ pub struct WorkerView {
     pub restarts: u64,
     /// The resources it hosts.
     pub resources: Vec<String>,
+    /// Requests answered by a reply (opens and calls) sent to its current
+    /// process: what the node's work costs in round trips.
+    pub round_trips: u64,
 }
 
 /// Every worker of the node.
@@ -289,6 +292,7 @@ impl Worker {
             pid: self.connection().pid,
             restarts: self.restarts.load(Ordering::Relaxed),
             resources: self.hosted.lock().map(|h| h.keys().cloned().collect()).unwrap_or_default(),
+            round_trips: self.connection().round_trips.load(Ordering::Relaxed),
         }
     }
 
@@ -501,6 +505,8 @@ struct Connection {
     /// Why it was lost, once it was.
     lost: Mutex<Option<String>>,
     last_pong: Mutex<Instant>,
+    /// Requests sent through [`Connection::request`].
+    round_trips: AtomicU64,
 }
 
 impl Connection {
@@ -518,6 +524,7 @@ impl Connection {
             pending_probes: Mutex::new(HashSet::new()),
             lost: Mutex::new(lost),
             last_pong: Mutex::new(Instant::now()),
+            round_trips: AtomicU64::new(0),
         }
     }
 
@@ -528,6 +535,7 @@ impl Connection {
     async fn request(&self, build: impl FnOnce(u64) -> Request) -> Result<Value, CallError> {
         let (sender, receiver) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         {
             // Checked under the lock `lose` takes, so no reply is left waiting.
             let Ok(mut pending) = self.pending.lock() else { return Err(lost("its state is poisoned")) };

@@ -98,11 +98,15 @@ pub enum Request {
 /// One call into a resource.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Call {
-    /// `online`.
+    /// `online`, in a fresh sandbox of the same version first if the last
+    /// one was discarded (a restart after a failure is then one round
+    /// trip); answered with the processes it runs.
     Online(CallContext),
-    /// `offline`.
+    /// `offline` if it has a live sandbox; answered with the processes it
+    /// still runs.
     Offline(CallContext),
-    /// `terminate`, then kill what it spawned.
+    /// `terminate`, then kill what it spawned; nothing if it has no live
+    /// sandbox (a failed one's processes died with it).
     Terminate,
     /// `looks-alive`.
     LooksAlive,

@@ -169,9 +169,25 @@ impl Worker {
             return Err(CallError::WorkerLost { reason: format!("this worker does not host `{resource}`") });
         };
         Ok(match call {
-            Call::Online(context) => handle.online(&context).await.map(|()| Value::Done)?,
-            Call::Offline(context) => handle.offline(&context).await.map(|()| Value::Done)?,
-            Call::Terminate => handle.terminate().await.map(|()| Value::Done)?,
+            Call::Online(context) => {
+                if !handle.is_live().await {
+                    handle.reopen().await?;
+                }
+                handle.online(&context).await?;
+                Value::Processes(handle.running_processes().await)
+            }
+            Call::Offline(context) => {
+                if handle.is_live().await {
+                    handle.offline(&context).await?;
+                }
+                Value::Processes(handle.running_processes().await)
+            }
+            Call::Terminate => {
+                if handle.is_live().await {
+                    handle.terminate().await?;
+                }
+                Value::Done
+            }
             Call::LooksAlive => Value::Bool(handle.looks_alive().await?),
             Call::IsAlive(level) => Value::Health(handle.is_alive(level).await?),
             Call::Control { code, input } => Value::Text(handle.control(&code, &input).await?),

@@ -124,9 +124,10 @@ impl RemoteResource {
         }
     }
 
-    /// Brings it online.
-    pub async fn online(&self, context: &CallContext) -> Result<(), CallError> {
-        let outcome = expect_done(self.call(Call::Online(context.clone())).await?);
+    /// Brings it online (in a fresh sandbox if the last was discarded);
+    /// the processes it runs then.
+    pub async fn online(&self, context: &CallContext) -> Result<Vec<TrackedProcess>, CallError> {
+        let outcome = expect_processes(self.call(Call::Online(context.clone())).await);
         self.inner.online.store(outcome.is_ok(), Ordering::Relaxed);
         outcome
     }
@@ -136,10 +137,11 @@ impl RemoteResource {
         self.inner.online.store(true, Ordering::Relaxed);
     }
 
-    /// Takes it offline gracefully.
-    pub async fn offline(&self, context: &CallContext) -> Result<(), CallError> {
+    /// Takes it offline gracefully, if it has a live sandbox; the
+    /// processes it still runs then.
+    pub async fn offline(&self, context: &CallContext) -> Result<Vec<TrackedProcess>, CallError> {
         self.inner.online.store(false, Ordering::Relaxed);
-        expect_done(self.call(Call::Offline(context.clone())).await?)
+        expect_processes(self.call(Call::Offline(context.clone())).await)
     }
 
     /// Takes it offline at once, killing what it spawned.
@@ -195,16 +197,30 @@ impl RemoteResource {
 
     /// Stops probing it.
     pub fn stop_probes(&self) {
+        self.forget_probes();
         let resource = self.name().to_string();
-        if let Ok(mut probing) = self.inner.worker.probing.lock() {
-            probing.remove(&resource);
-        }
         let _ = self.inner.worker.connection().requests.send(Request::StopProbes { resource });
+    }
+
+    /// Forgets its schedule without telling the worker, which ended it
+    /// itself (a probe failed): a worker started again later does not
+    /// resume it.
+    pub fn forget_probes(&self) {
+        if let Ok(mut probing) = self.inner.worker.probing.lock() {
+            probing.remove(self.name());
+        }
     }
 
     /// Sends one-off probes of resources hosted in the same worker as this
     /// one; the answers come as [`WorkerEvent::Probed`].
     pub fn probe(&self, batch: Vec<ProbeItem>) {
         self.inner.worker.connection().probe(batch, &self.inner.worker.events);
+    }
+}
+
+fn expect_processes(answer: Result<Value, CallError>) -> Result<Vec<TrackedProcess>, CallError> {
+    match answer? {
+        Value::Processes(processes) => Ok(processes),
+        other => Err(super::unexpected(other)),
     }
 }
