@@ -25,9 +25,9 @@
 //!   same call on an instance in this process (the round trip wakes the
 //!   worker and then the daemon: its floor is the machine's cross-process
 //!   pipe round trip, which on a small VM is tens of microseconds);
-//! - `probe_via_worker_batched_us`: per probe, when probes of 100 resources
-//!   hosted in one worker travel in one batch and come back one by one, as
-//!   the daemon's prober sends them.
+//! - `probe_in_worker_us`: the mean duration of a probe as the worker's own
+//!   prober runs and reports it, with 100 resources probed every 20 ms (the
+//!   daemon hears only the counts).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,6 @@ use steward::bindings::CallContext;
 use steward::monitor::{Monitor, ResourceSpec};
 use steward::plugin::Plugin;
 use steward::runtime::{Runtime, RuntimeConfig};
-use steward::worker::protocol::{ProbeItem, ProbeOutcome};
 use steward::worker::{SHARED_WORKER, WorkerEvent, WorkerOptions, WorkerPool};
 use tokio::sync::mpsc;
 
@@ -57,7 +56,8 @@ const RESTART_LIMIT: Duration = Duration::from_secs(30);
 /// Looks-alive calls per timed round; the figure is the median round.
 const CALLS_PER_ROUND: u32 = 2_000;
 /// Batches of `RESOURCES` probes per timed round.
-const BATCHES_PER_ROUND: u32 = 50;
+/// How long one round of the worker's prober is watched.
+const PROBER_ROUND: Duration = Duration::from_secs(1);
 /// Timed rounds of each probe figure.
 const ROUNDS: usize = 5;
 /// The plugins whose load is timed, by file stem.
@@ -247,42 +247,33 @@ async fn probe_latency(guests: &Path) -> Value {
     }
     let via_worker = median(rounds);
 
-    let mut next_id = 0;
+    // The worker's own prober: every resource probed every 20 ms for a
+    // while; the mean probe duration it reports, per probe.
+    for (generation, remote) in remotes.iter().enumerate() {
+        remote.start_probes(generation as u64 + 1, Duration::from_millis(20), Duration::from_secs(3600));
+    }
     let mut rounds = Vec::new();
     for _ in 0..ROUNDS {
-        let started = Instant::now();
-        for _ in 0..BATCHES_PER_ROUND {
-            let batch: Vec<ProbeItem> = remotes
-                .iter()
-                .map(|remote| {
-                    next_id += 1;
-                    ProbeItem { id: next_id, resource: remote.name().to_string(), thorough: false }
-                })
-                .collect();
-            first.probe(batch);
-            let mut answered = 0;
-            while answered < RESOURCES {
-                match answers.recv().await.expect("the pool keeps its event channel open") {
-                    WorkerEvent::Probed { id, outcome, .. } => {
-                        assert_eq!(outcome, ProbeOutcome::Healthy, "probe {id}");
-                        answered += 1;
-                    }
-                    _ => continue,
-                }
+        let (mut probes, mut nanos) = (0u64, 0u64);
+        let until = Instant::now() + PROBER_ROUND;
+        while let Ok(Some(event)) = tokio::time::timeout_at(until.into(), answers.recv()).await {
+            if let WorkerEvent::ProbeStats(counts) = event {
+                probes += counts.iter().map(|count| count.probes).sum::<u64>();
+                nanos += counts.iter().map(|count| count.nanos).sum::<u64>();
             }
         }
-        let probes = f64::from(BATCHES_PER_ROUND) * RESOURCES as f64;
-        rounds.push(started.elapsed().as_secs_f64() * 1e6 / probes);
+        assert!(probes > 0, "the worker's prober ran");
+        rounds.push(nanos as f64 / 1e3 / probes as f64);
     }
-    let batched = median(rounds);
+    let in_worker = median(rounds);
     pool.shutdown(false).await;
     println!(
-        "looks-alive: {in_process:.2} us in process, {via_worker:.2} us through a worker, {batched:.2} us per probe in batches of {RESOURCES}"
+        "looks-alive: {in_process:.2} us in process, {via_worker:.2} us through a worker, {in_worker:.2} us per probe of the worker's prober over {RESOURCES} resources"
     );
     json!({
         "probe_in_process_us": round(in_process, 2),
         "probe_via_worker_us": round(via_worker, 2),
-        "probe_via_worker_batched_us": round(batched, 2),
+        "probe_in_worker_us": round(in_worker, 2),
     })
 }
 

@@ -1296,8 +1296,6 @@ impl Node {
                     self.apply(Input::Failed { resource, failure });
                 }
             }
-            // The node sends no one-off probes.
-            WorkerEvent::Probed { .. } => {}
             WorkerEvent::ProbeStats(counts) => {
                 for count in counts {
                     if let Some((_, metrics)) = self.probing.get(&count.generation) {

@@ -7,10 +7,10 @@
 //! writer task, replies come back through a reader task, and a worker that
 //! does not answer a ping within the deadlock timeout is killed and handled
 //! as dead. Calls in flight when a worker is lost end with
-//! [`CallError::WorkerLost`]; probes in flight end as [`ProbeOutcome::Lost`],
-//! which says nothing about the resource.
+//! [`CallError::WorkerLost`], which says nothing about the resource; the
+//! worker's own probes end with it and resume in the new one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{ProbeCount, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
+use super::protocol::{ProbeCount, Reader, Request, Response, Value, Writer, pump};
 use crate::bindings::CallContext;
 use crate::failure::Failure;
 use crate::monitor::{CallError, ResourceSpec};
@@ -117,15 +117,6 @@ pub enum WorkerEvent {
     },
     /// Probes run lately, per schedule.
     ProbeStats(Vec<ProbeCount>),
-    /// A one-off probe ([`RemoteResource::probe`]) ended.
-    Probed {
-        /// The probe's id.
-        id: u64,
-        /// How.
-        outcome: ProbeOutcome,
-        /// How long it took, in nanoseconds.
-        nanos: u64,
-    },
 }
 
 /// What the API shows of a worker.
@@ -405,7 +396,7 @@ impl Worker {
                 }
             }
         };
-        connection.lose(&reason, &self.events);
+        connection.lose(&reason);
         reason
     }
 
@@ -501,7 +492,6 @@ struct Connection {
     requests: mpsc::UnboundedSender<Request>,
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, CallError>>>>,
-    pending_probes: Mutex<HashSet<u64>>,
     /// Why it was lost, once it was.
     lost: Mutex<Option<String>>,
     last_pong: Mutex<Instant>,
@@ -521,7 +511,6 @@ impl Connection {
             requests,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
-            pending_probes: Mutex::new(HashSet::new()),
             lost: Mutex::new(lost),
             last_pong: Mutex::new(Instant::now()),
             round_trips: AtomicU64::new(0),
@@ -551,24 +540,6 @@ impl Connection {
         receiver.await.unwrap_or_else(|_| Err(lost("it ended before answering")))
     }
 
-    fn probe(&self, batch: Vec<ProbeItem>, events: &mpsc::UnboundedSender<WorkerEvent>) {
-        let lost_now = {
-            let Ok(mut pending) = self.pending_probes.lock() else { return };
-            let lost_now = self.lost_reason().is_some();
-            if !lost_now {
-                pending.extend(batch.iter().map(|item| item.id));
-            }
-            lost_now
-        };
-        if lost_now {
-            for item in batch {
-                let _ = events.send(WorkerEvent::Probed { id: item.id, outcome: ProbeOutcome::Lost, nanos: 0 });
-            }
-        } else {
-            let _ = self.requests.send(Request::Probe(batch));
-        }
-    }
-
     async fn read(&self, mut reader: Reader<tokio::process::ChildStdout>, events: mpsc::UnboundedSender<WorkerEvent>) {
         while let Some(message) = reader.next::<Response>().await {
             let message = match message {
@@ -582,11 +553,6 @@ impl Connection {
                 Response::Reply { id, result } => {
                     if let Some(sender) = self.pending.lock().ok().and_then(|mut p| p.remove(&id)) {
                         let _ = sender.send(result);
-                    }
-                }
-                Response::Probed { id, outcome, nanos } => {
-                    if self.pending_probes.lock().is_ok_and(|mut p| p.remove(&id)) {
-                        let _ = events.send(WorkerEvent::Probed { id, outcome, nanos });
                     }
                 }
                 Response::Pong { .. } => {
@@ -611,7 +577,7 @@ impl Connection {
     }
 
     /// Ends every call and probe in flight as lost.
-    fn lose(&self, reason: &str, events: &mpsc::UnboundedSender<WorkerEvent>) {
+    fn lose(&self, reason: &str) {
         let calls: Vec<_> = match self.pending.lock() {
             Ok(mut pending) => {
                 if let Ok(mut lost) = self.lost.lock() {
@@ -623,10 +589,6 @@ impl Connection {
         };
         for sender in calls {
             let _ = sender.send(Err(lost(reason)));
-        }
-        let probes: Vec<u64> = self.pending_probes.lock().map(|mut p| p.drain().collect()).unwrap_or_default();
-        for id in probes {
-            let _ = events.send(WorkerEvent::Probed { id, outcome: ProbeOutcome::Lost, nanos: 0 });
         }
     }
 }

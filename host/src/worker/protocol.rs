@@ -2,13 +2,11 @@
 //! values in length-delimited frames, over the worker's stdin (requests)
 //! and stdout (replies and events).
 //!
-//! Every request but a probe batch carries an id that its one reply
-//! repeats. A probe batch is answered item by item as each probe ends, so
-//! a probe stuck until its deadline delays no other. Periodic probing runs
-//! in the worker itself, as the classic resource monitor polls its
+//! An open or a call carries an id that its one reply repeats. Probing
+//! runs in the worker itself, as the classic resource monitor polls its
 //! resources: the daemon says which resources to probe and how often, and
 //! hears only of failures, plus probe counts every [`PROBE_STATS_EVERY`].
-//! Events (a plugin's `signal-failure`) are sent unasked.
+//! Events (a plugin's `signal-failure`, notices) are sent unasked.
 
 use std::path::PathBuf;
 
@@ -61,8 +59,6 @@ pub enum Request {
         /// What to call.
         call: Call,
     },
-    /// Probe these resources once; each answer is a [`Response::Probed`].
-    Probe(Vec<ProbeItem>),
     /// Probe a resource periodically from now on (replacing its earlier
     /// schedule); a failure is a [`Response::ProbeFailed`] and ends it.
     StartProbes {
@@ -147,17 +143,6 @@ pub enum Value {
     Processes(Vec<TrackedProcess>),
 }
 
-/// One probe of a batch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProbeItem {
-    /// Names this probe in its answer.
-    pub id: u64,
-    /// The resource.
-    pub resource: String,
-    /// `is-alive` (thorough) rather than `looks-alive`.
-    pub thorough: bool,
-}
-
 /// How a probe ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProbeOutcome {
@@ -180,15 +165,6 @@ pub enum Response {
         id: u64,
         /// Its outcome.
         result: Result<Value, CallError>,
-    },
-    /// One probe of a batch ended.
-    Probed {
-        /// The probe's id.
-        id: u64,
-        /// How.
-        outcome: ProbeOutcome,
-        /// How long the probe took, in nanoseconds.
-        nanos: u64,
     },
     /// The answer to a [`Request::Ping`].
     Pong {

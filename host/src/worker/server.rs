@@ -12,17 +12,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use std::os::fd::AsFd;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::prober::ProbeCommand;
-use super::protocol::{Call, ProbeItem, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
+use super::protocol::{Call, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
 use crate::bindings::{CallContext, CheckLevel};
 use crate::events::EventKind;
 use crate::failure::{Failure, FailureKind};
@@ -87,16 +84,6 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
             }
             Request::StopProbes { resource } => {
                 let _ = probe_commands.send(ProbeCommand::Stop { resource });
-            }
-            Request::Probe(batch) => {
-                // One task per batch, its probes polled together: each answer
-                // goes out as soon as its probe ends, and no probe waits on
-                // another (a stuck one holds up nothing but itself).
-                let worker = worker.clone();
-                tokio::spawn(async move {
-                    let mut probes: FuturesUnordered<_> = batch.into_iter().map(|item| worker.probe(item)).collect();
-                    while probes.next().await.is_some() {}
-                });
             }
         }
     }
@@ -208,18 +195,6 @@ impl Worker {
                 Value::Done
             }
         })
-    }
-
-    /// One probe: a false `looks-alive` is confirmed by a thorough
-    /// `is-alive` before it counts, as the classic cluster service does.
-    async fn probe(&self, item: ProbeItem) {
-        let started = Instant::now();
-        let outcome = match self.handle(&item.resource) {
-            None => ProbeOutcome::Lost,
-            Some(handle) => probe(&handle, item.thorough).await,
-        };
-        let nanos = started.elapsed().as_nanos() as u64;
-        self.send(Response::Probed { id: item.id, outcome, nanos });
     }
 
     fn forward_events(self: &Arc<Self>) {

@@ -12,7 +12,7 @@ use crate::bindings::{CallContext, CheckLevel, ClusterEvent, Health};
 use crate::monitor::{CallError, ResourceSpec};
 use crate::plugin::Plugin;
 use crate::process::TrackedProcess;
-use crate::worker::protocol::{Call, ProbeItem, Request, Value};
+use crate::worker::protocol::{Call, Request, Value};
 
 /// The node's handle to a resource hosted in a worker. Cheap to clone.
 #[derive(Clone)]
@@ -209,12 +209,6 @@ impl RemoteResource {
         if let Ok(mut probing) = self.inner.worker.probing.lock() {
             probing.remove(self.name());
         }
-    }
-
-    /// Sends one-off probes of resources hosted in the same worker as this
-    /// one; the answers come as [`WorkerEvent::Probed`].
-    pub fn probe(&self, batch: Vec<ProbeItem>) {
-        self.inner.worker.connection().probe(batch, &self.inner.worker.events);
     }
 }
 
