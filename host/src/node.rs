@@ -32,6 +32,7 @@ use crate::failure::{Failure, FailureKind};
 use crate::latency::LatencyHistogram;
 use crate::monitor::{CallError, ResourceSpec, Timeouts};
 use crate::plugin::Plugin;
+use crate::plugin_dir::is_plugin_file;
 use crate::policy::{Action, GroupSpec, Input, MemberSpec, PolicyEngine, ResourceState, Severity};
 use crate::runtime::Runtime;
 use crate::state::{ResourceRecord, StateStore};
@@ -375,13 +376,6 @@ fn plugin_files(dir: &Path) -> Vec<PathBuf> {
     };
     files.sort();
     files
-}
-
-/// Whether `path` names a plugin: a `.wasm` file, not hidden (editors and
-/// copy tools write hidden temporaries beside the real file).
-pub fn is_plugin_file(path: &Path) -> bool {
-    let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
-    !hidden && path.extension().is_some_and(|e| e == "wasm")
 }
 
 /// Loads one plugin file, logging the outcome; the view says what it is or

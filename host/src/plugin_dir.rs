@@ -17,7 +17,6 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::node::is_plugin_file;
 
 /// How long a finished file must stay unchanged before it is loaded.
 pub const SETTLE: Duration = Duration::from_millis(200);
@@ -49,6 +48,13 @@ pub fn watch(dir: &Path) -> Result<(notify::RecommendedWatcher, mpsc::UnboundedR
     let (changes, receiver) = mpsc::unbounded_channel();
     tokio::spawn(settle(raw, changes));
     Ok((watcher, receiver))
+}
+
+/// Whether `path` names a plugin: a `.wasm` file, not hidden (editors and
+/// copy tools write hidden temporaries beside the real file).
+pub fn is_plugin_file(path: &Path) -> bool {
+    let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+    !hidden && path.extension().is_some_and(|e| e == "wasm")
 }
 
 fn watch_error(dir: &Path, error: notify::Error) -> Error {
