@@ -614,10 +614,10 @@ impl Node {
     }
 
     /// Adds resources and groups to the node: creates each resource's
-    /// handle, view and counters, opens them all at once in their workers
-    /// (a failed open is not fatal: online reopens it, under the policy),
-    /// and gives the groups to the policy engine, offline.
-    async fn add(&mut self, resources: Vec<ResourceConfig>, groups: Vec<GroupConfig>) {
+    /// handle, view and counters, and gives the groups to the policy
+    /// engine, offline. Returns the handles, for [`open_all`] to open in
+    /// their workers.
+    fn add(&mut self, resources: Vec<ResourceConfig>, groups: Vec<GroupConfig>) -> Vec<RemoteResource> {
         let (first_resource, first_group) = (self.config.resources.len(), self.config.groups.len());
         self.config.resources.extend(resources.iter().cloned());
         self.config.groups.extend(groups.iter().cloned());
@@ -663,21 +663,6 @@ impl Node {
             self.handles.insert(resource.name.clone(), handle.clone());
             opening.push(handle);
         }
-        let opens = opening.iter().map(|handle| async move {
-            if let Err(error) = handle.reopen().await {
-                tracing::error!(resource = %handle.name(), %error, "cannot open the resource");
-            }
-            (handle.name(), handle.running_processes().await, handle.running_version())
-        });
-        let opened = futures_util::future::join_all(opens).await;
-        if let Ok(mut views) = self.view.resources.write() {
-            for (name, running, version) in opened {
-                if let Some(view) = views.get_mut(name) {
-                    view.pids = running.iter().map(|p| p.pid).collect();
-                    view.plugin_hash = version.unwrap_or_default();
-                }
-            }
-        }
         self.engine.add_groups(group_specs(&groups, &resources));
         for group in &groups {
             let view = GroupView {
@@ -692,6 +677,7 @@ impl Node {
                 views.insert(group.name.clone(), view);
             }
         }
+        opening
     }
 
     /// The view the API serves.
@@ -734,7 +720,10 @@ impl Node {
             return Err(errors);
         }
         let (resources, groups) = (self.configured.resources.clone(), self.configured.groups.clone());
-        self.add(resources, groups).await;
+        let opening = self.add(resources, groups);
+        for running in open_all(opening).await {
+            self.on_internal(running).await;
+        }
         self.view.set_phase(NodePhase::Running);
         tracing::info!(resources = self.handles.len(), plugins = self.plugins.len(), "resources opened");
         for group in self.config.groups.clone() {
@@ -1375,6 +1364,19 @@ impl Node {
         let group = self.group_name(&resource);
         self.view.publish(NodeEvent { kind: event.into(), resource: Some(resource), group, reason, ..blank_event() });
     }
+}
+
+/// Opens `handles` in their workers, all at once (a failed open is not
+/// fatal: online re-creates the sandbox, under the policy); what each runs
+/// then, for the loop to record.
+async fn open_all(handles: Vec<RemoteResource>) -> Vec<live::Internal> {
+    let opens = handles.iter().map(|handle| async move {
+        if let Err(error) = handle.reopen().await {
+            tracing::error!(resource = %handle.name(), %error, "cannot open the resource");
+        }
+        live::Internal::running(handle).await
+    });
+    futures_util::future::join_all(opens).await
 }
 
 /// The binary monitor workers run: this very one. Through `/proc/self/exe`

@@ -81,6 +81,68 @@ pub(super) enum Internal {
     /// A call ended: what the resource runs now, recorded before `done` is
     /// applied, so whoever sees the resource online sees its processes.
     CallDone { running: Box<Internal>, done: Input },
+    /// A reload's additions were read and checked (or why not).
+    ReloadChecked { plan: Result<ReloadPlan, String>, reply: oneshot::Sender<Result<ReloadReport, String>> },
+    /// Resources a reload added are open in their workers: what each runs,
+    /// and the inputs that then bring their groups online (or not).
+    Opened { running: Vec<Internal>, then: Vec<Input> },
+}
+
+/// What a reload reads and checks, away from the loop: a copy of what the
+/// node knows, so the task borrows nothing of it.
+struct ReloadPlanner {
+    file: PathBuf,
+    groups: Vec<crate::config::GroupConfig>,
+    resources: std::collections::HashSet<String>,
+    plugins: std::collections::BTreeMap<String, Arc<Plugin>>,
+}
+
+/// A reload's checked additions.
+pub(super) struct ReloadPlan {
+    groups: Vec<crate::config::GroupConfig>,
+    resources: Vec<crate::config::ResourceConfig>,
+    not_applied: Vec<String>,
+}
+
+impl ReloadPlanner {
+    /// Reads the file again and checks the groups it adds and their
+    /// resources, as `steward validate` would; every error at once.
+    async fn plan(self) -> Result<ReloadPlan, String> {
+        let fresh = crate::config::load(&self.file).map_err(|e| format!("{e}; nothing was changed"))?;
+        let known = |name: &str| self.groups.iter().any(|g| g.name == name);
+        let groups: Vec<_> = fresh.groups.iter().filter(|g| !known(&g.name)).cloned().collect();
+        let members: std::collections::HashSet<&str> =
+            groups.iter().flat_map(|g| g.resources.iter().map(String::as_str)).collect();
+        let resources: Vec<_> = fresh.resources.iter().filter(|r| members.contains(r.name.as_str())).cloned().collect();
+        let mut errors = Vec::new();
+        for resource in &resources {
+            if self.resources.contains(&resource.name) {
+                errors.push(format!(
+                    "{}: resource `{}` already exists in a running group; give the new one another name",
+                    resource.defined_at, resource.name
+                ));
+            }
+        }
+        let additions = crate::config::NodeConfig { resources: resources.clone(), groups: Vec::new(), ..fresh.clone() };
+        errors.extend(check_config(&additions, &self.plugins).await.iter().map(ToString::to_string));
+        if !errors.is_empty() {
+            return Err(format!("{}; nothing was changed", errors.join("; ")));
+        }
+        let mut not_applied = Vec::new();
+        for group in &self.groups {
+            match fresh.groups.iter().find(|g| g.name == group.name) {
+                None => not_applied.push(format!("group `{}` was removed from the file", group.name)),
+                Some(now) if now.resources != group.resources => {
+                    not_applied.push(format!("group `{}` has other resources now", group.name))
+                }
+                Some(_) => {}
+            }
+        }
+        if !not_applied.is_empty() {
+            not_applied.push("a reload only adds groups; restart the daemon to apply the rest".into());
+        }
+        Ok(ReloadPlan { groups, resources, not_applied })
+    }
 }
 
 impl Internal {
@@ -116,6 +178,17 @@ impl super::Node {
         match message {
             Internal::Loaded { file, plugin, view } => self.plugin_loaded(file, plugin, view),
             Internal::Running { resource, processes, version } => self.record_running(&resource, processes, version),
+            Internal::ReloadChecked { plan, reply } => self.reload_checked(plan, reply),
+            Internal::Opened { running, then } => {
+                for running in running {
+                    if let Internal::Running { resource, processes, version } = running {
+                        self.record_running(&resource, processes, version);
+                    }
+                }
+                for input in then {
+                    self.apply(input);
+                }
+            }
             Internal::CallDone { running, done } => {
                 if let Internal::Running { resource, processes, version } = *running {
                     self.record_running(&resource, processes, version);
@@ -142,9 +215,7 @@ impl super::Node {
             NodeRequest::Upgrade { type_name, reply } => {
                 let _ = reply.send(self.upgrade(&type_name));
             }
-            NodeRequest::Reload { reply } => {
-                let _ = reply.send(self.reload().await);
-            }
+            NodeRequest::Reload { reply } => self.reload(reply),
         }
     }
 
@@ -255,52 +326,67 @@ impl super::Node {
         Ok(report)
     }
 
-    async fn reload(&mut self) -> Result<ReloadReport, String> {
-        let file = self.config.file.clone();
-        let fresh = crate::config::load(&file).map_err(|e| format!("{e}; nothing was changed"))?;
-        let known_groups: Vec<&str> = self.config.groups.iter().map(|g| g.name.as_str()).collect();
-        let groups: Vec<_> =
-            fresh.groups.iter().filter(|g| !known_groups.contains(&g.name.as_str())).cloned().collect();
-        let members: Vec<&str> = groups.iter().flat_map(|g| g.resources.iter().map(String::as_str)).collect();
-        let resources: Vec<_> =
-            fresh.resources.iter().filter(|r| members.contains(&r.name.as_str())).cloned().collect();
-        let mut errors = Vec::new();
-        for resource in &resources {
-            if self.handles.contains_key(&resource.name) {
-                errors.push(format!(
-                    "{}: resource `{}` already exists in a running group; give the new one another name",
-                    resource.defined_at, resource.name
-                ));
+    /// Starts a reload: the file is read and its additions checked (their
+    /// plugins' `validate` calls included) in a task of their own, so the
+    /// loop goes on meanwhile; [`Internal::ReloadChecked`] brings them back.
+    fn reload(&mut self, reply: oneshot::Sender<Result<ReloadReport, String>>) {
+        let plan = ReloadPlanner {
+            file: self.config.file.clone(),
+            groups: self.config.groups.clone(),
+            resources: self.handles.keys().cloned().collect(),
+            plugins: self.plugins.clone(),
+        };
+        let internal = self.internal_sender.clone();
+        tokio::spawn(async move {
+            let plan = plan.plan().await;
+            let _ = internal.send(Internal::ReloadChecked { plan, reply });
+        });
+    }
+
+    /// A checked reload: its groups and resources join the node at once;
+    /// their instances open in the workers in a task, and the new groups
+    /// are brought online (or not) once they are open.
+    fn reload_checked(
+        &mut self,
+        plan: Result<ReloadPlan, String>,
+        reply: oneshot::Sender<Result<ReloadReport, String>>,
+    ) {
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
             }
-        }
-        let additions = crate::config::NodeConfig { resources: resources.clone(), groups: Vec::new(), ..fresh.clone() };
-        errors.extend(check_config(&additions, &self.plugins).await.iter().map(ToString::to_string));
-        if !errors.is_empty() {
-            return Err(format!("{}; nothing was changed", errors.join("; ")));
-        }
-        let mut not_applied = Vec::new();
-        for group in &self.config.groups {
-            match fresh.groups.iter().find(|g| g.name == group.name) {
-                None => not_applied.push(format!("group `{}` was removed from the file", group.name)),
-                Some(now) if now.resources != group.resources => {
-                    not_applied.push(format!("group `{}` has other resources now", group.name))
-                }
-                Some(_) => {}
-            }
-        }
-        if !not_applied.is_empty() {
-            not_applied.push("a reload only adds groups; restart the daemon to apply the rest".into());
+        };
+        // Another reload may have added the same names while this one was checked.
+        let taken: Vec<&str> = plan
+            .groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .filter(|g| self.config.groups.iter().any(|known| known.name == *g))
+            .chain(plan.resources.iter().map(|r| r.name.as_str()).filter(|r| self.handles.contains_key(*r)))
+            .collect();
+        if !taken.is_empty() {
+            let taken = taken.join(", ");
+            let _ = reply.send(Err(format!("{taken} were added meanwhile; nothing was changed (reload again)")));
+            return;
         }
         let report = ReloadReport {
-            added_groups: groups.iter().map(|g| g.name.clone()).collect(),
-            added_resources: resources.iter().map(|r| r.name.clone()).collect(),
-            not_applied,
+            added_groups: plan.groups.iter().map(|g| g.name.clone()).collect(),
+            added_resources: plan.resources.iter().map(|r| r.name.clone()).collect(),
+            not_applied: plan.not_applied,
         };
-        self.add(resources, groups.clone()).await;
-        for group in groups {
-            let input = if group.autostart { Input::GroupOnline(group.name) } else { Input::GroupOffline(group.name) };
-            self.apply(input);
-        }
+        let then: Vec<Input> = plan
+            .groups
+            .iter()
+            .map(|g| if g.autostart { Input::GroupOnline(g.name.clone()) } else { Input::GroupOffline(g.name.clone()) })
+            .collect();
+        let opening = self.add(plan.resources, plan.groups);
+        let internal = self.internal_sender.clone();
+        tokio::spawn(async move {
+            let running = super::open_all(opening).await;
+            let _ = internal.send(Internal::Opened { running, then });
+        });
         self.publish_node_event(
             "reloaded",
             format!(
@@ -309,7 +395,7 @@ impl super::Node {
                 report.added_resources.join(", ")
             ),
         );
-        Ok(report)
+        let _ = reply.send(Ok(report));
     }
 
     /// Records what a resource runs: its processes in the store (only when
