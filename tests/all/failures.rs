@@ -184,9 +184,14 @@ resources = ["crash"]
 policy = { restart_delay = "300ms", restart_backoff = 1.0, restart_threshold = 1000 }
 "#;
 
-/// Reloading 1,000 resources (their `validate` calls, their opens in a
-/// worker) happens beside the node loop, not in it: a group failing all
-/// the while is restarted on time, each restart within 50 ms of its delay.
+/// Reloading 1,000 resources (their `validate` calls, one of them slow,
+/// and their opens in a worker) happens beside the node loop, not in it: a
+/// group failing all the while is restarted, on time, while the reload is
+/// still being checked. (Before, the loop waited for the whole reload and
+/// no restart could begin until it replied: about 200 ms late without the
+/// slow check.) How late each restart came is printed, not asserted: on a
+/// machine busy with other tests it varies with the load, not with the
+/// code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_reload_does_not_hold_up_a_failing_groups_restarts() {
     const RESTART_DELAY_US: u64 = 300_000;
@@ -196,53 +201,61 @@ async fn a_large_reload_does_not_hold_up_a_failing_groups_restarts() {
 
     let mut more = String::new();
     for group in 0..10 {
-        let members: Vec<String> = (0..100).map(|i| format!("\"r{group}-{i}\"")).collect();
+        let members: Vec<String> = (0..100).map(|i| format!("r{group}-{i}")).collect();
         for member in &members {
-            more.push_str(&format!("\n[[resource]]\nname = {member}\ntype = \"dummy\"\n"));
+            // One check takes 1.5 s: the reload is checked for at least that long.
+            let slow = if member == "r0-0" { "properties = { validate-delay-ms = \"1500\" }\n" } else { "" };
+            more.push_str(&format!("\n[[resource]]\nname = \"{member}\"\ntype = \"dummy\"\n{slow}"));
         }
-        more.push_str(&format!("\n[[group]]\nname = \"added-{group}\"\nresources = [{}]\n", members.join(", ")));
+        let quoted: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
+        more.push_str(&format!("\n[[group]]\nname = \"added-{group}\"\nresources = [{}]\n", quoted.join(", ")));
     }
     let config = daemon.path("steward.toml");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(&config, text + &more).expect("append 1,000 resources");
+    let asked = since_midnight_us(std::time::SystemTime::now());
     let reloaded = tokio::process::Command::new(steward_tests::steward_binary())
         .args(["reload", "--api", &daemon.api])
         .output()
         .await
         .expect("steward reload runs");
+    let answered = since_midnight_us(std::time::SystemTime::now());
     assert!(reloaded.status.success(), "{}", String::from_utf8_lossy(&reloaded.stderr));
+    assert!(answered - asked >= 1_500_000, "the reload was checked for at least 1.5 s");
     for group in 0..10 {
         daemon.wait_group(&format!("added-{group}"), "online", Duration::from_secs(120)).await;
     }
-    // A few more restarts once the added groups run.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     // Read from the log, which loses nothing (the event stream drops what
     // a slow reader lags behind on, and 1,000 resources' events are many).
     let log = daemon.log();
-    let reload_started = log.lines().position(|l| l.contains("reloaded")).unwrap_or(0);
     let crash: Vec<(u64, bool)> = log
         .lines()
-        .enumerate()
-        .filter(|(_, line)| line.contains("transition resource=crash "))
-        .filter_map(|(at, line)| {
-            Some((at, log_time_us(line)?, line.contains("to=Failed"), line.contains("to=OnlinePending")))
-        })
-        .filter(|(_, _, failed, pending)| *failed || *pending)
-        .map(|(at, time, failed, _)| (at, time, failed))
-        .skip_while(|(at, _, _)| *at + 200 < reload_started)
-        .map(|(_, time, failed)| (time, failed))
+        .filter(|line| line.contains("transition resource=crash "))
+        .filter_map(|line| Some((log_time_us(line)?, line.contains("to=Failed"), line.contains("to=OnlinePending"))))
+        .filter(|(_, failed, pending)| *failed || *pending)
+        .map(|(time, failed, _)| (time, failed))
         .collect();
-    // Every restart around and after the reload: failed, then online
-    // again after the delay, and not later than 50 ms past it.
-    let mut restarts = 0;
+    let mut during = 0;
     for pair in crash.windows(2) {
         let [(failed_at, true), (restarted_at, false)] = pair else { continue };
         let late_ms = (restarted_at.saturating_sub(*failed_at)).saturating_sub(RESTART_DELAY_US) as f64 / 1e3;
-        println!("restart {restarts}: {late_ms:.1} ms past its delay");
-        assert!(late_ms <= 50.0, "a restart came {late_ms:.1} ms past its delay");
-        restarts += 1;
+        let in_reload = (asked..answered).contains(restarted_at);
+        println!(
+            "restart at {restarted_at} us: {late_ms:.1} ms past its delay{}",
+            if in_reload { ", during the reload" } else { "" }
+        );
+        during += usize::from(in_reload);
     }
-    assert!(restarts >= 3, "the group kept failing and restarting meanwhile: {crash:?}");
+    assert!(
+        during >= 2,
+        "the failing group kept restarting while the reload was checked: {crash:?} within {asked}..{answered}"
+    );
+}
+
+/// Microseconds since midnight (UTC) of `time`, as the log's timestamps count.
+fn since_midnight_us(time: std::time::SystemTime) -> u64 {
+    let since_epoch = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+    since_epoch % (86_400 * 1_000_000)
 }
 
 /// Microseconds since midnight of a text log line's timestamp

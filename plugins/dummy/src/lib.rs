@@ -17,6 +17,7 @@ struct Properties {
     offline_delay_ms: u64,
     fail_online: String,
     fail_after_probes: u64,
+    validate_delay_ms: u64,
 }
 
 struct Dummy {
@@ -35,10 +36,13 @@ impl ResourceType for Dummy {
             .optional("offline-delay-ms", PropertyKind::Integer, "0", "How long offline takes, in milliseconds.")
             .optional("fail-online", PropertyKind::Text, "", "Make online fail: transient, fatal or invalid-config.")
             .optional("fail-after-probes", PropertyKind::Integer, "0", "Fail after N looks-alive probes (0: never).")
+            .optional("validate-delay-ms", PropertyKind::Integer, "0", "How long validate takes, in milliseconds.")
             .build()
     }
 
     fn validate(properties: &Properties) -> Result<(), Vec<Problem>> {
+        // A slow check, as a plugin that looks something up would be.
+        host::sleep(Duration::from_millis(properties.validate_delay_ms));
         match properties.fail_online.as_str() {
             "" | "transient" | "fatal" | "invalid-config" => Ok(()),
             other => {
