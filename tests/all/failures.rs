@@ -126,25 +126,32 @@ async fn progress_and_capability_denials_reach_the_operator() {
     assert!(metrics.contains("# TYPE steward_probes_total counter"), "{metrics}");
 }
 
-const CRASHING_ALONE: &str = r#"
+/// A node whose one resource, in a worker of its own, traps in every
+/// `looks-alive`, probed every `interval`, restarted after `delay`, and its
+/// group failed past `threshold` restarts.
+fn crashing_alone(interval: &str, delay: &str, threshold: u32) -> String {
+    format!(
+        r#"
 [node]
 name = "node-r"
 plugin_dir = "plugins"
 data_dir = "data"
-api = "{api}"
+api = "{{api}}"
 
 [[resource]]
 name = "crash"
 type = "hostile"
-properties = { fault = "trap-looks-alive" }
-looks_alive_interval = "1s"
+properties = {{ fault = "trap-looks-alive" }}
+looks_alive_interval = "{interval}"
 separate_monitor = true
 
 [[group]]
 name = "crashing"
 resources = ["crash"]
-policy = { restart_delay = "50ms", restart_backoff = 1.0, restart_threshold = 2 }
-"#;
+policy = {{ restart_delay = "{delay}", restart_backoff = 1.0, restart_threshold = {threshold} }}
+"#
+    )
+}
 
 /// A restart after a failed probe costs two round trips to the worker:
 /// `terminate`, then `online` (which re-creates the discarded sandbox in
@@ -152,7 +159,7 @@ policy = { restart_delay = "50ms", restart_backoff = 1.0, restart_threshold = 2 
 /// `terminate` of a group that failed past its threshold are five.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_costs_two_round_trips() {
-    let daemon = Daemon::start(CRASHING_ALONE, &["hostile"]).await;
+    let daemon = Daemon::start(&crashing_alone("1s", "50ms", 2), &["hostile"]).await;
     daemon.wait_group("crashing", "online", Duration::from_secs(20)).await;
     let before = daemon.worker("crash").await["round_trips"].as_u64().expect("round trips");
     daemon.wait_group("crashing", "failed", Duration::from_secs(30)).await;
@@ -163,26 +170,6 @@ async fn a_restart_costs_two_round_trips() {
     assert_eq!(restarts, 2, "two restarts before the group failed");
     assert_eq!(after - before, 5, "2 restarts x (terminate, online) + the last terminate");
 }
-
-const FAILING_BESIDE_RELOAD: &str = r#"
-[node]
-name = "node-l"
-plugin_dir = "plugins"
-data_dir = "data"
-api = "{api}"
-
-[[resource]]
-name = "crash"
-type = "hostile"
-properties = { fault = "trap-looks-alive" }
-looks_alive_interval = "100ms"
-separate_monitor = true
-
-[[group]]
-name = "crashing"
-resources = ["crash"]
-policy = { restart_delay = "300ms", restart_backoff = 1.0, restart_threshold = 1000 }
-"#;
 
 /// Reloading 1,000 resources (their `validate` calls, one of them slow,
 /// and their opens in a worker) happens beside the node loop, not in it: a
@@ -195,7 +182,7 @@ policy = { restart_delay = "300ms", restart_backoff = 1.0, restart_threshold = 1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_reload_does_not_hold_up_a_failing_groups_restarts() {
     const RESTART_DELAY_US: u64 = 300_000;
-    let daemon = Daemon::start(FAILING_BESIDE_RELOAD, &["hostile", "dummy"]).await;
+    let daemon = Daemon::start(&crashing_alone("100ms", "300ms", 1000), &["hostile", "dummy"]).await;
     let failed = |e: &serde_json::Value| e["resource"] == "crash" && e["to"] == "failed";
     daemon.follow_events(Duration::from_secs(20), failed).await;
 
