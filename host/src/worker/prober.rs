@@ -22,7 +22,8 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::protocol::{PROBE_STATS_EVERY, ProbeCount, ProbeOutcome, Response};
-use super::server::{Worker, probe};
+use crate::bindings::CheckLevel;
+use crate::failure::{Failure, FailureKind};
 use crate::latency::BucketCounts;
 use crate::monitor::ResourceHandle;
 
@@ -189,8 +190,28 @@ impl Wheel {
 /// outcome and how long it took.
 type Finished = (Due, ProbeOutcome, Duration);
 
+/// What the prober needs of its worker: the instances it hosts, by name,
+/// and the way to the daemon. (Given, so the prober does not reach into
+/// the server that starts it.)
+pub(super) struct Instances {
+    /// The worker's instances.
+    pub(super) handles: Arc<std::sync::Mutex<HashMap<String, ResourceHandle>>>,
+    /// Replies and events to the daemon.
+    pub(super) replies: mpsc::UnboundedSender<Response>,
+}
+
+impl Instances {
+    fn handle(&self, resource: &str) -> Option<ResourceHandle> {
+        self.handles.lock().ok()?.get(resource).cloned()
+    }
+
+    fn send(&self, response: Response) {
+        let _ = self.replies.send(response);
+    }
+}
+
 struct Prober {
-    worker: Arc<Worker>,
+    worker: Instances,
     schedules: Schedules,
     /// Each probed resource's schedule.
     current: HashMap<String, (Slot, u64)>,
@@ -206,7 +227,7 @@ struct Prober {
     round: Duration,
 }
 
-pub(super) async fn run(worker: Arc<Worker>, mut commands: mpsc::UnboundedReceiver<ProbeCommand>) {
+pub(super) async fn run(worker: Instances, mut commands: mpsc::UnboundedReceiver<ProbeCommand>) {
     let mut prober = Prober {
         worker,
         schedules: Schedules::default(),
@@ -371,6 +392,38 @@ impl Prober {
         if !counts.is_empty() {
             self.worker.send(Response::ProbeStats(counts));
         }
+    }
+}
+
+/// One probe of one resource, as the prober counts it.
+///
+/// The is-alive calls are boxed: the prober allocates each probe's future,
+/// and most probes are looks-alive, which should not pay for the room an
+/// is-alive call needs.
+pub async fn probe(handle: &ResourceHandle, thorough: bool) -> ProbeOutcome {
+    if thorough {
+        return match Box::pin(handle.is_alive(CheckLevel::Normal)).await {
+            Ok(health) if health.alive => ProbeOutcome::Healthy,
+            Ok(health) => {
+                ProbeOutcome::Failed(Failure::new(FailureKind::Unhealthy, format!("is-alive: {}", health.reason)))
+            }
+            Err(error) => ProbeOutcome::Failed(error.failure()),
+        };
+    }
+    match handle.looks_alive().await {
+        Ok(true) => ProbeOutcome::Healthy,
+        Ok(false) => match Box::pin(handle.is_alive(CheckLevel::Thorough)).await {
+            Ok(health) if health.alive => {
+                tracing::info!(resource = handle.name(), "looks-alive false, is-alive true");
+                ProbeOutcome::Healthy
+            }
+            Ok(health) => ProbeOutcome::Failed(Failure::new(
+                FailureKind::Unhealthy,
+                format!("looks-alive returned false; is-alive: {}", health.reason),
+            )),
+            Err(error) => ProbeOutcome::Failed(error.failure()),
+        },
+        Err(error) => ProbeOutcome::Failed(error.failure()),
     }
 }
 

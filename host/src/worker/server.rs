@@ -18,11 +18,10 @@ use std::os::fd::AsFd;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
-use super::prober::ProbeCommand;
-use super::protocol::{Call, ProbeOutcome, Reader, Request, Response, Value, Writer, pump};
-use crate::bindings::{CallContext, CheckLevel};
+use super::prober::{Instances, ProbeCommand};
+use super::protocol::{Call, Reader, Request, Response, Value, Writer, pump};
+use crate::bindings::CallContext;
 use crate::events::EventKind;
-use crate::failure::{Failure, FailureKind};
 use crate::monitor::{CallError, Monitor, ResourceHandle};
 use crate::plugin::Plugin;
 use crate::runtime::Runtime;
@@ -40,12 +39,13 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
         runtime,
         monitor: Monitor::new(node_name),
         plugins: Mutex::new(HashMap::new()),
-        handles: Mutex::new(HashMap::new()),
+        handles: Arc::new(Mutex::new(HashMap::new())),
         replies,
     });
     worker.forward_events();
     let (probe_commands, probe_command_receiver) = mpsc::unbounded_channel();
-    tokio::spawn(super::prober::run(worker.clone(), probe_command_receiver));
+    let instances = Instances { handles: worker.handles.clone(), replies: worker.replies.clone() };
+    tokio::spawn(super::prober::run(instances, probe_command_receiver));
     let mut requests = Reader::new(stdin);
     while let Some(request) = requests.next::<Request>().await {
         let request = match request {
@@ -98,7 +98,7 @@ pub(super) struct Worker {
     monitor: Monitor,
     /// Loaded plugin versions, by their content-addressed file.
     plugins: Mutex<HashMap<PathBuf, Arc<Plugin>>>,
-    handles: Mutex<HashMap<String, ResourceHandle>>,
+    handles: Arc<Mutex<HashMap<String, ResourceHandle>>>,
     replies: mpsc::UnboundedSender<Response>,
 }
 
@@ -232,37 +232,5 @@ impl Worker {
                 handle.close().await;
             }
         }
-    }
-}
-
-/// One probe of one resource, as the prober counts it.
-///
-/// The is-alive calls are boxed: the prober allocates each probe's future,
-/// and most probes are looks-alive, which should not pay for the room an
-/// is-alive call needs.
-pub async fn probe(handle: &ResourceHandle, thorough: bool) -> ProbeOutcome {
-    if thorough {
-        return match Box::pin(handle.is_alive(CheckLevel::Normal)).await {
-            Ok(health) if health.alive => ProbeOutcome::Healthy,
-            Ok(health) => {
-                ProbeOutcome::Failed(Failure::new(FailureKind::Unhealthy, format!("is-alive: {}", health.reason)))
-            }
-            Err(error) => ProbeOutcome::Failed(error.failure()),
-        };
-    }
-    match handle.looks_alive().await {
-        Ok(true) => ProbeOutcome::Healthy,
-        Ok(false) => match Box::pin(handle.is_alive(CheckLevel::Thorough)).await {
-            Ok(health) if health.alive => {
-                tracing::info!(resource = handle.name(), "looks-alive false, is-alive true");
-                ProbeOutcome::Healthy
-            }
-            Ok(health) => ProbeOutcome::Failed(Failure::new(
-                FailureKind::Unhealthy,
-                format!("looks-alive returned false; is-alive: {}", health.reason),
-            )),
-            Err(error) => ProbeOutcome::Failed(error.failure()),
-        },
-        Err(error) => ProbeOutcome::Failed(error.failure()),
     }
 }
