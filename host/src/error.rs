@@ -51,13 +51,13 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// A call into a resource failed; see [`crate::monitor::CallError`].
+    /// A call into a resource failed; see [`crate::call::CallError`].
     #[error("resource `{resource}`: {source}")]
     Call {
         /// The resource.
         resource: String,
         /// What happened.
-        source: crate::monitor::CallError,
+        source: crate::call::CallError,
     },
     /// An operating-system call the host needs failed.
     #[error("{context}: {source}")]

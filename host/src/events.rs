@@ -5,7 +5,7 @@
 
 use std::time::{Instant, SystemTime};
 
-use crate::monitor::CallError;
+use crate::call::CallError;
 
 /// How many events a listener may lag behind before it loses the oldest.
 pub const EVENT_BACKLOG: usize = 4_096;

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod bindings;
+pub mod call;
 pub mod config;
 pub mod conformance;
 pub mod error;

@@ -15,8 +15,8 @@ use crate::bindings::{Plugin as PluginWorld, PluginPre, Problem, TypeInfo};
 use wasmtime::Store;
 use wasmtime::component::ComponentExportIndex;
 
+use crate::call::{CallError, Operation, begin_call, finish_call, timed};
 use crate::error::{Error, Result};
-use crate::monitor::{CallError, Operation, begin_call, finish_call, timed};
 use crate::runtime::{LoadInfo, Runtime, content_hash, one_line};
 use crate::sandbox::SandboxState;
 
