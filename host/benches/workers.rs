@@ -40,6 +40,7 @@ use steward::bindings::CallContext;
 use steward::monitor::{Monitor, ResourceSpec};
 use steward::plugin::Plugin;
 use steward::runtime::{Runtime, RuntimeConfig};
+use steward::worker::protocol::Report;
 use steward::worker::{SHARED_WORKER, WorkerEvent, WorkerOptions, WorkerPool};
 use tokio::sync::mpsc;
 
@@ -257,7 +258,7 @@ async fn probe_latency(guests: &Path) -> Value {
         let (mut probes, mut nanos) = (0u64, 0u64);
         let until = Instant::now() + PROBER_ROUND;
         while let Ok(Some(event)) = tokio::time::timeout_at(until.into(), answers.recv()).await {
-            if let WorkerEvent::ProbeStats(counts) = event {
+            if let WorkerEvent::Reported(Report::ProbeStats(counts)) = event {
                 probes += counts.iter().map(|count| count.probes).sum::<u64>();
                 nanos += counts.iter().map(|count| count.nanos).sum::<u64>();
             }

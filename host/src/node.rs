@@ -36,6 +36,7 @@ use crate::plugin_dir::is_plugin_file;
 use crate::policy::{Action, GroupSpec, Input, MemberSpec, PolicyEngine, ResourceState, Severity};
 use crate::runtime::Runtime;
 use crate::state::{ResourceRecord, StateStore};
+use crate::worker::protocol::Report;
 use crate::worker::{RemoteResource, WorkerEvent, WorkerOptions, WorkerPool};
 
 mod live;
@@ -1272,22 +1273,22 @@ impl Node {
     /// are probed at once, and only those that fail go through the policy.
     fn on_worker_event(&mut self, event: WorkerEvent) {
         match event {
-            WorkerEvent::ProbeFailed { generation, failure } => {
+            WorkerEvent::Reported(Report::ProbeFailed { generation, failure }) => {
                 // A failure of a schedule stopped meanwhile is old news.
                 if let Some((resource, _)) = self.probing.remove(&generation) {
                     self.probe_generations.remove(&resource);
                     self.apply(Input::Failed { resource, failure });
                 }
             }
-            WorkerEvent::ProbeStats(counts) => {
+            WorkerEvent::Reported(Report::ProbeStats(counts)) => {
                 for count in counts {
                     if let Some((_, metrics)) = self.probing.get(&count.generation) {
                         metrics.probe_latency.add(&count.buckets, count.nanos);
                     }
                 }
             }
-            WorkerEvent::Notice { resource, kind } => self.on_notice(resource, kind),
-            WorkerEvent::SignalledFailure { resource, reason } => {
+            WorkerEvent::Reported(Report::Notice { resource, kind }) => self.on_notice(resource, kind),
+            WorkerEvent::Reported(Report::SignalledFailure { resource, reason }) => {
                 self.view.publish(NodeEvent {
                     kind: "signalled-failure".into(),
                     resource: Some(resource.clone()),

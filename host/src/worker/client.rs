@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{ProbeCount, Reader, Request, Response, Value, Writer, pump};
+use super::protocol::{Reader, Report, Request, Response, Value, Writer, pump};
 use crate::bindings::CallContext;
 use crate::failure::Failure;
 use crate::monitor::{CallError, ResourceSpec};
@@ -93,30 +93,9 @@ pub enum WorkerEvent {
         /// From the loss to the last instance re-created.
         took: Duration,
     },
-    /// A resource's sandbox reported progress, dropped log records, a
-    /// spawned process or a refused capability.
-    Notice {
-        /// The resource.
-        resource: String,
-        /// What happened.
-        kind: crate::events::EventKind,
-    },
-    /// A plugin called `signal-failure`.
-    SignalledFailure {
-        /// The resource.
-        resource: String,
-        /// The plugin's reason.
-        reason: String,
-    },
-    /// A periodic probe failed; its schedule has ended.
-    ProbeFailed {
-        /// The schedule, as [`RemoteResource::start_probes`] named it.
-        generation: u64,
-        /// How, and why.
-        failure: Failure,
-    },
-    /// Probes run lately, per schedule.
-    ProbeStats(Vec<ProbeCount>),
+    /// What a worker reported: failed probes, probe counts, a plugin's
+    /// signalled failure, notices.
+    Reported(Report),
 }
 
 /// What the API shows of a worker.
@@ -560,17 +539,8 @@ impl Connection {
                         *at = Instant::now();
                     }
                 }
-                Response::Notice { resource, kind } => {
-                    let _ = events.send(WorkerEvent::Notice { resource, kind });
-                }
-                Response::SignalledFailure { resource, reason } => {
-                    let _ = events.send(WorkerEvent::SignalledFailure { resource, reason });
-                }
-                Response::ProbeFailed { generation, failure } => {
-                    let _ = events.send(WorkerEvent::ProbeFailed { generation, failure });
-                }
-                Response::ProbeStats(counts) => {
-                    let _ = events.send(WorkerEvent::ProbeStats(counts));
+                Response::Report(report) => {
+                    let _ = events.send(WorkerEvent::Reported(report));
                 }
             }
         }

@@ -21,7 +21,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::protocol::{PROBE_STATS_EVERY, ProbeCount, ProbeOutcome, Response};
+use super::protocol::{PROBE_STATS_EVERY, ProbeCount, ProbeOutcome, Report, Response};
 use crate::bindings::CheckLevel;
 use crate::failure::{Failure, FailureKind};
 use crate::latency::BucketCounts;
@@ -368,7 +368,7 @@ impl Prober {
                 if let Some(schedule) = self.schedules.remove(due.slot, due.generation) {
                     self.current.remove(&*schedule.resource);
                 }
-                self.worker.send(Response::ProbeFailed { generation: due.generation, failure });
+                self.worker.send(Response::Report(Report::ProbeFailed { generation: due.generation, failure }));
                 return report_now;
             }
         };
@@ -390,7 +390,7 @@ impl Prober {
             }
         }
         if !counts.is_empty() {
-            self.worker.send(Response::ProbeStats(counts));
+            self.worker.send(Response::Report(Report::ProbeStats(counts)));
         }
     }
 }

@@ -171,6 +171,14 @@ pub enum Response {
         /// The ping's id.
         id: u64,
     },
+    /// What the worker reports unasked, which the daemon hands to the node
+    /// as it is.
+    Report(Report),
+}
+
+/// What a worker reports unasked.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Report {
     /// Something a resource's sandbox reported that the operator should
     /// see: progress while pending, log records dropped, a process spawned,
     /// a capability refused. (Failures travel as replies and probe

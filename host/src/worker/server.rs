@@ -19,7 +19,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::prober::{Instances, ProbeCommand};
-use super::protocol::{Call, Reader, Request, Response, Value, Writer, pump};
+use super::protocol::{Call, Reader, Report, Request, Response, Value, Writer, pump};
 use crate::bindings::CallContext;
 use crate::events::EventKind;
 use crate::monitor::{CallError, Monitor, ResourceHandle};
@@ -206,12 +206,12 @@ impl Worker {
                     Ok(event) => {
                         let resource = event.resource;
                         let reply = match event.kind {
-                            EventKind::SignalledFailure { reason } => Response::SignalledFailure { resource, reason },
+                            EventKind::SignalledFailure { reason } => Report::SignalledFailure { resource, reason },
                             // The caller hears of a failed call in its reply.
                             EventKind::Failed { .. } => continue,
-                            kind => Response::Notice { resource, kind },
+                            kind => Report::Notice { resource, kind },
                         };
-                        let _ = replies.send(reply);
+                        let _ = replies.send(Response::Report(reply));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "monitor events lagged; some were missed");

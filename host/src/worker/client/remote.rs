@@ -184,8 +184,9 @@ impl RemoteResource {
 
     /// Probes it periodically in its worker from now on (and again in the
     /// next worker if this one is lost); failures and counts come as
-    /// [`WorkerEvent::ProbeFailed`] and [`WorkerEvent::ProbeStats`] with
-    /// `generation`.
+    /// [`Report::ProbeFailed`](crate::worker::protocol::Report::ProbeFailed) and
+    /// [`Report::ProbeStats`](crate::worker::protocol::Report::ProbeStats)
+    /// with `generation`.
     pub fn start_probes(&self, generation: u64, looks_every: Duration, is_every: Duration) {
         let resource = self.name().to_string();
         if let Ok(mut probing) = self.inner.worker.probing.lock() {
