@@ -758,7 +758,15 @@ impl Node {
                 Some(event) = self.worker_events.recv() => self.on_worker_event(event),
                 Some(event) = self.ownership_events.recv() => self.on_ownership(event),
                 Some(change) = plugin_files.recv() => self.on_plugin_file(change),
-                Some(message) = self.internal.recv() => self.on_internal(message).await,
+                Some(message) = self.internal.recv() => {
+                    // Calls end here (10,000 onlines at start-up): a burst of
+                    // them is taken together, and recorded below in one write.
+                    self.on_internal(message).await;
+                    for _ in 0..INPUT_BURST {
+                        let Ok(message) = self.internal.try_recv() else { break };
+                        self.on_internal(message).await;
+                    }
+                }
                 Some(request) = self.node_requests.recv() => self.on_request(request).await,
                 () = &mut shutdown => break,
             }
