@@ -325,11 +325,12 @@ impl prometheus_client::collector::Collector for NodeMetrics {
         use crate::node::ResourceMetrics;
         let view = &self.0;
         let Ok(resources) = view.resources.read() else { return Ok(()) };
-        let counted: Vec<(&str, &str, bool, Arc<ResourceMetrics>)> = resources
+        let Ok(metrics) = view.metrics.read() else { return Ok(()) };
+        let counted: Vec<(&str, &str, bool, &ResourceMetrics)> = resources
             .iter()
             .filter_map(|(name, resource)| {
                 let online = resource.state == crate::policy::ResourceState::Online;
-                Some((name.as_str(), resource.group.as_str(), online, view.metrics_of(name)?))
+                Some((name.as_str(), resource.group.as_str(), online, metrics.get(name)?.as_ref()))
             })
             .collect();
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);

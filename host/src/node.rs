@@ -723,7 +723,7 @@ impl Node {
         let (resources, groups) = (self.configured.resources.clone(), self.configured.groups.clone());
         let opening = self.add(resources, groups);
         for running in open_all(opening).await {
-            self.on_internal(running).await;
+            self.record_running(running);
         }
         self.view.set_phase(NodePhase::Running);
         tracing::info!(resources = self.handles.len(), plugins = self.plugins.len(), "resources opened");
@@ -888,10 +888,10 @@ impl Node {
                     reason: "this node no longer owns the group".into(),
                     ..blank_event()
                 });
+                // Each transition derives its group's state; the loop
+                // writes the history after the event.
                 let actions = self.engine.handle(Input::GroupOffline(group), Instant::now());
                 self.execute(actions);
-                self.flush_records();
-                self.refresh_groups();
             }
         }
     }
@@ -932,7 +932,7 @@ impl Node {
     /// Tells the other resources of `resource`'s group that are online (or
     /// on their way) of `event`, each in the order events happen.
     fn notify_peers(&mut self, resource: &str, event: ClusterEvent) {
-        let Some(group) = self.group_index.get(resource).and_then(|at| self.config.groups.get(*at)) else { return };
+        let Some(group) = self.group_of(resource) else { return };
         let live = |state| {
             matches!(state, Some(ResourceState::Online | ResourceState::OnlinePending | ResourceState::OfflinePending))
         };
@@ -1129,20 +1129,13 @@ impl Node {
         }
     }
 
-    fn group_name(&self, resource: &str) -> String {
-        self.group_index
-            .get(resource)
-            .and_then(|at| self.config.groups.get(*at))
-            .map(|g| g.name.clone())
-            .unwrap_or_default()
+    /// The group `resource` belongs to, through the index.
+    fn group_of(&self, resource: &str) -> Option<&GroupConfig> {
+        self.group_index.get(resource).and_then(|at| self.config.groups.get(*at))
     }
 
-    /// Derives each group's state from its resources'.
-    fn refresh_groups(&self) {
-        let Ok(mut groups) = self.view.groups.write() else { return };
-        for (name, view) in groups.iter_mut() {
-            view.state = self.group_state(name, view).to_string();
-        }
+    fn group_name(&self, resource: &str) -> String {
+        self.group_of(resource).map(|g| g.name.clone()).unwrap_or_default()
     }
 
     /// Derives one group's state, so a transition's event is published only
@@ -1203,13 +1196,13 @@ impl Node {
                 metrics.online_latency.observe(started.elapsed());
             }
             let running = match &result {
-                Ok(Some(processes)) => live::Internal::ran(&handle, processes.clone()),
+                Ok(Some(processes)) => live::Running::answered(&handle, processes.clone()),
                 // What a failed online left running is still worth recording.
-                _ => live::Internal::running(&handle).await,
+                _ => live::Running::asked(&handle).await,
             };
             let result = result.map(|_| ()).map_err(|error| (error.failure(), severity(&error)));
             let done = Input::OnlineDone { resource, result };
-            let _ = internal.send(live::Internal::CallDone { running: Box::new(running), done });
+            let _ = internal.send(live::Internal::CallDone { running, done });
         });
     }
 
@@ -1221,19 +1214,19 @@ impl Node {
         tokio::spawn(async move {
             let started = Instant::now();
             let running = match handle.offline(&context).await {
-                Ok(processes) => live::Internal::ran(&handle, processes),
+                Ok(processes) => live::Running::answered(&handle, processes),
                 Err(error) => {
                     // Offline must end offline: what the plugin could not stop, terminate stops.
                     tracing::warn!(resource = %resource, %error, "offline failed; terminating");
                     let _ = handle.terminate().await;
-                    live::Internal::running(&handle).await
+                    live::Running::asked(&handle).await
                 }
             };
             if let Some(metrics) = metrics {
                 metrics.offline_latency.observe(started.elapsed());
             }
             let done = Input::OfflineDone { resource };
-            let _ = internal.send(live::Internal::CallDone { running: Box::new(running), done });
+            let _ = internal.send(live::Internal::CallDone { running, done });
         });
     }
 
@@ -1378,12 +1371,12 @@ impl Node {
 /// Opens `handles` in their workers, all at once (a failed open is not
 /// fatal: online re-creates the sandbox, under the policy); what each runs
 /// then, for the loop to record.
-async fn open_all(handles: Vec<RemoteResource>) -> Vec<live::Internal> {
+async fn open_all(handles: Vec<RemoteResource>) -> Vec<live::Running> {
     let opens = handles.iter().map(|handle| async move {
         if let Err(error) = handle.reopen().await {
             tracing::error!(resource = %handle.name(), %error, "cannot open the resource");
         }
-        live::Internal::running(handle).await
+        live::Running::asked(handle).await
     });
     futures_util::future::join_all(opens).await
 }

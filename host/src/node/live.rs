@@ -75,17 +75,24 @@ pub(super) enum Internal {
     Loaded { file: PathBuf, plugin: Option<Arc<Plugin>>, view: PluginView },
     /// An upgrade's re-creation of an instance ended.
     Switched { resource: String, version: String, result: Result<(), CallError> },
-    /// What a resource runs after a call: its processes and plugin version,
-    /// which the loop records (it is the only writer of the store and the view).
-    Running { resource: String, processes: Vec<TrackedProcess>, version: Option<String> },
+    /// What a resource runs after a call the loop did not wait for.
+    Running(Running),
     /// A call ended: what the resource runs now, recorded before `done` is
     /// applied, so whoever sees the resource online sees its processes.
-    CallDone { running: Box<Internal>, done: Input },
+    CallDone { running: Running, done: Input },
     /// A reload's additions were read and checked (or why not).
     ReloadChecked { plan: Result<ReloadPlan, String>, reply: oneshot::Sender<Result<ReloadReport, String>> },
     /// Resources a reload added are open in their workers: what each runs,
     /// and the inputs that then bring their groups online (or not).
-    Opened { running: Vec<Internal>, then: Vec<Input> },
+    Opened { running: Vec<Running>, then: Vec<Input> },
+}
+
+/// What a resource runs after a call: its processes and plugin version,
+/// which the loop records (it is the only writer of the store and the view).
+pub(super) struct Running {
+    resource: String,
+    processes: Vec<TrackedProcess>,
+    version: Option<String>,
 }
 
 /// What a reload reads and checks, away from the loop: a copy of what the
@@ -145,16 +152,16 @@ impl ReloadPlanner {
     }
 }
 
-impl Internal {
+impl Running {
     /// What `handle` runs now, asked of its worker by the task that made
     /// the call, so the loop never waits on the worker for it.
-    pub(super) async fn running(handle: &RemoteResource) -> Internal {
-        Internal::ran(handle, handle.running_processes().await)
+    pub(super) async fn asked(handle: &RemoteResource) -> Running {
+        Running::answered(handle, handle.running_processes().await)
     }
 
     /// What `handle` runs, when its call's answer already said so.
-    pub(super) fn ran(handle: &RemoteResource, processes: Vec<TrackedProcess>) -> Internal {
-        Internal::Running { resource: handle.name().to_string(), processes, version: handle.running_version() }
+    pub(super) fn answered(handle: &RemoteResource, processes: Vec<TrackedProcess>) -> Running {
+        Running { resource: handle.name().to_string(), processes, version: handle.running_version() }
     }
 }
 
@@ -177,22 +184,18 @@ impl super::Node {
     pub(super) async fn on_internal(&mut self, message: Internal) {
         match message {
             Internal::Loaded { file, plugin, view } => self.plugin_loaded(file, plugin, view),
-            Internal::Running { resource, processes, version } => self.record_running(&resource, processes, version),
+            Internal::Running(running) => self.record_running(running),
             Internal::ReloadChecked { plan, reply } => self.reload_checked(plan, reply),
             Internal::Opened { running, then } => {
                 for running in running {
-                    if let Internal::Running { resource, processes, version } = running {
-                        self.record_running(&resource, processes, version);
-                    }
+                    self.record_running(running);
                 }
                 for input in then {
                     self.apply(input);
                 }
             }
             Internal::CallDone { running, done } => {
-                if let Internal::Running { resource, processes, version } = *running {
-                    self.record_running(&resource, processes, version);
-                }
+                self.record_running(running);
                 self.apply(done);
             }
             Internal::Switched { resource, version, result } => match result {
@@ -315,7 +318,7 @@ impl super::Node {
                 tokio::spawn(async move {
                     let result = handle.switch_version(&context).await;
                     if result.is_ok() {
-                        let _ = internal.send(Internal::running(&handle).await);
+                        let _ = internal.send(Internal::Running(Running::asked(&handle).await));
                     }
                     let _ = internal.send(Internal::Switched { resource, version, result });
                 });
@@ -401,7 +404,9 @@ impl super::Node {
     /// Records what a resource runs: its processes in the store (only when
     /// they changed: most resources run none, and each write is synced)
     /// and in the view, with its plugin version.
-    fn record_running(&mut self, resource: &str, processes: Vec<TrackedProcess>, version: Option<String>) {
+    pub(super) fn record_running(&mut self, running: Running) {
+        let Running { resource, processes, version } = running;
+        let resource = resource.as_str();
         let unchanged = self.store.processes(resource).is_ok_and(|recorded| recorded == processes);
         if !unchanged && let Err(error) = self.store.set_processes(resource, &processes) {
             tracing::error!(%resource, %error, "cannot record the resource's processes");
