@@ -36,12 +36,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use steward::bindings::CallContext;
-use steward::monitor::{Monitor, ResourceSpec};
-use steward::plugin::Plugin;
-use steward::runtime::{Runtime, RuntimeConfig};
-use steward::worker::protocol::Report;
-use steward::worker::{SHARED_WORKER, WorkerEvent, WorkerOptions, WorkerPool};
+use steward_monitor::bindings::CallContext;
+use steward_monitor::monitor::{Monitor, ResourceSpec};
+use steward_monitor::plugin::Plugin;
+use steward_monitor::runtime::{Runtime, RuntimeConfig};
+use steward_monitor::worker::protocol::Report;
+use steward_monitor::worker::{SHARED_WORKER, WorkerEvent, WorkerOptions, WorkerPool};
 use tokio::sync::mpsc;
 
 /// Resources in the killed worker, and probes in one batch.

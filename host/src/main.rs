@@ -126,7 +126,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             // The chain may quote the daemon's answer or a plugin's text.
-            eprintln!("error: {}", steward::text::escape_control(&format!("{error:#}")));
+            eprintln!("error: {}", steward_monitor::text::escape_control(&format!("{error:#}")));
             ExitCode::FAILURE
         }
     }
@@ -134,7 +134,7 @@ fn main() -> ExitCode {
 
 /// Logs to stderr, as text or JSON lines; `RUST_LOG` chooses what, and
 /// `default` when it is unset (warnings for the CLI, info for the daemon).
-/// Text lines go through [`steward::text::EscapingStderr`], so a plugin's
+/// Text lines go through [`steward_monitor::text::EscapingStderr`], so a plugin's
 /// text can never forge a line or reach the terminal raw; JSON is safe as
 /// it is.
 pub(crate) fn init_tracing(json: bool, default: &str) {
@@ -144,6 +144,6 @@ pub(crate) fn init_tracing(json: bool, default: &str) {
     if json {
         builder.json().with_writer(std::io::stderr).init();
     } else {
-        builder.with_ansi(false).with_writer(steward::text::EscapingStderr).init();
+        builder.with_ansi(false).with_writer(steward_monitor::text::EscapingStderr).init();
     }
 }

@@ -123,7 +123,7 @@ fn only_a_bounded_regular_file_is_read() {
     assert!(made.success());
     let big = dir.path().join("big.wasm");
     let file = std::fs::File::create(&big).expect("create");
-    file.set_len(steward::plugin::MAX_PLUGIN_FILE_BYTES + 1).expect("a sparse file over the cap");
+    file.set_len(steward_monitor::plugin::MAX_PLUGIN_FILE_BYTES + 1).expect("a sparse file over the cap");
     let cases = [
         (Path::new("/dev/zero"), "not a regular file (a device)"),
         (fifo.as_path(), "not a regular file (a FIFO)"),
@@ -167,7 +167,7 @@ fn an_operation_past_its_deadline_is_not_called_again() {
 fn help_states_the_defaults() {
     let output = Command::new(steward_binary()).args(["plugin", "check", "--help"]).output().expect("help");
     let help = text(&output.stdout);
-    let defaults = steward::monitor::Timeouts::default();
+    let defaults = steward_monitor::monitor::Timeouts::default();
     let seconds = |d: std::time::Duration| format!("{} s", d.as_secs());
     for (what, value) in [
         ("open", seconds(defaults.open)),
@@ -179,9 +179,9 @@ fn help_states_the_defaults() {
     ] {
         assert!(help.contains(&format!("{what} {value}")), "--help says {what} {value}: {help}");
     }
-    let most = steward::runtime::MAX_MEMORY_LIMIT_BYTES >> 20;
+    let most = steward_monitor::runtime::MAX_MEMORY_LIMIT_BYTES >> 20;
     assert!(help.contains(&format!("1 to {most}")), "{help}");
-    let cap = steward::plugin::MAX_PLUGIN_FILE_BYTES >> 20;
+    let cap = steward_monitor::plugin::MAX_PLUGIN_FILE_BYTES >> 20;
     assert!(help.contains(&format!("at most {cap} MiB")), "{help}");
 }
 

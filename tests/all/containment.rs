@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use steward::events::EventKind;
-use steward::monitor::{CallError, FailureKind, Monitor, ResourceHandle};
+use steward_monitor::events::EventKind;
+use steward_monitor::monitor::{CallError, FailureKind, Monitor, ResourceHandle};
 use steward_tests::{HealthyProbe, ProbeRecord, context, plugin, process_running, spec};
 use tokio::sync::broadcast::Receiver;
 
@@ -19,7 +19,7 @@ const MISSED_PROBE_GAP: Duration = Duration::from_millis(750);
 
 struct Scene {
     monitor: Monitor,
-    events: Receiver<steward::events::MonitorEvent>,
+    events: Receiver<steward_monitor::events::MonitorEvent>,
     healthy: HealthyProbe,
     hostile: ResourceHandle,
 }
@@ -103,7 +103,10 @@ async fn panic_in_open_is_reported_with_its_message() {
         .await
         .expect_err("open panics");
     let message = error.to_string();
-    assert!(matches!(&error, steward::Error::Call { source, .. } if source.kind() == FailureKind::Trap), "{message}");
+    assert!(
+        matches!(&error, steward_monitor::Error::Call { source, .. } if source.kind() == FailureKind::Trap),
+        "{message}"
+    );
     assert!(message.contains("hostile fixture: panic in open"), "the panic message is quoted: {message}");
     unharmed(&monitor, healthy).await;
 }
@@ -179,8 +182,11 @@ async fn huge_return_values_are_refused() {
     assert_discarded(&scene.hostile, FailureKind::OversizedReturn).await;
     scene.hostile.reopen().await.expect("the resource reopens in a fresh sandbox");
     scene.hostile.online(&context()).await.expect("online works again");
-    let error =
-        scene.hostile.is_alive(steward::bindings::CheckLevel::Normal).await.expect_err("a 16 MiB reason is refused");
+    let error = scene
+        .hostile
+        .is_alive(steward_monitor::bindings::CheckLevel::Normal)
+        .await
+        .expect_err("a 16 MiB reason is refused");
     assert_eq!(error.kind(), FailureKind::OversizedReturn, "{error}");
     scene.healthy_was_unharmed().await;
 }
@@ -195,7 +201,7 @@ async fn reading_outside_the_grant_is_refused() {
     // Absolute host paths, and escapes from a granted directory.
     let paths = "/etc/passwd,/data/../../etc/passwd,/data/../inside,../etc/hostname";
     let mut hostile_spec = spec("hostile", &hostile, &[("fault", "read-outside"), ("paths", paths)]);
-    hostile_spec.grants.directories = vec![steward::grants::DirectoryGrant {
+    hostile_spec.grants.directories = vec![steward_config::grants::DirectoryGrant {
         host_path: granted.path().join("sub-that-exists"),
         guest_path: "/data".into(),
         read_only: true,
@@ -204,7 +210,7 @@ async fn reading_outside_the_grant_is_refused() {
     let handle = monitor.open(hostile, hostile_spec).await.expect("opens");
     let error = handle.online(&context()).await.expect_err("no read outside the grant succeeds");
     match &error {
-        CallError::Plugin { error: steward::bindings::PluginError::Fatal(text), .. } => {
+        CallError::Plugin { error: steward_monitor::bindings::PluginError::Fatal(text), .. } => {
             assert!(text.contains("read outside grant refused"), "{text}");
             for path in paths.split(',') {
                 assert!(text.contains(path), "every attempt was refused, {path} too: {text}");
@@ -294,7 +300,7 @@ async fn symlinks_leaving_the_grant_are_refused() {
     let healthy = HealthyProbe::start(&monitor).await;
     let hostile = plugin("hostile").await;
     let mut hostile_spec = spec("hostile", &hostile, &[("fault", "symlinks")]);
-    hostile_spec.grants.directories = vec![steward::grants::DirectoryGrant {
+    hostile_spec.grants.directories = vec![steward_config::grants::DirectoryGrant {
         host_path: granted.clone(),
         guest_path: "/data".into(),
         read_only: false,

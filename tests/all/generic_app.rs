@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use steward::bindings::CheckLevel;
-use steward::monitor::{Monitor, ResourceHandle};
+use steward_monitor::bindings::CheckLevel;
+use steward_monitor::monitor::{Monitor, ResourceHandle};
 use steward_tests::{context, eventually, kill_from_outside, plugin, process_running, spec};
 
 async fn generic_app(monitor: &Monitor, program: &str, args: &str, grace_ms: &str) -> ResourceHandle {
@@ -86,6 +86,6 @@ async fn a_program_outside_the_grant_is_refused_as_invalid_config() {
     app.grants.programs = vec!["/bin/true".into()];
     let app = monitor.open(plugin, app).await.expect("opens");
     let error = app.online(&context()).await.expect_err("refused");
-    assert_eq!(error.kind(), steward::monitor::FailureKind::CapabilityDenied, "{error}");
+    assert_eq!(error.kind(), steward_monitor::monitor::FailureKind::CapabilityDenied, "{error}");
     assert!(error.to_string().contains("/bin/sleep"), "{error}");
 }

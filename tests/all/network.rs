@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
-use steward::bindings::{CheckLevel, PluginError};
-use steward::conformance;
-use steward::monitor::{CallError, Monitor};
+use steward_monitor::bindings::{CheckLevel, PluginError};
+use steward_monitor::conformance;
+use steward_monitor::monitor::{CallError, Monitor};
 use steward_tests::{context, plugin, spec, workspace_root};
 
 /// A `notepad` listening on a free loopback port, killed when dropped.

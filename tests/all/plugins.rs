@@ -1,9 +1,9 @@
 //! The first-party plugins pass the same conformance life cycle that
 //! `steward plugin check` runs, and the host checks their properties.
 
-use steward::conformance::{self, StepReport};
-use steward::grants::DirectoryGrant;
-use steward::monitor::{FailureKind, Monitor};
+use steward_config::grants::DirectoryGrant;
+use steward_monitor::conformance::{self, StepReport};
+use steward_monitor::monitor::{FailureKind, Monitor};
 use steward_tests::{context, plugin, spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +64,7 @@ async fn file_marker_keeps_its_state_in_the_granted_directory() {
     let on_host = state.path().join("web.online");
     assert_eq!(std::fs::read_to_string(&on_host).expect("the marker is on the host"), "web");
     std::fs::write(&on_host, "someone else").expect("tamper");
-    let health = handle.is_alive(steward::bindings::CheckLevel::Thorough).await.expect("probe");
+    let health = handle.is_alive(steward_monitor::bindings::CheckLevel::Thorough).await.expect("probe");
     assert!(!health.alive && health.reason.contains("someone else"), "{health:?}");
     handle.offline(&context()).await.expect("offline");
     assert!(!on_host.exists(), "offline removes the marker");
@@ -102,8 +102,8 @@ async fn properties_are_checked_by_schema_then_by_the_plugin() {
 async fn a_second_load_comes_from_the_compile_cache() {
     let runtime = steward_tests::runtime();
     let path = steward_tests::guest_wasm("dummy");
-    steward::plugin::Plugin::load(&runtime, &path).await.expect("loads");
-    let again = steward::plugin::Plugin::load(&runtime, &path).await.expect("loads again");
+    steward_monitor::plugin::Plugin::load(&runtime, &path).await.expect("loads");
+    let again = steward_monitor::plugin::Plugin::load(&runtime, &path).await.expect("loads again");
     assert!(!again.load_info().compiled, "the second load reads the cached compiled form");
 }
 
@@ -148,7 +148,8 @@ async fn a_file_holding_only_the_magic_is_truncated() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let path = scratch.path().join("cut.wasm");
     std::fs::write(&path, b"\0asm").expect("write");
-    let error = steward::plugin::Plugin::load(&steward_tests::runtime(), &path).await.expect_err("4 bytes").to_string();
+    let error =
+        steward_monitor::plugin::Plugin::load(&steward_tests::runtime(), &path).await.expect_err("4 bytes").to_string();
     assert!(error.contains(&path.display().to_string()), "the file is named: {error}");
     assert!(error.contains("truncated") && error.contains("4 bytes"), "{error}");
     assert!(!error.contains("no `\\0asm` header"), "it has the header: {error}");
@@ -158,9 +159,10 @@ async fn a_file_holding_only_the_magic_is_truncated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_of_another_contract_version_is_told_which() {
     let path = steward_tests::guest_wasm("future_contract");
-    let error = steward::plugin::Plugin::load(&steward_tests::runtime(), &path).await.expect_err("0.2.0").to_string();
+    let error =
+        steward_monitor::plugin::Plugin::load(&steward_tests::runtime(), &path).await.expect_err("0.2.0").to_string();
     assert!(error.contains(&path.display().to_string()), "the file is named: {error}");
-    let host_version = steward::plugin::CONTRACT_VERSION;
+    let host_version = steward_monitor::plugin::CONTRACT_VERSION;
     assert_eq!(host_version, "0.1.0", "the test's fixture expects this host contract");
     assert!(error.contains("built for contract 0.2.0, this host speaks 0.1.0"), "{error}");
 }

@@ -1,5 +1,6 @@
 //! Keeps the codebase's conventions true: every module of the host and the
-//! SDK opens with a `//!` doc saying what it owns.
+//! SDK opens with a `//!` doc saying what it owns, and the host's crates keep
+//! the layer rules (which crate may depend on which).
 //! The configuration reference, `docs/configuration.md`, lists every key
 //! the parser knows, each with an example the parser accepts. The SDK's
 //! standalone manifest repeats the workspace's values.
@@ -21,7 +22,7 @@ fn rust_files(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
 fn every_module_opens_with_a_module_doc() {
     let root = steward_tests::workspace_root();
     let mut files = Vec::new();
-    for dir in ["host/src", "sdk/src", "plugins", "tests/src", "tests/all", "tests/fixtures", "xtask/src"] {
+    for dir in ["host", "sdk/src", "plugins", "tests/src", "tests/all", "tests/fixtures", "xtask/src"] {
         rust_files(&root.join(dir), &mut files);
     }
     assert!(files.len() > 20, "the walk found the sources: {files:?}");
@@ -250,7 +251,7 @@ impl ConfigDoc {
 
 /// Loads `text` as a node's file in `dir` (with a `resources.d` directory for
 /// the `include` example, holding `included` when given).
-fn load(dir: &Path, text: &str, included: Option<&str>) -> Result<steward::config::NodeConfig, String> {
+fn load(dir: &Path, text: &str, included: Option<&str>) -> Result<steward_config::NodeConfig, String> {
     let includes = dir.join("resources.d");
     std::fs::create_dir_all(&includes).expect("a directory to include");
     let include_file = includes.join("more.toml");
@@ -262,7 +263,7 @@ fn load(dir: &Path, text: &str, included: Option<&str>) -> Result<steward::confi
     }
     let file = dir.join("steward.toml");
     std::fs::write(&file, text).expect("a node file");
-    steward::config::load(&file).map_err(|error| error.to_string())
+    steward_config::load(&file).map_err(|error| error.to_string())
 }
 
 /// The keys the parser accepts where `text` (or `included`, read through
@@ -332,23 +333,43 @@ fn toml_entries(manifest: &str, section: &str) -> std::collections::BTreeMap<Str
         .collect()
 }
 
-/// The layer rules as dependency facts, read from `cargo metadata`: the
-/// policy engine reaches nothing of the sandbox, the async runtime, HTTP,
-/// the disk store or JSON; the guest side (`sdk/`, `plugins/`) depends on
-/// nothing under `host/`; and only the host crate itself takes wasmtime and
-/// axum. A forbidden dependency added to a manifest fails here, naming the
-/// crate, the dependency and the path to it.
+/// The layer rules as dependency facts, read from `cargo metadata`:
+/// - the policy engine (`host/policy`) reaches nothing of the sandbox, the
+///   async runtime, HTTP, the disk store or JSON;
+/// - the configuration (`host/config`) reaches no sandbox, HTTP or store;
+/// - only the monitor (`host/monitor`) names wasmtime and wasmtime-wasi;
+/// - only the API (`host/api`) names axum, and only it and the CLI client
+///   (the `steward` binary) speak HTTP;
+/// - the node (`host/node`) names no wasmtime type, not even through a
+///   path the monitor re-exports (its sources never say `wasmtime`);
+/// - the guest side (`sdk/`, `plugins/`) depends on nothing under `host/`.
+///
+/// A forbidden dependency added to a manifest fails here, naming the crate,
+/// the dependency and the path to it.
 #[test]
 fn the_crate_graph_keeps_the_layer_rules() {
     let graph = CrateGraph::load();
-    let forbidden_in_policy = ["wasmtime", "wasmtime-wasi", "tokio", "axum", "reqwest", "redb", "serde_json"];
-    for (dependency, path) in graph.reachable("steward-policy") {
-        assert!(
-            !forbidden_in_policy.contains(&dependency.as_str()),
-            "steward-policy (host/policy) reaches `{dependency}` through {}; the policy engine takes plain data only",
-            path.join(" -> ")
-        );
-    }
+    let reaches_none = |package: &str, room: &str, forbidden: &[&str], why: &str| {
+        for (dependency, path) in graph.reachable(package) {
+            assert!(
+                !forbidden.contains(&dependency.as_str()),
+                "{package} ({room}) reaches `{dependency}` through {}; {why}",
+                path.join(" -> ")
+            );
+        }
+    };
+    reaches_none(
+        "steward-policy",
+        "host/policy",
+        &["wasmtime", "wasmtime-wasi", "tokio", "axum", "reqwest", "hyper", "redb", "serde_json"],
+        "the policy engine takes plain data only",
+    );
+    reaches_none(
+        "steward-config",
+        "host/config",
+        &["wasmtime", "wasmtime-wasi", "axum", "reqwest", "hyper", "redb"],
+        "the configuration is plain data and its checks",
+    );
     for guest in graph.packages_under(&["sdk", "plugins"]) {
         for (dependency, path) in graph.reachable(&guest) {
             assert!(
@@ -358,14 +379,36 @@ fn the_crate_graph_keeps_the_layer_rules() {
             );
         }
     }
-    // Who may name these crates directly; each rule narrows as the host
-    // splits along its seams.
-    for (dependency, allowed) in [("wasmtime", &["steward"]), ("wasmtime-wasi", &["steward"]), ("axum", &["steward"])] {
-        let users = graph.direct_users(dependency);
-        for user in &users {
+    // Who may name these crates directly. The test harness (`steward-tests`)
+    // is a client like the CLI.
+    let rules: [(&str, &[&str]); 5] = [
+        ("wasmtime", &["steward-monitor"]),
+        ("wasmtime-wasi", &["steward-monitor"]),
+        ("axum", &["steward-api"]),
+        ("hyper", &[]),
+        ("reqwest", &["steward", "steward-tests"]),
+    ];
+    for (dependency, allowed) in rules {
+        for user in graph.direct_users(dependency) {
             assert!(
                 allowed.contains(&user.as_str()),
                 "`{user}` depends on `{dependency}` directly; only {allowed:?} may"
+            );
+        }
+    }
+    let root = steward_tests::workspace_root();
+    for room in ["host/node/src", "host/api/src", "host/config/src", "host/policy/src"] {
+        let mut files = Vec::new();
+        rust_files(&root.join(room), &mut files);
+        assert!(!files.is_empty(), "the walk found {room}");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("a source file reads");
+            // Code only: the docs may say what the crate stays clear of.
+            let code = text.lines().filter(|line| !line.trim_start().starts_with("//"));
+            assert!(
+                !code.into_iter().any(|line| line.contains("wasmtime")),
+                "{} names wasmtime; only host/monitor may (wrap what is needed in a monitor type)",
+                file.display()
             );
         }
     }

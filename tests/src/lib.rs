@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 pub mod daemon;
 
-use steward::bindings::CallContext;
-use steward::monitor::{Monitor, ResourceHandle, ResourceSpec};
-use steward::plugin::Plugin;
-use steward::runtime::{Runtime, RuntimeConfig};
+use steward_monitor::bindings::CallContext;
+use steward_monitor::monitor::{Monitor, ResourceHandle, ResourceSpec};
+use steward_monitor::plugin::Plugin;
+use steward_monitor::runtime::{Runtime, RuntimeConfig};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

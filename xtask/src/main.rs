@@ -20,7 +20,16 @@ use std::process::{Command, ExitCode};
 const GUEST_TARGET: &str = "wasm32-wasip2";
 const GUEST_PROFILE: &str = "guest";
 /// Crates tested natively; guests are built for wasm only.
-const NATIVE_CRATES: &[&str] = &["steward", "steward-policy", "steward-sdk", "steward-tests"];
+const NATIVE_CRATES: &[&str] = &[
+    "steward",
+    "steward-policy",
+    "steward-config",
+    "steward-monitor",
+    "steward-node",
+    "steward-api",
+    "steward-sdk",
+    "steward-tests",
+];
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -189,7 +198,8 @@ fn demo() -> Result<(), String> {
 /// built first so a build failure is reported as one, before any bench runs.
 fn bench() -> Result<(), String> {
     run(cargo().args(["build", "--release", "-p", "steward"]))?;
-    run(cargo().args(["bench", "-p", "steward", "--bench", "monitor", "--bench", "daemon", "--bench", "workers"]))
+    run(cargo().args(["bench", "-p", "steward-monitor", "--bench", "monitor"]))?;
+    run(cargo().args(["bench", "-p", "steward", "--bench", "daemon", "--bench", "workers"]))
 }
 
 fn cargo() -> Command {

@@ -220,7 +220,7 @@ async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response>
 /// escaped before they reach the terminal.
 fn text(value: &Value) -> String {
     match value {
-        Value::String(text) => steward::text::escape_control(text).into_owned(),
+        Value::String(text) => steward_monitor::text::escape_control(text).into_owned(),
         Value::Null => String::new(),
         other => other.to_string(),
     }

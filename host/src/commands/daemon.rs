@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use steward::node::{Node, SingleNode};
-use steward::runtime::{Runtime, RuntimeConfig};
-use steward::state::StateStore;
-use steward::text::escape_control;
+use steward_monitor::runtime::{Runtime, RuntimeConfig};
+use steward_monitor::text::escape_control;
+use steward_node::state::StateStore;
+use steward_node::{Node, SingleNode};
 
 /// Scratch instances for `metadata` and `validate` calls at once.
 const SCRATCH_INSTANCE_SLOTS: u32 = 64;
@@ -25,7 +25,7 @@ pub struct Args {
 
 /// Runs the daemon until it is told to stop.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match steward::config::load(&args.config) {
+    let config = match steward_config::load(&args.config) {
         Ok(config) => config,
         Err(error) => {
             crate::init_tracing(false, "info");
@@ -33,7 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    crate::init_tracing(config.log_format == steward::config::LogFormat::Json, "info");
+    crate::init_tracing(config.log_format == steward_config::LogFormat::Json, "info");
     // Instances live in the monitor workers; the daemon's own engine runs
     // only `metadata` and `validate` in scratch instances.
     let runtime = Runtime::new(&RuntimeConfig {
@@ -51,9 +51,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (ownership, ownership_events) = SingleNode::new(store.clone());
     let node = Node::start(config.clone(), runtime, store, Box::new(ownership), ownership_events)?;
     forward_hangups(node.view());
-    let router = steward::api::router(node.view());
+    let view = node.view();
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
+        if let Err(error) = steward_api::serve(listener, view).await {
             tracing::error!(%error, "the API server stopped");
         }
     });
@@ -75,7 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGHUP reloads the configuration, as daemons conventionally do.
-fn forward_hangups(view: std::sync::Arc<steward::node::NodeView>) {
+fn forward_hangups(view: std::sync::Arc<steward_node::NodeView>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
@@ -87,7 +87,7 @@ fn forward_hangups(view: std::sync::Arc<steward::node::NodeView>) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             let (reply, answer) = tokio::sync::oneshot::channel();
-            if view.node_requests.send(steward::node::NodeRequest::Reload { reply }).is_err() {
+            if view.node_requests.send(steward_node::NodeRequest::Reload { reply }).is_err() {
                 return;
             }
             match answer.await {

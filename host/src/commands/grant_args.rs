@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use steward::grants::{DirectoryGrant, Grants};
+use steward_config::grants::{DirectoryGrant, Grants};
 
 /// Grants given on the command line; none by default.
 #[derive(clap::Args, Clone, Default)]

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use steward::runtime::{Runtime, RuntimeConfig};
+use steward_monitor::runtime::{Runtime, RuntimeConfig};
 
 /// Instance slots beyond the resources the worker hosts: a reopen racing a
 /// close, and the scratch instance of a plugin's first `metadata` call.
@@ -50,6 +50,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_live_instances: args.instances + SPARE_INSTANCE_SLOTS,
         cache_dir: Some(args.cache_dir),
     })?;
-    steward::worker::server::serve(runtime, &args.node).await?;
+    steward_monitor::worker::server::serve(runtime, &args.node).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,5 @@
 //! `steward ocf PLUGIN.wasm ACTION`: runs a Steward plugin as an OCF
-//! resource agent (see `steward::ocf`). Install it behind a shim such as
+//! resource agent (see `steward_monitor::ocf`). Install it behind a shim such as
 //!
 //! ```sh
 //! #!/bin/sh
@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use steward::ocf::{OcfContext, exit, run_action};
-use steward::plugin::Plugin;
-use steward::runtime::{Runtime, RuntimeConfig};
+use steward_monitor::ocf::{OcfContext, exit, run_action};
+use steward_monitor::plugin::Plugin;
+use steward_monitor::runtime::{Runtime, RuntimeConfig};
 
 use super::grant_args::GrantArgs;
 

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use steward::bindings::{Capability, PropertyKind, TypeInfo};
-use steward::conformance::{self, CHECK_RESOURCE_NAME, CheckReport};
-use steward::monitor::ResourceSpec;
-use steward::plugin::Plugin;
-use steward::runtime::{MAX_MEMORY_LIMIT_BYTES, Runtime, RuntimeConfig};
-use steward::text::escape_control;
+use steward_monitor::bindings::{Capability, PropertyKind, TypeInfo};
+use steward_monitor::conformance::{self, CHECK_RESOURCE_NAME, CheckReport};
+use steward_monitor::monitor::ResourceSpec;
+use steward_monitor::plugin::Plugin;
+use steward_monitor::runtime::{MAX_MEMORY_LIMIT_BYTES, Runtime, RuntimeConfig};
+use steward_monitor::text::escape_control;
 
 /// The memory cap of the checked instance when none is given.
 const DEFAULT_MEMORY_MIB: u64 = 64;
@@ -85,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     spec.memory_limit_bytes = (args.memory_mib as usize) << 20;
     if let Some(ms) = args.timeout_ms {
         let limit = Duration::from_millis(ms);
-        spec.timeouts = steward::monitor::Timeouts {
+        spec.timeouts = steward_monitor::monitor::Timeouts {
             open: limit,
             pending: limit,
             terminate: limit,

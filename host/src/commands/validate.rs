@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use steward::node::{check_config, load_plugins};
-use steward::runtime::{Runtime, RuntimeConfig};
+use steward_monitor::runtime::{Runtime, RuntimeConfig};
+use steward_node::{check_config, load_plugins};
 
 /// Arguments of `steward validate`.
 #[derive(clap::Args)]
@@ -16,7 +16,7 @@ pub struct Args {
 
 /// Checks the configuration; prints each error, or a summary.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match steward::config::load(&args.config) {
+    let config = match steward_config::load(&args.config) {
         Ok(config) => config,
         Err(error) => {
             println!("error: {error}");

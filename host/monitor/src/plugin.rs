@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn the_contract_version_is_the_wit_package_version() {
-        let wit = include_str!("../../wit/resource.wit");
+        let wit = include_str!("../../../wit/resource.wit");
         let package = format!("package steward:%resource@{CONTRACT_VERSION};");
         assert!(wit.lines().any(|line| line.trim() == package), "wit/resource.wit does not declare {package}");
         assert!(EXPORT_NAME.ends_with(&format!("@{CONTRACT_VERSION}")), "{EXPORT_NAME}");

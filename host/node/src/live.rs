@@ -16,12 +16,12 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::{NodeEvent, PluginView, blank_event, check_config, load_plugin};
-use crate::monitor::CallError;
-use crate::plugin::Plugin;
 use crate::plugin_dir::PluginFileChange;
-use crate::policy::{Input, ResourceState};
-use crate::process::TrackedProcess;
-use crate::worker::RemoteResource;
+use steward_monitor::monitor::CallError;
+use steward_monitor::plugin::Plugin;
+use steward_monitor::process::TrackedProcess;
+use steward_monitor::worker::RemoteResource;
+use steward_policy::{Input, ResourceState};
 
 /// An operator's request that is not the policy engine's.
 #[derive(Debug)]
@@ -99,15 +99,15 @@ pub(super) struct Running {
 /// node knows, so the task borrows nothing of it.
 struct ReloadPlanner {
     file: PathBuf,
-    groups: Vec<crate::config::GroupConfig>,
+    groups: Vec<steward_config::GroupConfig>,
     resources: std::collections::HashSet<String>,
     plugins: std::collections::BTreeMap<String, Arc<Plugin>>,
 }
 
 /// A reload's checked additions.
 pub(super) struct ReloadPlan {
-    groups: Vec<crate::config::GroupConfig>,
-    resources: Vec<crate::config::ResourceConfig>,
+    groups: Vec<steward_config::GroupConfig>,
+    resources: Vec<steward_config::ResourceConfig>,
     not_applied: Vec<String>,
 }
 
@@ -115,7 +115,7 @@ impl ReloadPlanner {
     /// Reads the file again and checks the groups it adds and their
     /// resources, as `steward validate` would; every error at once.
     async fn plan(self) -> Result<ReloadPlan, String> {
-        let fresh = crate::config::load(&self.file).map_err(|e| format!("{e}; nothing was changed"))?;
+        let fresh = steward_config::load(&self.file).map_err(|e| format!("{e}; nothing was changed"))?;
         let known = |name: &str| self.groups.iter().any(|g| g.name == name);
         let groups: Vec<_> = fresh.groups.iter().filter(|g| !known(&g.name)).cloned().collect();
         let members: std::collections::HashSet<&str> =
@@ -130,7 +130,8 @@ impl ReloadPlanner {
                 ));
             }
         }
-        let additions = crate::config::NodeConfig { resources: resources.clone(), groups: Vec::new(), ..fresh.clone() };
+        let additions =
+            steward_config::NodeConfig { resources: resources.clone(), groups: Vec::new(), ..fresh.clone() };
         errors.extend(check_config(&additions, &self.plugins).await.iter().map(ToString::to_string));
         if !errors.is_empty() {
             return Err(format!("{}; nothing was changed", errors.join("; ")));

@@ -70,7 +70,12 @@ impl OcfContext {
 
 /// Runs `action` on `plugin`; returns the exit code. Messages for the
 /// operator go to stderr, meta-data to stdout.
-pub async fn run_action(plugin: Arc<Plugin>, action: &str, grants: crate::grants::Grants, context: &OcfContext) -> u8 {
+pub async fn run_action(
+    plugin: Arc<Plugin>,
+    action: &str,
+    grants: steward_config::grants::Grants,
+    context: &OcfContext,
+) -> u8 {
     match action {
         "meta-data" => {
             print!("{}", meta_data(plugin.metadata()));
@@ -102,7 +107,7 @@ async fn lifecycle_action(
     plugin: Arc<Plugin>,
     action: &str,
     name: &str,
-    grants: crate::grants::Grants,
+    grants: steward_config::grants::Grants,
     context: &OcfContext,
 ) -> u8 {
     let state_file = context.state_dir.join(format!("steward-{}-{name}.json", plugin.type_name()));

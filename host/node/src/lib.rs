@@ -1,4 +1,7 @@
-//! The node runtime: carries out what the policy engine decides.
+//! Steward's node: the loop that carries out what the policy engine
+//! decides, the state store, the plugin directory and the ownership seam.
+//! It names no wasmtime type: sandboxes live in the monitor workers, which
+//! it drives through `steward_monitor::worker`.
 //!
 //! One task owns the [`PolicyEngine`]; it receives [`Input`]s on a channel
 //! (operator requests from the API, call results, timers) and events from
@@ -26,20 +29,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::bindings::{CallContext, ClusterEvent, PluginError};
-use crate::config::{ConfigError, GroupConfig, NodeConfig, ResourceConfig};
-use crate::failure::{Failure, FailureKind};
-use crate::latency::LatencyHistogram;
-use crate::monitor::{CallError, ResourceSpec, Timeouts};
-use crate::plugin::Plugin;
 use crate::plugin_dir::is_plugin_file;
-use crate::policy::{Action, GroupSpec, Input, MemberSpec, PolicyEngine, ResourceState, Severity};
-use crate::runtime::Runtime;
 use crate::state::{ResourceRecord, StateStore};
-use crate::worker::protocol::Report;
-use crate::worker::{RemoteResource, WorkerEvent, WorkerOptions, WorkerPool};
+use steward_config::{ConfigError, GroupConfig, NodeConfig, ResourceConfig};
+use steward_monitor::bindings::{CallContext, ClusterEvent, PluginError};
+use steward_monitor::latency::LatencyHistogram;
+use steward_monitor::monitor::{CallError, ResourceSpec, Timeouts};
+use steward_monitor::plugin::Plugin;
+use steward_monitor::runtime::Runtime;
+use steward_monitor::worker::protocol::Report;
+use steward_monitor::worker::{RemoteResource, WorkerEvent, WorkerOptions, WorkerPool};
+use steward_policy::failure::{Failure, FailureKind};
+use steward_policy::{Action, GroupSpec, Input, MemberSpec, PolicyEngine, ResourceState, Severity};
 
+pub mod error;
 mod live;
+pub mod plugin_dir;
+pub mod state;
+
+pub use error::Error;
 
 pub use live::{NodeRequest, ReloadReport, UpgradeReport};
 
@@ -438,7 +446,7 @@ pub async fn check_config(config: &NodeConfig, plugins: &BTreeMap<String, Arc<Pl
             continue;
         };
         // Compared in MiB: shifted into bytes, a huge value would wrap.
-        let most = crate::runtime::MAX_MEMORY_LIMIT_BYTES >> 20;
+        let most = steward_monitor::runtime::MAX_MEMORY_LIMIT_BYTES >> 20;
         match resource.memory_limit_mib {
             Some(0) => errors.push(at("memory_limit_mib: 0 leaves the resource no memory; give at least 1".into())),
             Some(mib) if mib > most => {
@@ -515,14 +523,14 @@ impl Node {
         store: Arc<StateStore>,
         ownership: Box<dyn Ownership>,
         ownership_events: mpsc::UnboundedReceiver<OwnershipEvent>,
-    ) -> Result<Node, crate::Error> {
+    ) -> Result<Node, Error> {
         let (worker_events_sender, worker_events) = mpsc::unbounded_channel();
         let workers = WorkerPool::new(
             WorkerOptions {
                 program: worker_program()?,
                 node_name: config.name.clone(),
                 cache_dir: config.data_dir.join("compile-cache"),
-                log_json: config.log_format == crate::config::LogFormat::Json,
+                log_json: config.log_format == steward_config::LogFormat::Json,
                 shared_capacity: (config.resources.len() as u32 + RELOAD_HEADROOM)
                     .min(config.max_instances_per_worker.unwrap_or_else(max_instances_per_worker)),
                 deadlock_timeout: config.worker_deadlock_timeout,
@@ -534,7 +542,7 @@ impl Node {
             worker_events_sender,
         );
         let (inputs, receiver) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(crate::events::EVENT_BACKLOG);
+        let (events, _) = broadcast::channel(steward_monitor::events::EVENT_BACKLOG);
         let (requests, node_requests) = mpsc::unbounded_channel();
         let view = Arc::new(NodeView {
             node_name: config.name.clone(),
@@ -608,7 +616,7 @@ impl Node {
         let compiled: std::collections::HashSet<String> =
             self.plugins.values().map(|p| p.cache_key().to_string()).collect();
         let hashes: std::collections::HashSet<String> = self.plugins.values().map(|p| p.hash().to_string()).collect();
-        let stale = self.runtime.prune_cache(&compiled) + crate::runtime::prune_dir(&versions, &hashes);
+        let stale = self.runtime.prune_cache(&compiled) + steward_monitor::runtime::prune_dir(&versions, &hashes);
         if stale > 0 {
             tracing::info!(stale, "dropped stale compiled components and plugin versions");
         }
@@ -1332,8 +1340,8 @@ impl Node {
     /// What a resource's sandbox reported besides failures: each becomes
     /// an event and a counter; progress also shows on the resource while
     /// its online or offline is pending.
-    fn on_notice(&mut self, resource: String, kind: crate::events::EventKind) {
-        use crate::events::EventKind;
+    fn on_notice(&mut self, resource: String, kind: steward_monitor::events::EventKind) {
+        use steward_monitor::events::EventKind;
         let Some(metrics) = self.view.metrics_of(&resource) else { return };
         let (event, reason) = match kind {
             EventKind::Progress { message } => {
@@ -1384,12 +1392,12 @@ async fn open_all(handles: Vec<RemoteResource>) -> Vec<live::Running> {
 /// The binary monitor workers run: this very one. Through `/proc/self/exe`
 /// it stays the daemon's own build even after a package upgrade replaces
 /// the file on disk, so the two sides always speak the same protocol.
-fn worker_program() -> Result<PathBuf, crate::Error> {
+fn worker_program() -> Result<PathBuf, Error> {
     let own = Path::new("/proc/self/exe");
     if own.exists() {
         return Ok(own.to_path_buf());
     }
-    std::env::current_exe().map_err(|source| crate::Error::Io {
+    std::env::current_exe().map_err(|source| Error::Io {
         context: "cannot find the steward binary to start monitor workers".into(),
         source,
     })
@@ -1416,7 +1424,7 @@ fn severity(error: &CallError) -> Severity {
 pub fn resource_spec(
     resource: &ResourceConfig,
     plugin: &Plugin,
-    adopt: Vec<crate::process::TrackedProcess>,
+    adopt: Vec<steward_monitor::process::TrackedProcess>,
 ) -> ResourceSpec {
     let mut spec = ResourceSpec::new(&resource.name, plugin);
     spec.properties = resource.properties.clone();

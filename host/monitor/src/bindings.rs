@@ -8,7 +8,7 @@
 
 wasmtime::component::bindgen!({
     world: "plugin",
-    path: "../wit",
+    path: "../../wit",
     imports: {
         "steward:resource/host.sleep-ms": async | trappable,
         "steward:resource/process.wait": async | trappable,

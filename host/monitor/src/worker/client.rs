@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{Reader, Report, Request, Response, Value, Writer, pump};
 use crate::bindings::CallContext;
-use crate::failure::Failure;
 use crate::monitor::{CallError, ResourceSpec};
 use crate::plugin::Plugin;
 use crate::process::TrackedProcess;
+use steward_policy::failure::Failure;
 
 /// How often the daemon pings each worker.
 const PING_EVERY: Duration = Duration::from_millis(250);
@@ -41,9 +41,7 @@ mod remote;
 
 pub use remote::RemoteResource;
 
-/// The name of the worker resources share unless they ask for their own;
-/// once it is full the next are `shared-2`, `shared-3`, and so on.
-pub const SHARED_WORKER: &str = "shared";
+pub use steward_config::worker_names::{SHARED_WORKER, is_shared_worker_name, shared_worker_name};
 
 /// How the daemon starts its workers.
 pub struct WorkerOptions {
@@ -207,24 +205,6 @@ impl WorkerPool {
                 worker
             })
             .clone()
-    }
-}
-
-/// Whether `name` is, or could become, a shared worker's name: a resource
-/// with a worker of its own (named after it) must not take one.
-pub fn is_shared_worker_name(name: &str) -> bool {
-    name == SHARED_WORKER
-        || name
-            .strip_prefix(SHARED_WORKER)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .is_some_and(|number| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The name of the `index`th shared worker: `shared`, then `shared-2`, ...
-fn shared_worker_name(index: usize) -> String {
-    match index {
-        0 => SHARED_WORKER.to_string(),
-        _ => format!("{SHARED_WORKER}-{}", index + 1),
     }
 }
 
@@ -585,19 +565,4 @@ fn expect_done(value: Value) -> Result<(), CallError> {
 
 fn unexpected(value: Value) -> CallError {
     lost(&format!("it answered out of protocol: {value:?}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_shard_names_are_reserved() {
-        for index in 0..3 {
-            assert!(is_shared_worker_name(&shared_worker_name(index)));
-        }
-        for free in ["shared-", "shared-x", "shared2", "sharedstore", "web-shared-2", "notepad"] {
-            assert!(!is_shared_worker_name(free), "{free}");
-        }
-    }
 }

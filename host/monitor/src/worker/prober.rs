@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 
 use super::protocol::{PROBE_STATS_EVERY, ProbeCount, ProbeOutcome, Report, Response};
 use crate::bindings::CheckLevel;
-use crate::failure::{Failure, FailureKind};
 use crate::latency::BucketCounts;
 use crate::monitor::ResourceHandle;
+use steward_policy::failure::{Failure, FailureKind};
 
 /// The wheel's slot width. A probe runs at the first round at or after
 /// its time, never before it.

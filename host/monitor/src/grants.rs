@@ -1,28 +1,19 @@
-//! Capability grants: what one resource may reach beyond its own memory.
-//!
-//! Deny by default. With an empty [`Grants`] a resource:
-//! - spawns no program (the `process` capability refuses every path);
-//! - sees no directory (no WASI preopens), so no host file at all;
-//! - has no network: it may open TCP connections only to the exact socket
-//!   addresses its `network` grant names; it may not listen, use UDP or
-//!   look names up;
-//! - has no environment variables, arguments or stdin; its stdout is
-//!   discarded and its stderr is kept (bounded) for failure reports.
+//! Grants made real: each new sandbox's WASI context (only the granted
+//! directories and addresses), its process table (only the granted
+//! programs) and its symlink check, built from the plain
+//! [`Grants`](steward_config::grants::Grants) the configuration holds.
 //!
 //! A granted directory is the guest's to change, with one exception: a
 //! symlink it makes must point inside the granted directory that holds it
 //! ([`SymlinkGuard`]). WASI never follows a link out of a preopen, but the
 //! operator's tools and the programs the resource spawns would.
-//!
-//! Each grant has a lifecycle: [`Grants::configure`] checks it once, when
-//! the configuration is read (what `steward validate` runs), and
-//! the `prepare_*` functions build the per-instance state for each new store.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use steward_config::grants::Grants;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
@@ -30,123 +21,50 @@ use crate::error::{Error, Result};
 use crate::guest_log::StderrTail;
 use crate::process::ProcessTable;
 
-/// A host directory made visible to a resource.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DirectoryGrant {
-    /// The directory on the host (absolute).
-    pub host_path: PathBuf,
-    /// Where the plugin sees it (absolute, for example `/state`).
-    pub guest_path: String,
-    /// Whether the plugin may only read.
-    pub read_only: bool,
-}
-
-/// Everything a resource is allowed to reach.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Grants {
-    /// Programs the resource may spawn, by absolute path.
-    pub programs: Vec<PathBuf>,
-    /// Directories preopened for the resource.
-    pub directories: Vec<DirectoryGrant>,
-    /// Socket addresses the resource may open TCP connections to.
-    pub network: Vec<SocketAddr>,
-}
-
-impl DirectoryGrant {
-    /// Parses `HOST:GUEST` or `HOST:GUEST:ro` (the CLI's form).
-    pub fn parse(text: &str) -> Option<DirectoryGrant> {
-        let mut parts = text.split(':');
-        let host_path = PathBuf::from(parts.next()?);
-        let guest_path = parts.next()?.to_string();
-        let read_only = match parts.next() {
-            None => false,
-            Some("ro") => true,
-            Some(_) => return None,
+/// Builds the WASI context of a new instance: only the granted
+/// directories, stderr into `stderr`, nothing else.
+pub fn wasi_context(grants: &Grants, resource: &str, stderr: &StderrTail) -> Result<WasiCtx> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.stderr(stderr.clone());
+    // Measured: file I/O through the blocking pool costs 110-160 us per
+    // call; inline on the calling thread, ~30 us. A plugin's file access
+    // is small and local, and the call's deadline still bounds it.
+    builder.allow_blocking_current_thread(true);
+    builder.allow_udp(false).allow_ip_name_lookup(false).allow_tcp(!grants.network.is_empty());
+    let allowed: Arc<[SocketAddr]> = grants.network.clone().into();
+    builder.socket_addr_check(move |addr, usage| {
+        let permitted = match usage {
+            SocketAddrUse::TcpConnect => allowed.contains(&addr),
+            // A connect binds implicitly to the wildcard address first.
+            SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+            _ => false,
         };
-        parts.next().is_none().then_some(DirectoryGrant { host_path, guest_path, read_only })
-    }
-}
-
-impl Grants {
-    /// Checks every grant of `resource` once: absolute paths, programs that
-    /// exist and directories that exist. Errors name the grant and the fix.
-    pub fn configure(&self, resource: &str) -> Result<()> {
-        let invalid = |grant: String, reason: &str| Error::InvalidGrant {
+        Box::pin(async move { permitted })
+    });
+    for directory in &grants.directories {
+        let perms = if directory.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        builder.preopened_dir(&directory.host_path, &directory.guest_path, perms).map_err(|e| Error::InvalidGrant {
             resource: resource.to_string(),
-            grant,
-            reason: reason.to_string(),
-        };
-        for program in &self.programs {
-            let grant = format!("programs: {}", program.display());
-            if !program.is_absolute() {
-                return Err(invalid(grant, "a program must be named by its absolute path"));
-            }
-            if !program.is_file() {
-                return Err(invalid(grant, "no such file; install the program or fix the path"));
-            }
-        }
-        for directory in &self.directories {
-            let grant = format!("directories: {}:{}", directory.host_path.display(), directory.guest_path);
-            if !directory.host_path.is_absolute() {
-                return Err(invalid(grant, "the host directory must be an absolute path"));
-            }
-            if !directory.host_path.is_dir() {
-                return Err(invalid(grant, "the host directory does not exist; create it first"));
-            }
-            if !directory.guest_path.starts_with('/') {
-                return Err(invalid(grant, "the guest path must be absolute, for example /state"));
-            }
-        }
-        Ok(())
+            grant: format!("directories: {}", directory.host_path.display()),
+            reason: format!("cannot open it: {e:#}"),
+        })?;
     }
+    Ok(builder.build())
+}
 
-    /// Builds the WASI context of a new instance: only the granted
-    /// directories, stderr into `stderr`, nothing else.
-    pub fn prepare_wasi(&self, resource: &str, stderr: &StderrTail) -> Result<WasiCtx> {
-        let mut builder = WasiCtxBuilder::new();
-        builder.stderr(stderr.clone());
-        // Measured: file I/O through the blocking pool costs 110-160 us per
-        // call; inline on the calling thread, ~30 us. A plugin's file access
-        // is small and local, and the call's deadline still bounds it.
-        builder.allow_blocking_current_thread(true);
-        builder.allow_udp(false).allow_ip_name_lookup(false).allow_tcp(!self.network.is_empty());
-        let allowed: Arc<[SocketAddr]> = self.network.clone().into();
-        builder.socket_addr_check(move |addr, usage| {
-            let permitted = match usage {
-                SocketAddrUse::TcpConnect => allowed.contains(&addr),
-                // A connect binds implicitly to the wildcard address first.
-                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
-                _ => false,
-            };
-            Box::pin(async move { permitted })
-        });
-        for directory in &self.directories {
-            let perms = if directory.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-            builder.preopened_dir(&directory.host_path, &directory.guest_path, perms).map_err(|e| {
-                Error::InvalidGrant {
-                    resource: resource.to_string(),
-                    grant: format!("directories: {}", directory.host_path.display()),
-                    reason: format!("cannot open it: {e:#}"),
-                }
-            })?;
-        }
-        Ok(builder.build())
-    }
+/// The process table of a new instance: only the granted programs, and
+/// the still-running processes of `adopt` (from an earlier run).
+pub fn process_table(grants: &Grants, adopt: &[crate::process::TrackedProcess]) -> ProcessTable {
+    ProcessTable::new(grants.programs.clone(), adopt)
+}
 
-    /// The process table of a new instance: only the granted programs, and
-    /// the still-running processes of `adopt` (from an earlier run).
-    pub fn prepare_processes(&self, adopt: &[crate::process::TrackedProcess]) -> ProcessTable {
-        ProcessTable::new(self.programs.clone(), adopt)
-    }
-
-    /// The symlink check of a new instance, over its granted directories.
-    pub fn prepare_symlink_guard(&self) -> SymlinkGuard {
-        // Canonical, as the kernel names a directory descriptor's path. A
-        // directory that cannot be resolved is left out, which refuses
-        // every symlink in it rather than letting any through.
-        let roots = self.directories.iter().filter_map(|directory| directory.host_path.canonicalize().ok()).collect();
-        SymlinkGuard { roots }
-    }
+/// The symlink check of a new instance, over its granted directories.
+pub fn symlink_guard(grants: &Grants) -> SymlinkGuard {
+    // Canonical, as the kernel names a directory descriptor's path. A
+    // directory that cannot be resolved is left out, which refuses
+    // every symlink in it rather than letting any through.
+    let roots = grants.directories.iter().filter_map(|directory| directory.host_path.canonicalize().ok()).collect();
+    SymlinkGuard { roots }
 }
 
 /// Decides whether a symlink the guest asks to make stays inside the granted
@@ -241,14 +159,15 @@ fn leading_parent_dirs(target: &str) -> Result<usize, SymlinkRefused> {
 
 #[cfg(test)]
 mod tests {
+    use steward_config::grants::DirectoryGrant;
+
     use super::*;
 
     fn guard(root: &Path) -> SymlinkGuard {
-        Grants {
+        symlink_guard(&Grants {
             directories: vec![DirectoryGrant { host_path: root.into(), guest_path: "/data".into(), read_only: false }],
             ..Grants::default()
-        }
-        .prepare_symlink_guard()
+        })
     }
 
     #[test]

@@ -35,11 +35,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use steward::bindings::{CheckLevel, Plugin as PluginWorld};
-use steward::grants::DirectoryGrant;
-use steward::monitor::{Monitor, ResourceHandle, ResourceSpec};
-use steward::plugin::Plugin;
-use steward::runtime::{Runtime, RuntimeConfig};
+use steward_config::grants::DirectoryGrant;
+use steward_monitor::bindings::{CheckLevel, Plugin as PluginWorld};
+use steward_monitor::monitor::{Monitor, ResourceHandle, ResourceSpec};
+use steward_monitor::plugin::Plugin;
+use steward_monitor::runtime::{Runtime, RuntimeConfig};
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable, TypedFunc};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -51,7 +51,8 @@ const CALLS_PER_BATCH: u32 = 20_000;
 const BATCHES: usize = 15;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default();
+    // The workspace root: this crate is `host/monitor`.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map(Path::to_path_buf).unwrap_or_default();
     let guests = root.join("target/wasm32-wasip2/guest");
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
     let cache = tempfile::tempdir().expect("cache dir");
@@ -111,8 +112,8 @@ async fn load(runtime: &Arc<Runtime>, path: &Path) -> Arc<Plugin> {
     Arc::new(Plugin::load(runtime, path).await.unwrap_or_else(|e| panic!("{e} (run `cargo xtask guests` first)")))
 }
 
-fn context() -> steward::bindings::CallContext {
-    steward::bindings::CallContext { node_name: "bench".into(), fencing_token: 1, attempt: 1 }
+fn context() -> steward_monitor::bindings::CallContext {
+    steward_monitor::bindings::CallContext { node_name: "bench".into(), fencing_token: 1, attempt: 1 }
 }
 
 /// The median of timed batches of `CALLS_PER_BATCH` calls, per call, in ns.
@@ -186,14 +187,16 @@ fn bare_store(engine: &Engine) -> Store<Bare> {
 /// import traps if called (looks-alive of `dummy` calls none).
 fn bare_host_imports(linker: &mut Linker<Bare>, component: &Component) {
     let mut host = linker.instance("steward:resource/host@0.1.0").expect("host instance");
-    host.func_wrap("log", |_store, _args: (steward::bindings::LogLevel, String, Vec<(String, String)>)| Ok(()))
+    host.func_wrap("log", |_store, _args: (steward_monitor::bindings::LogLevel, String, Vec<(String, String)>)| Ok(()))
         .expect("log");
     linker.define_unknown_imports_as_traps(component).expect("trap imports");
 }
 
 /// `[static]instance.open` of the resource-type export, typed.
-type BareOpen =
-    TypedFunc<(&'static str, &'static [(String, String)]), (Result<ResourceAny, steward::bindings::PluginError>,)>;
+type BareOpen = TypedFunc<
+    (&'static str, &'static [(String, String)]),
+    (Result<ResourceAny, steward_monitor::bindings::PluginError>,),
+>;
 
 /// `[static]instance.open` and `[method]instance.looks-alive` of the
 /// resource-type export, typed.
@@ -201,7 +204,8 @@ fn bare_exports(
     instance: &wasmtime::component::Instance,
     store: &mut Store<Bare>,
 ) -> (BareOpen, TypedFunc<(ResourceAny,), (bool,)>) {
-    let interface = instance.get_export_index(&mut *store, None, steward::plugin::EXPORT_NAME).expect("interface");
+    let interface =
+        instance.get_export_index(&mut *store, None, steward_monitor::plugin::EXPORT_NAME).expect("interface");
     let open = instance.get_export_index(&mut *store, Some(&interface), "[static]instance.open").expect("open");
     let probe =
         instance.get_export_index(&mut *store, Some(&interface), "[method]instance.looks-alive").expect("probe");
@@ -405,7 +409,7 @@ async fn instantiate_only_us(runtime: &Arc<Runtime>, path: &Path, runs: u32) -> 
     let pre = runtime.linker().instantiate_pre(&component).expect("pre");
     let started = Instant::now();
     for _ in 0..runs {
-        let mut store = runtime.new_store(steward::sandbox::SandboxState::ungranted("bench", 64 << 20));
+        let mut store = runtime.new_store(steward_monitor::sandbox::SandboxState::ungranted("bench", 64 << 20));
         black_box(pre.instantiate_async(&mut store).await.expect("instantiate"));
     }
     started.elapsed().as_secs_f64() * 1e6 / f64::from(runs)

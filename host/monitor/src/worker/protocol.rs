@@ -19,9 +19,9 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::bindings::{CallContext, CheckLevel, ClusterEvent, Health};
 use crate::events::EventKind;
-use crate::failure::Failure;
 use crate::monitor::{CallError, ResourceSpec};
 use crate::process::TrackedProcess;
+use steward_policy::failure::Failure;
 
 /// How often a worker reports how many probes it ran.
 pub const PROBE_STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);

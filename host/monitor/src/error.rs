@@ -1,4 +1,4 @@
-//! The host library's one error type. Each variant names what it is about
+//! The monitor's one error type. Each variant names what it is about
 //! (the file, the resource, the property) and, where one helps, what to do.
 
 use std::path::PathBuf;
@@ -40,6 +40,10 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// The configuration of a resource is wrong (for example, a grant names
+    /// a program that is not there); the error names the resource.
+    #[error(transparent)]
+    Config(#[from] steward_config::ConfigError),
     /// The sandbox engine could not be set up.
     #[error("cannot set up the sandbox engine: {0}")]
     Engine(String),

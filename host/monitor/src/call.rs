@@ -137,7 +137,7 @@ pub enum CallError {
     },
 }
 
-pub use crate::failure::{Failure, FailureKind};
+pub use steward_policy::failure::{Failure, FailureKind};
 
 impl CallError {
     /// The kind of failure.

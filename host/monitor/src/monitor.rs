@@ -27,10 +27,10 @@ use crate::bindings::{
 };
 use crate::error::{Error, Result};
 use crate::events::{EVENT_BACKLOG, EventKind, MonitorEvent};
-use crate::grants::Grants;
 use crate::plugin::Plugin;
 use crate::runtime::{EpochAwake, MAX_MEMORY_LIMIT_BYTES, one_line};
 use crate::sandbox::SandboxState;
+use steward_config::grants::Grants;
 
 pub use crate::call::{CallError, Failure, FailureKind, Operation, describe_plugin_error};
 use crate::call::{begin_call, finish_call, timed};

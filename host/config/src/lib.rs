@@ -9,7 +9,7 @@
 //! Every error names the file and, where the file says it, the line and
 //! column, the resource or group, the field, and what to do. Checks that need
 //! a plugin (the type exists, the properties satisfy its schema and its own
-//! `validate`) run in [`crate::node::check_config`], which `steward validate`
+//! `validate`) run in the node crate (`steward_node::check_config`), which `steward validate`
 //! and `steward daemon` share.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,6 +21,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::grants::{DirectoryGrant, Grants};
+
+pub mod grants;
+pub mod worker_names;
 
 /// A configuration error, naming where and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -289,7 +292,7 @@ fn check_structure(config: &NodeConfig) -> Result<(), ConfigError> {
         if !seen.insert(resource.name.as_str()) {
             return Err(resource_error(resource, "the name is used twice; give each resource its own name".into()));
         }
-        if resource.separate_monitor && crate::worker::is_shared_worker_name(&resource.name) {
+        if resource.separate_monitor && worker_names::is_shared_worker_name(&resource.name) {
             return Err(resource_error(
                 resource,
                 "separate_monitor: its worker would be named like the shared workers (`shared`, `shared-2`, ...); \

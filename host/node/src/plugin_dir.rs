@@ -16,7 +16,7 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// How long a finished file must stay unchanged before it is loaded.
 pub const SETTLE: Duration = Duration::from_millis(200);
@@ -38,7 +38,7 @@ pub enum PluginFileChange {
 
 /// Watches `dir` until the returned watcher is dropped; changes arrive on
 /// the receiver.
-pub fn watch(dir: &Path) -> Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<PluginFileChange>)> {
+pub fn watch(dir: &Path) -> Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<PluginFileChange>), Error> {
     let (raw_sender, raw) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let _ = raw_sender.send(event);

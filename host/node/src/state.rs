@@ -12,7 +12,9 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::process::TrackedProcess;
+use steward_monitor::process::TrackedProcess;
+
+use crate::error::Error;
 
 /// Groups an operator (or the first start) wanted online: group -> bool.
 const WANTED: TableDefinition<&str, &str> = TableDefinition::new("group_wanted_online");
@@ -25,16 +27,6 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("node_counters
 
 /// The key of the fencing-token counter in [`COUNTERS`].
 const FENCING_TOKEN: &str = "fencing_token";
-
-/// An error of the state store, naming the file.
-#[derive(Debug, thiserror::Error)]
-#[error("state store {file}: {message}")]
-pub struct StateError {
-    /// The store's file.
-    pub file: String,
-    /// What went wrong.
-    pub message: String,
-}
 
 /// What the node remembers of a resource besides its processes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
@@ -57,10 +49,10 @@ pub struct StateStore {
 
 impl StateStore {
     /// Opens (or creates) `steward.redb` in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<StateStore, StateError> {
+    pub fn open(data_dir: &Path) -> Result<StateStore, Error> {
         let path = data_dir.join("steward.redb");
         let file = path.display().to_string();
-        let fail = |message: String| StateError { file: file.clone(), message };
+        let fail = |message: String| Error::State { file: file.clone(), message };
         std::fs::create_dir_all(data_dir).map_err(|e| fail(format!("cannot create the data directory: {e}")))?;
         let database = Database::create(&path).map_err(|e| fail(e.to_string()))?;
         let store = StateStore { database, file };
@@ -75,32 +67,32 @@ impl StateStore {
     }
 
     /// Whether `group` was last wanted online; none if never recorded.
-    pub fn group_wanted(&self, group: &str) -> Result<Option<bool>, StateError> {
+    pub fn group_wanted(&self, group: &str) -> Result<Option<bool>, Error> {
         self.get(WANTED, group)
     }
 
     /// Records whether `group` is wanted online.
-    pub fn set_group_wanted(&self, group: &str, online: bool) -> Result<(), StateError> {
+    pub fn set_group_wanted(&self, group: &str, online: bool) -> Result<(), Error> {
         self.put(WANTED, group, &online)
     }
 
     /// The processes `resource` spawned, as last recorded.
-    pub fn processes(&self, resource: &str) -> Result<Vec<TrackedProcess>, StateError> {
+    pub fn processes(&self, resource: &str) -> Result<Vec<TrackedProcess>, Error> {
         Ok(self.get(PROCESSES, resource)?.unwrap_or_default())
     }
 
     /// Records the processes `resource` runs now.
-    pub fn set_processes(&self, resource: &str, processes: &[TrackedProcess]) -> Result<(), StateError> {
+    pub fn set_processes(&self, resource: &str, processes: &[TrackedProcess]) -> Result<(), Error> {
         self.put(PROCESSES, resource, &processes)
     }
 
     /// What is remembered of `resource`.
-    pub fn record(&self, resource: &str) -> Result<ResourceRecord, StateError> {
+    pub fn record(&self, resource: &str) -> Result<ResourceRecord, Error> {
         Ok(self.get(RECORDS, resource)?.unwrap_or_default())
     }
 
     /// Replaces what is remembered of several resources, in one commit.
-    pub fn set_records(&self, records: &[(&str, &ResourceRecord)]) -> Result<(), StateError> {
+    pub fn set_records(&self, records: &[(&str, &ResourceRecord)]) -> Result<(), Error> {
         let write = self.database.begin_write().map_err(|e| self.error(e))?;
         {
             let mut table = write.open_table(RECORDS).map_err(|e| self.error(e))?;
@@ -115,7 +107,7 @@ impl StateStore {
     /// The next fencing token: one more than the last handed out, durable
     /// before it is returned, so a token is never handed out twice, not
     /// even across a crash and a restart.
-    pub fn next_fencing_token(&self) -> Result<u64, StateError> {
+    pub fn next_fencing_token(&self) -> Result<u64, Error> {
         let write = self.database.begin_write().map_err(|e| self.error(e))?;
         let token = {
             let mut table = write.open_table(COUNTERS).map_err(|e| self.error(e))?;
@@ -128,7 +120,7 @@ impl StateStore {
         Ok(token)
     }
 
-    fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>, key: &str) -> Result<Option<T>, StateError> {
+    fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>, key: &str) -> Result<Option<T>, Error> {
         let read = self.database.begin_read().map_err(|e| self.error(e))?;
         let table = read.open_table(table).map_err(|e| self.error(e))?;
         let Some(value) = table.get(key).map_err(|e| self.error(e))? else {
@@ -142,7 +134,7 @@ impl StateStore {
         table: TableDefinition<&str, &str>,
         key: &str,
         value: &T,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), Error> {
         let json = serde_json::to_string(value).map_err(|e| self.error(e))?;
         let write = self.database.begin_write().map_err(|e| self.error(e))?;
         {
@@ -152,8 +144,8 @@ impl StateStore {
         write.commit().map_err(|e| self.error(e))
     }
 
-    fn error(&self, error: impl std::fmt::Display) -> StateError {
-        StateError { file: self.file.clone(), message: error.to_string() }
+    fn error(&self, error: impl std::fmt::Display) -> Error {
+        Error::State { file: self.file.clone(), message: error.to_string() }
     }
 }
 

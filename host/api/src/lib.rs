@@ -36,8 +36,13 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::node::{NodeEvent, NodeRequest, NodeView};
-use crate::policy::Input;
+use steward_node::{NodeEvent, NodeRequest, NodeView};
+use steward_policy::Input;
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, view: Arc<NodeView>) -> std::io::Result<()> {
+    axum::serve(listener, router(view)).await
+}
 
 /// The API's routes over `view`.
 pub fn router(view: Arc<NodeView>) -> Router {
@@ -105,10 +110,10 @@ impl IntoResponse for ApiError {
 struct StatusBody {
     node: String,
     /// `loading-plugins` while the daemon starts, then `running`, then `stopping`.
-    phase: crate::node::NodePhase,
-    groups: Vec<crate::node::GroupView>,
-    resources: Vec<crate::node::ResourceView>,
-    workers: Vec<crate::worker::WorkerView>,
+    phase: steward_node::NodePhase,
+    groups: Vec<steward_node::GroupView>,
+    resources: Vec<steward_node::ResourceView>,
+    workers: Vec<steward_monitor::worker::WorkerView>,
     recent_events: Vec<NodeEvent>,
 }
 
@@ -133,14 +138,14 @@ async fn status(State(view): State<Arc<NodeView>>) -> Result<Json<StatusBody>, A
     }))
 }
 
-async fn resources(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<crate::node::ResourceView>>, ApiError> {
+async fn resources(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<steward_node::ResourceView>>, ApiError> {
     Ok(Json(read(&view.resources)?.values().cloned().collect()))
 }
 
 async fn resource(
     State(view): State<Arc<NodeView>>,
     Path(name): Path<String>,
-) -> Result<Json<crate::node::ResourceView>, ApiError> {
+) -> Result<Json<steward_node::ResourceView>, ApiError> {
     read(&view.resources)?
         .get(&name)
         .cloned()
@@ -148,14 +153,14 @@ async fn resource(
         .ok_or_else(|| ApiError::not_found("name", format!("no resource named `{name}`")))
 }
 
-async fn groups(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<crate::node::GroupView>>, ApiError> {
+async fn groups(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<steward_node::GroupView>>, ApiError> {
     Ok(Json(read(&view.groups)?.values().cloned().collect()))
 }
 
 async fn group(
     State(view): State<Arc<NodeView>>,
     Path(name): Path<String>,
-) -> Result<Json<crate::node::GroupView>, ApiError> {
+) -> Result<Json<steward_node::GroupView>, ApiError> {
     read(&view.groups)?
         .get(&name)
         .cloned()
@@ -163,21 +168,21 @@ async fn group(
         .ok_or_else(|| ApiError::not_found("name", format!("no group named `{name}`")))
 }
 
-async fn plugins(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<crate::node::PluginView>>, ApiError> {
+async fn plugins(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<steward_node::PluginView>>, ApiError> {
     Ok(Json(read(&view.plugins)?.clone()))
 }
 
 async fn upgrade_plugin(
     State(view): State<Arc<NodeView>>,
     Path(type_name): Path<String>,
-) -> Result<Json<crate::node::UpgradeReport>, ApiError> {
+) -> Result<Json<steward_node::UpgradeReport>, ApiError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     ask(&view, NodeRequest::Upgrade { type_name, reply })?;
     let report = answer.await.map_err(|_| ApiError::internal("the node loop dropped the request".into()))?;
     report.map(Json).map_err(|message| ApiError::not_found("type", message))
 }
 
-async fn reload(State(view): State<Arc<NodeView>>) -> Result<Json<crate::node::ReloadReport>, ApiError> {
+async fn reload(State(view): State<Arc<NodeView>>) -> Result<Json<steward_node::ReloadReport>, ApiError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     ask(&view, NodeRequest::Reload { reply })?;
     let report = answer.await.map_err(|_| ApiError::internal("the node loop dropped the request".into()))?;
@@ -192,7 +197,7 @@ fn ask(view: &NodeView, request: NodeRequest) -> Result<(), ApiError> {
     view.node_requests.send(request).map_err(|_| ApiError::internal("the node loop has stopped".into()))
 }
 
-async fn workers(State(view): State<Arc<NodeView>>) -> Json<Vec<crate::worker::WorkerView>> {
+async fn workers(State(view): State<Arc<NodeView>>) -> Json<Vec<steward_monitor::worker::WorkerView>> {
     Json(view.workers.views())
 }
 
@@ -322,14 +327,14 @@ impl std::fmt::Debug for NodeMetrics {
 
 impl prometheus_client::collector::Collector for NodeMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        use crate::node::ResourceMetrics;
+        use steward_node::ResourceMetrics;
         let view = &self.0;
         let Ok(resources) = view.resources.read() else { return Ok(()) };
         let Ok(metrics) = view.metrics.read() else { return Ok(()) };
         let counted: Vec<(&str, &str, bool, &ResourceMetrics)> = resources
             .iter()
             .filter_map(|(name, resource)| {
-                let online = resource.state == crate::policy::ResourceState::Online;
+                let online = resource.state == steward_policy::ResourceState::Online;
                 Some((name.as_str(), resource.group.as_str(), online, metrics.get(name)?.as_ref()))
             })
             .collect();
@@ -363,7 +368,7 @@ impl prometheus_client::collector::Collector for NodeMetrics {
             MetricType::Counter,
         )?;
         for (resource, group, _, metrics) in &counted {
-            for kind in crate::failure::FailureKind::ALL {
+            for kind in steward_policy::failure::FailureKind::ALL {
                 let count = load(&metrics.failures_by_kind[kind.index()]);
                 if count > 0 {
                     let labels = [("resource", *resource), ("group", *group), ("kind", kind.as_str())];
@@ -429,7 +434,10 @@ impl prometheus_client::collector::Collector for NodeMetrics {
     }
 }
 
-fn encode_histogram(mut encoder: MetricEncoder<'_>, histogram: &crate::latency::LatencyHistogram) -> std::fmt::Result {
+fn encode_histogram(
+    mut encoder: MetricEncoder<'_>,
+    histogram: &steward_monitor::latency::LatencyHistogram,
+) -> std::fmt::Result {
     let snapshot = histogram.snapshot();
     encoder.encode_histogram::<NoLabelSet>(snapshot.sum_seconds, snapshot.count, &snapshot.buckets, None)
 }

@@ -18,7 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::steward::resource::{host, types};
 use crate::bindings::{LogLevel, NodeIdentity};
 use crate::events::{EventKind, MonitorEvent};
-use crate::grants::{SymlinkGuard, SymlinkRefused};
+use crate::grants::{self, SymlinkGuard, SymlinkRefused};
 use crate::guest_log::{GuestLog, StderrTail};
 use crate::process::ProcessTable;
 
@@ -55,13 +55,13 @@ impl SandboxState {
         events: broadcast::Sender<MonitorEvent>,
     ) -> crate::error::Result<Self> {
         let stderr = StderrTail::default();
-        let wasi = spec.grants.prepare_wasi(&spec.name, &stderr)?;
+        let wasi = grants::wasi_context(&spec.grants, &spec.name, &stderr)?;
         Ok(SandboxState {
             wasi,
             table: ResourceTable::new(),
-            symlinks: spec.grants.prepare_symlink_guard(),
+            symlinks: grants::symlink_guard(&spec.grants),
             limiter: MemoryLimiter { limit_bytes: spec.memory_limit_bytes, hit: false },
-            processes: spec.grants.prepare_processes(&spec.adopt),
+            processes: grants::process_table(&spec.grants, &spec.adopt),
             log: GuestLog::default(),
             stderr,
             clock: CallClock::default(),
