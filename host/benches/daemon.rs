@@ -1,7 +1,8 @@
 //! The node daemon benchmark: a real `steward daemon` (release build) with
 //! N `dummy` resources probed with looks-alive every second, measured from
 //! outside through `/proc`; and the latency from a plugin's
-//! `signal-failure` to its restart beginning. Writes
+//! `signal-failure` to its restart beginning; and how late a failing
+//! group's restarts come while a reload adds 1,000 resources. Writes
 //! `target/bench/daemon.json` (the 10,000-resource figures at the top level,
 //! the 1,000-resource ones under `n1000`) and prints it. Run it with
 //! `cargo xtask bench`.
@@ -34,6 +35,9 @@ fn main() {
     }
     figures.insert("n1000".into(), small);
     figures.insert("signal_to_restart_ms".into(), json!(tokio.block_on(signal_to_restart_ms(&guests))));
+    for (key, value) in tokio.block_on(restarts_during_a_reload(&guests)) {
+        figures.insert(key.into(), value);
+    }
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out).expect("target/bench");
     let text = serde_json::to_string_pretty(&Value::Object(figures)).expect("json");
@@ -60,6 +64,11 @@ fn free_address() -> String {
 }
 
 async fn start(guests: &Path, plugins: &[&str], body: &str) -> Daemon {
+    start_logging(guests, plugins, body, None).await
+}
+
+/// Starts a daemon; with `log`, its info-level text log goes to that file.
+async fn start_logging(guests: &Path, plugins: &[&str], body: &str, log: Option<&Path>) -> Daemon {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins");
     for plugin in plugins {
@@ -73,9 +82,9 @@ async fn start(guests: &Path, plugins: &[&str], body: &str) -> Daemon {
     let child = Command::new(env!("CARGO_BIN_EXE_steward"))
         .args(["daemon", "--config"])
         .arg(dir.path().join("steward.toml"))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log.map_or_else(Stdio::null, |file| Stdio::from(std::fs::File::create(file).expect("log file"))))
         .spawn()
         .expect("daemon starts");
     Daemon { child, api, _dir: dir }
@@ -199,4 +208,81 @@ async fn signal_to_restart_ms(guests: &Path) -> f64 {
     let median = samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN);
     println!("signal to restart: {} samples, median {median:.3} ms", samples.len());
     (median * 1000.0).round() / 1000.0
+}
+
+/// A group whose probe fails every 100 ms restarts after 300 ms, again
+/// and again; meanwhile a reload adds 1,000 `dummy` resources (one of them
+/// takes 1.5 s to validate) and opens them. The node loop must not wait
+/// for any of it: each restart that falls between the reload request and
+/// the last added resource online is measured against its 300 ms delay
+/// (`reload_restart_late_ms_max`, `_median`; the bound is 50).
+/// Times come from the daemon's own log, which loses nothing.
+async fn restarts_during_a_reload(guests: &Path) -> Vec<(&'static str, Value)> {
+    const DELAY_US: u64 = 300_000;
+    let crashing = "[[resource]]\nname = \"crash\"\ntype = \"hostile\"\nproperties = { fault = \"trap-looks-alive\" }\nlooks_alive_interval = \"100ms\"\nseparate_monitor = true\n\n[[group]]\nname = \"crashing\"\nresources = [\"crash\"]\npolicy = { restart_delay = \"300ms\", restart_backoff = 1.0, restart_threshold = 100000 }\n";
+    let log_dir = tempfile::tempdir().expect("tempdir");
+    let log = log_dir.path().join("daemon.log");
+    let daemon = start_logging(guests, &["hostile", "dummy"], crashing, Some(&log)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut more = String::new();
+    for group in 0..10 {
+        let members: Vec<String> = (0..100).map(|i| format!("r{group}-{i}")).collect();
+        for member in &members {
+            let slow = if member == "r0-0" { "properties = { validate-delay-ms = \"1500\" }\n" } else { "" };
+            more.push_str(&format!("\n[[resource]]\nname = \"{member}\"\ntype = \"dummy\"\n{slow}"));
+        }
+        let quoted: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
+        more.push_str(&format!("\n[[group]]\nname = \"added-{group}\"\nresources = [{}]\n", quoted.join(", ")));
+    }
+    let config = daemon._dir.path().join("steward.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text + &more).expect("append 1,000 resources");
+    let asked = steward_tests::since_midnight_us(std::time::SystemTime::now());
+    let reloaded = reqwest::Client::new().post(format!("http://{}/v1/reload", daemon.api)).send().await;
+    assert!(reloaded.is_ok_and(|answer| answer.status().is_success()), "the reload is accepted");
+    let added_online = |resources: &Value| {
+        let each = resources.as_array().into_iter().flatten();
+        each.filter(|r| r["name"].as_str().is_some_and(|n| n.starts_with('r')) && r["state"] == "online").count()
+    };
+    let waiting = Instant::now();
+    while get(&daemon, "/v1/resources").await.map_or(0, |resources| added_online(&resources)) < 1_000 {
+        assert!(waiting.elapsed() < Duration::from_secs(300), "the added resources did not come online");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = steward_tests::since_midnight_us(std::time::SystemTime::now());
+    drop(daemon);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // Each failure, then the next start of an online: one restart.
+    let marks: Vec<(u64, bool)> = text
+        .lines()
+        .filter(|line| line.contains("transition resource=crash "))
+        .filter_map(|line| {
+            Some((steward_tests::log_time_us(line)?, line.contains("to=Failed"), line.contains("to=OnlinePending")))
+        })
+        .filter(|(_, failed, pending)| *failed || *pending)
+        .map(|(time, failed, _)| (time, failed))
+        .collect();
+    let mut late: Vec<f64> = marks
+        .windows(2)
+        .filter_map(|pair| match pair {
+            [(failed_at, true), (restarted_at, false)] if (asked..done).contains(restarted_at) => {
+                Some(restarted_at.saturating_sub(*failed_at).saturating_sub(DELAY_US) as f64 / 1e3)
+            }
+            _ => None,
+        })
+        .collect();
+    late.sort_by(f64::total_cmp);
+    let median = late.get(late.len() / 2).copied().unwrap_or(f64::NAN);
+    let max = late.last().copied().unwrap_or(f64::NAN);
+    println!(
+        "restarts during a reload of 1,000: {} in {:.1} s, median {median:.1} ms late, max {max:.1} ms",
+        late.len(),
+        (done - asked) as f64 / 1e6
+    );
+    let tenths = |value: f64| (value * 10.0).round() / 10.0;
+    vec![
+        ("reload_restarts", json!(late.len())),
+        ("reload_restart_late_ms_median", json!(tenths(median))),
+        ("reload_restart_late_ms_max", json!(tenths(max))),
+    ]
 }

@@ -251,7 +251,7 @@ async fn probe_latency(guests: &Path) -> Value {
     // The worker's own prober: every resource probed every 20 ms for a
     // while; the mean probe duration it reports, per probe.
     for (generation, remote) in remotes.iter().enumerate() {
-        remote.start_probes(generation as u64 + 1, Duration::from_millis(20), Duration::from_secs(3600));
+        remote.start_probes(generation as u64 + 1, Duration::from_millis(20), Duration::from_secs(3600), false);
     }
     let mut rounds = Vec::new();
     for _ in 0..ROUNDS {

@@ -200,13 +200,13 @@ async fn a_large_reload_does_not_hold_up_a_failing_groups_restarts() {
     let config = daemon.path("steward.toml");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(&config, text + &more).expect("append 1,000 resources");
-    let asked = since_midnight_us(std::time::SystemTime::now());
+    let asked = steward_tests::since_midnight_us(std::time::SystemTime::now());
     let reloaded = tokio::process::Command::new(steward_tests::steward_binary())
         .args(["reload", "--api", &daemon.api])
         .output()
         .await
         .expect("steward reload runs");
-    let answered = since_midnight_us(std::time::SystemTime::now());
+    let answered = steward_tests::since_midnight_us(std::time::SystemTime::now());
     assert!(reloaded.status.success(), "{}", String::from_utf8_lossy(&reloaded.stderr));
     assert!(answered - asked >= 1_500_000, "the reload was checked for at least 1.5 s");
     for group in 0..10 {
@@ -218,7 +218,9 @@ async fn a_large_reload_does_not_hold_up_a_failing_groups_restarts() {
     let crash: Vec<(u64, bool)> = log
         .lines()
         .filter(|line| line.contains("transition resource=crash "))
-        .filter_map(|line| Some((log_time_us(line)?, line.contains("to=Failed"), line.contains("to=OnlinePending"))))
+        .filter_map(|line| {
+            Some((steward_tests::log_time_us(line)?, line.contains("to=Failed"), line.contains("to=OnlinePending")))
+        })
         .filter(|(_, failed, pending)| *failed || *pending)
         .map(|(time, failed, _)| (time, failed))
         .collect();
@@ -237,20 +239,4 @@ async fn a_large_reload_does_not_hold_up_a_failing_groups_restarts() {
         during >= 2,
         "the failing group kept restarting while the reload was checked: {crash:?} within {asked}..{answered}"
     );
-}
-
-/// Microseconds since midnight (UTC) of `time`, as the log's timestamps count.
-fn since_midnight_us(time: std::time::SystemTime) -> u64 {
-    let since_epoch = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
-    since_epoch % (86_400 * 1_000_000)
-}
-
-/// Microseconds since midnight of a text log line's timestamp
-/// (`2026-11-29T11:06:03.074523Z ...`).
-fn log_time_us(line: &str) -> Option<u64> {
-    let time = line.split_whitespace().next()?.split('T').nth(1)?.trim_end_matches('Z');
-    let mut parts = time.split(':');
-    let (hours, minutes, seconds): (u64, u64, f64) =
-        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
-    Some((hours * 3600 + minutes * 60) * 1_000_000 + (seconds * 1e6) as u64)
 }

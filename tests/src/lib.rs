@@ -178,3 +178,19 @@ pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> boo
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Microseconds since midnight (UTC) of `time`, as the log's timestamps count.
+pub fn since_midnight_us(time: std::time::SystemTime) -> u64 {
+    let since_epoch = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+    since_epoch % (86_400 * 1_000_000)
+}
+
+/// Microseconds since midnight of a text log line's timestamp
+/// (`2026-11-29T11:06:03.074523Z ...`).
+pub fn log_time_us(line: &str) -> Option<u64> {
+    let time = line.split_whitespace().next()?.split('T').nth(1)?.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let (hours, minutes, seconds): (u64, u64, f64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    Some((hours * 3600 + minutes * 60) * 1_000_000 + (seconds * 1e6) as u64)
+}

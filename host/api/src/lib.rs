@@ -1,4 +1,5 @@
-//! The HTTP API (axum): the only module that knows HTTP and JSON.
+//! Steward's HTTP API (axum), the only crate that serves HTTP; its JSON
+//! documents are [`wire`], which the CLI reads back with the same types.
 //!
 //! - `GET  /v1/status`: node, groups and resources in one document
 //! - `GET  /v1/resources`, `GET /v1/resources/{name}`
@@ -33,10 +34,13 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio_stream::wrappers::BroadcastStream;
 
 use steward_node::{NodeEvent, NodeRequest, NodeView};
+
+mod from_view;
+pub mod wire;
 use steward_policy::Input;
 
 /// Serves the API on `listener` until the process ends.
@@ -73,13 +77,6 @@ pub struct ApiError {
     field: Option<&'static str>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'static str>,
-}
-
 impl ApiError {
     fn not_found(field: &'static str, message: String) -> Self {
         ApiError { status: StatusCode::NOT_FOUND, message, field: Some(field) }
@@ -102,35 +99,24 @@ impl IntoResponse for ApiError {
         } else {
             self.message
         };
-        (self.status, Json(ErrorBody { error: &message, field: self.field })).into_response()
+        (self.status, Json(wire::ErrorBody { error: message, field: self.field.map(str::to_string) })).into_response()
     }
 }
 
-#[derive(Serialize)]
-struct StatusBody {
-    node: String,
-    /// `loading-plugins` while the daemon starts, then `running`, then `stopping`.
-    phase: steward_node::NodePhase,
-    groups: Vec<steward_node::GroupView>,
-    resources: Vec<steward_node::ResourceView>,
-    workers: Vec<steward_monitor::worker::WorkerView>,
-    recent_events: Vec<NodeEvent>,
-}
-
-async fn status(State(view): State<Arc<NodeView>>) -> Result<Json<StatusBody>, ApiError> {
-    let groups = read(&view.groups)?.values().cloned().collect();
-    let resources = read(&view.resources)?.values().cloned().collect();
+async fn status(State(view): State<Arc<NodeView>>) -> Result<Json<wire::Status>, ApiError> {
+    let groups = read(&view.groups)?.values().map(from_view::group).collect();
+    let resources = read(&view.resources)?.values().map(from_view::resource).collect();
     let recent_events = view
         .recent
         .lock()
         .map_err(|_| ApiError::internal("event history lock poisoned".into()))?
         .iter()
-        .cloned()
+        .map(from_view::event)
         .collect();
-    let workers = view.workers.views();
-    Ok(Json(StatusBody {
+    let workers = view.workers.views().into_iter().map(from_view::worker).collect();
+    Ok(Json(wire::Status {
         node: view.node_name.clone(),
-        phase: view.phase(),
+        phase: from_view::phase(view.phase()),
         groups,
         resources,
         workers,
@@ -138,55 +124,50 @@ async fn status(State(view): State<Arc<NodeView>>) -> Result<Json<StatusBody>, A
     }))
 }
 
-async fn resources(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<steward_node::ResourceView>>, ApiError> {
-    Ok(Json(read(&view.resources)?.values().cloned().collect()))
+async fn resources(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<wire::Resource>>, ApiError> {
+    Ok(Json(read(&view.resources)?.values().map(from_view::resource).collect()))
 }
 
 async fn resource(
     State(view): State<Arc<NodeView>>,
     Path(name): Path<String>,
-) -> Result<Json<steward_node::ResourceView>, ApiError> {
+) -> Result<Json<wire::Resource>, ApiError> {
     read(&view.resources)?
         .get(&name)
-        .cloned()
-        .map(Json)
+        .map(|resource| Json(from_view::resource(resource)))
         .ok_or_else(|| ApiError::not_found("name", format!("no resource named `{name}`")))
 }
 
-async fn groups(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<steward_node::GroupView>>, ApiError> {
-    Ok(Json(read(&view.groups)?.values().cloned().collect()))
+async fn groups(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<wire::Group>>, ApiError> {
+    Ok(Json(read(&view.groups)?.values().map(from_view::group).collect()))
 }
 
-async fn group(
-    State(view): State<Arc<NodeView>>,
-    Path(name): Path<String>,
-) -> Result<Json<steward_node::GroupView>, ApiError> {
+async fn group(State(view): State<Arc<NodeView>>, Path(name): Path<String>) -> Result<Json<wire::Group>, ApiError> {
     read(&view.groups)?
         .get(&name)
-        .cloned()
-        .map(Json)
+        .map(|group| Json(from_view::group(group)))
         .ok_or_else(|| ApiError::not_found("name", format!("no group named `{name}`")))
 }
 
-async fn plugins(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<steward_node::PluginView>>, ApiError> {
-    Ok(Json(read(&view.plugins)?.clone()))
+async fn plugins(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<wire::Plugin>>, ApiError> {
+    Ok(Json(read(&view.plugins)?.iter().map(from_view::plugin).collect()))
 }
 
 async fn upgrade_plugin(
     State(view): State<Arc<NodeView>>,
     Path(type_name): Path<String>,
-) -> Result<Json<steward_node::UpgradeReport>, ApiError> {
+) -> Result<Json<wire::UpgradeReport>, ApiError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     ask(&view, NodeRequest::Upgrade { type_name, reply })?;
     let report = answer.await.map_err(|_| ApiError::internal("the node loop dropped the request".into()))?;
-    report.map(Json).map_err(|message| ApiError::not_found("type", message))
+    report.map(|report| Json(from_view::upgrade(report))).map_err(|message| ApiError::not_found("type", message))
 }
 
-async fn reload(State(view): State<Arc<NodeView>>) -> Result<Json<steward_node::ReloadReport>, ApiError> {
+async fn reload(State(view): State<Arc<NodeView>>) -> Result<Json<wire::ReloadReport>, ApiError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     ask(&view, NodeRequest::Reload { reply })?;
     let report = answer.await.map_err(|_| ApiError::internal("the node loop dropped the request".into()))?;
-    report.map(Json).map_err(|message| ApiError {
+    report.map(|report| Json(from_view::reload(report))).map_err(|message| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         message,
         field: Some("config"),
@@ -197,19 +178,14 @@ fn ask(view: &NodeView, request: NodeRequest) -> Result<(), ApiError> {
     view.node_requests.send(request).map_err(|_| ApiError::internal("the node loop has stopped".into()))
 }
 
-async fn workers(State(view): State<Arc<NodeView>>) -> Json<Vec<steward_monitor::worker::WorkerView>> {
-    Json(view.workers.views())
-}
-
-#[derive(Serialize)]
-struct Accepted {
-    accepted: String,
+async fn workers(State(view): State<Arc<NodeView>>) -> Json<Vec<wire::Worker>> {
+    Json(view.workers.views().into_iter().map(from_view::worker).collect())
 }
 
 async fn resource_action(
     State(view): State<Arc<NodeView>>,
     Path((name, action)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<wire::Accepted>), ApiError> {
     if !read(&view.resources)?.contains_key(&name) {
         return Err(ApiError::not_found("name", format!("no resource named `{name}`")));
     }
@@ -219,7 +195,7 @@ async fn resource_action(
 async fn group_action(
     State(view): State<Arc<NodeView>>,
     Path((name, action)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<wire::Accepted>), ApiError> {
     if !read(&view.groups)?.contains_key(&name) {
         return Err(ApiError::not_found("name", format!("no group named `{name}`")));
     }
@@ -229,7 +205,7 @@ async fn group_action(
 async fn target_action(
     State(view): State<Arc<NodeView>>,
     Path((name, action)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<wire::Accepted>), ApiError> {
     if read(&view.groups)?.contains_key(&name) {
         return request(&view, Target::Group, name, &action);
     }
@@ -250,7 +226,7 @@ fn request(
     target: Target,
     name: String,
     action: &str,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<wire::Accepted>), ApiError> {
     let online = parse_action(action)?;
     let (input, kind) = match (target, online) {
         (Target::Group, true) => (Input::GroupOnline(name.clone()), "group"),
@@ -259,7 +235,7 @@ fn request(
         (Target::Resource, false) => (Input::ResourceOffline(name.clone()), "resource"),
     };
     view.requests.send(input).map_err(|_| ApiError::internal("the node loop has stopped".into()))?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: format!("{kind} `{name}` {action}") })))
+    Ok((StatusCode::ACCEPTED, Json(wire::Accepted { accepted: format!("{kind} `{name}` {action}") })))
 }
 
 fn parse_action(action: &str) -> Result<bool, ApiError> {
@@ -297,6 +273,7 @@ async fn events(
         }
     });
     let stream = stream::iter(history).chain(live).map(|event| {
+        let event = from_view::event(&event);
         Ok(Event::default().event(event.kind.clone()).json_data(&event).unwrap_or_else(|_| Event::default()))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::plugin_dir::is_plugin_file;
@@ -89,7 +88,7 @@ const INPUT_BURST: usize = 256;
 const RECENT_EVENTS: usize = 256;
 
 /// Something that happened on the node, as the API and the CLI show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct NodeEvent {
     /// Increasing number, from 1 at the daemon's start.
     pub seq: u64,
@@ -100,18 +99,14 @@ pub struct NodeEvent {
     /// `transition`, `group`, `signalled-failure` or `restart`.
     pub kind: String,
     /// The resource, when about one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     /// The group.
     pub group: String,
     /// The state before, for transitions.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<ResourceState>,
     /// The state after, for transitions.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<ResourceState>,
     /// The kind of failure, for a transition to `failed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_kind: Option<FailureKind>,
     /// Why.
     pub reason: String,
@@ -142,12 +137,11 @@ pub struct ResourceMetrics {
 }
 
 /// One resource as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ResourceView {
     /// Its name.
     pub name: String,
     /// Its type.
-    #[serde(rename = "type")]
     pub type_name: String,
     /// Its group.
     pub group: String,
@@ -176,7 +170,7 @@ pub struct ResourceView {
 }
 
 /// One group as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct GroupView {
     /// Its name.
     pub name: String,
@@ -193,27 +187,22 @@ pub struct GroupView {
 }
 
 /// One plugin as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PluginView {
     /// The file.
     pub file: String,
     /// The type's name, when it loaded.
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_name: Option<String>,
     /// The type's version.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// The sha256 of the file loaded.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
     /// Why it did not load, when it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 /// Where a node is in its life, as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodePhase {
     /// The plugin directory is being loaded; resources wait for their types.
     LoadingPlugins,
@@ -488,10 +477,9 @@ pub struct Node {
     node_requests: mpsc::UnboundedReceiver<NodeRequest>,
     internal_sender: mpsc::UnboundedSender<live::Internal>,
     internal: mpsc::UnboundedReceiver<live::Internal>,
-    /// Each probing resource's current schedule, and the schedules by number.
-    probe_generations: HashMap<String, u64>,
-    probing: HashMap<u64, (String, Arc<ResourceMetrics>)>,
-    next_probe_generation: u64,
+    /// Who is probed, and how: the one record of it (workers hold only
+    /// the schedules they run, and a new worker gets them from here).
+    probes: ProbeRegistry,
     records: BTreeMap<String, ResourceRecord>,
     dirty_records: std::collections::BTreeSet<String>,
     ownership: Box<dyn Ownership>,
@@ -578,9 +566,7 @@ impl Node {
             node_requests,
             internal_sender,
             internal,
-            probe_generations: HashMap::new(),
-            probing: HashMap::new(),
-            next_probe_generation: 0,
+            probes: ProbeRegistry::default(),
             records: BTreeMap::new(),
             dirty_records: Default::default(),
             ownership,
@@ -620,6 +606,53 @@ impl Node {
         if stale > 0 {
             tracing::info!(stale, "dropped stale compiled components and plugin versions");
         }
+    }
+
+    /// Opens the configured resources in their workers in a task, then
+    /// probes the members of the groups wanted online: what still runs is
+    /// adopted, not restarted. The loop hears the outcome as
+    /// [`live::Internal::Started`], with the inputs that start the groups.
+    fn open_at_start(&self, opening: Vec<RemoteResource>) {
+        let groups: Vec<(String, bool, Vec<RemoteResource>)> = self
+            .config
+            .groups
+            .iter()
+            .map(|group| {
+                let wanted = self.store.group_wanted(&group.name).ok().flatten().unwrap_or(group.autostart);
+                let members = if wanted {
+                    group.resources.iter().filter_map(|member| self.handles.get(member).cloned()).collect()
+                } else {
+                    Vec::new()
+                };
+                (group.name.clone(), wanted, members)
+            })
+            .collect();
+        let internal = self.internal_sender.clone();
+        tokio::spawn(async move {
+            let running = open_all(opening).await;
+            let probes = groups.iter().flat_map(|(_, _, members)| members).map(|handle| async move {
+                let alive = matches!(handle.looks_alive().await, Ok(true));
+                if alive {
+                    handle.adopted();
+                }
+                (handle.name().to_string(), alive)
+            });
+            let alive: HashMap<String, bool> = futures_util::future::join_all(probes).await.into_iter().collect();
+            let mut then = Vec::new();
+            for (group, wanted, members) in groups {
+                if !wanted {
+                    then.push(Input::GroupOffline(group));
+                    continue;
+                }
+                for member in members {
+                    if alive.get(member.name()).copied().unwrap_or(false) {
+                        then.push(Input::Adopted(member.name().to_string()));
+                    }
+                }
+                then.push(Input::GroupOnline(group));
+            }
+            let _ = internal.send(live::Internal::Started { running, then });
+        });
     }
 
     /// Adds resources and groups to the node: creates each resource's
@@ -730,31 +763,16 @@ impl Node {
         }
         let (resources, groups) = (self.configured.resources.clone(), self.configured.groups.clone());
         let opening = self.add(resources, groups);
-        for running in open_all(opening).await {
-            self.record_running(running);
-        }
-        self.view.set_phase(NodePhase::Running);
-        tracing::info!(resources = self.handles.len(), plugins = self.plugins.len(), "resources opened");
-        for group in self.config.groups.clone() {
-            let wanted = self.store.group_wanted(&group.name).ok().flatten().unwrap_or(group.autostart);
-            if !wanted {
-                self.apply(Input::GroupOffline(group.name.clone()));
-                continue;
-            }
-            for member in &group.resources {
-                // Probe first: what still runs is adopted, not restarted.
-                let handle = &self.handles[member];
-                if matches!(handle.looks_alive().await, Ok(true)) {
-                    handle.adopted();
-                    self.apply(Input::Adopted(member.clone()));
-                }
-            }
-            self.apply(Input::GroupOnline(group.name.clone()));
-        }
-        self.flush_records();
+        self.open_at_start(opening);
+        // Until the resources are open, the loop takes only start-up's own
+        // answer and a stop. Operator requests, plugin files and what the
+        // workers report wait in their channels: a signal a plugin sent
+        // during its adoption probe must reach the engine after the group
+        // was asked online, or the engine, knowing nothing yet, drops it.
+        let mut started = false;
         loop {
             tokio::select! {
-                Some(input) = self.receiver.recv() => {
+                Some(input) = self.receiver.recv(), if started => {
                     self.apply(input);
                     // A burst (10,000 resources coming online) is applied
                     // in one go, and recorded below in one durable write.
@@ -763,10 +781,11 @@ impl Node {
                         self.apply(input);
                     }
                 }
-                Some(event) = self.worker_events.recv() => self.on_worker_event(event),
+                Some(event) = self.worker_events.recv(), if started => self.on_worker_event(event),
                 Some(event) = self.ownership_events.recv() => self.on_ownership(event),
-                Some(change) = plugin_files.recv() => self.on_plugin_file(change),
+                Some(change) = plugin_files.recv(), if started => self.on_plugin_file(change),
                 Some(message) = self.internal.recv() => {
+                    started |= matches!(message, live::Internal::Started { .. });
                     // Calls end here (10,000 onlines at start-up): a burst of
                     // them is taken together, and recorded below in one write.
                     self.on_internal(message).await;
@@ -775,7 +794,7 @@ impl Node {
                         self.on_internal(message).await;
                     }
                 }
-                Some(request) = self.node_requests.recv() => self.on_request(request).await,
+                Some(request) = self.node_requests.recv(), if started => self.on_request(request).await,
                 () = &mut shutdown => break,
             }
             // Whatever the branch changed of the resources' history is
@@ -1253,26 +1272,17 @@ impl Node {
         );
         let is_every =
             probe_interval(config.timing.is_alive_interval, timing.is_alive_interval_ms, DEFAULT_IS_ALIVE_INTERVAL);
-        self.next_probe_generation += 1;
-        let generation = self.next_probe_generation;
-        if let Some(replaced) = self.probe_generations.insert(resource.clone(), generation) {
-            self.probing.remove(&replaced);
-        }
         let metrics = self.view.metrics_of(&resource).unwrap_or_default();
-        self.probing.insert(generation, (resource, metrics));
-        handle.start_probes(generation, looks_every, is_every);
+        let schedule = self.probes.start(resource, looks_every, is_every, metrics);
+        handle.start_probes(schedule.generation, looks_every, is_every, false);
     }
 
     fn stop_probes(&mut self, resource: &str) {
         let Some(handle) = self.handles.get(resource) else { return };
-        match self.probe_generations.remove(resource) {
-            Some(generation) => {
-                self.probing.remove(&generation);
-                handle.stop_probes();
-            }
-            // The worker ended the schedule itself (its probe failed): there
-            // is nothing to tell it.
-            None => handle.forget_probes(),
+        // Without a schedule here, the worker ended it itself (its probe
+        // failed): there is nothing to tell it.
+        if self.probes.stop(resource).is_some() {
+            handle.stop_probes();
         }
     }
 
@@ -1284,14 +1294,13 @@ impl Node {
         match event {
             WorkerEvent::Reported(Report::ProbeFailed { generation, failure }) => {
                 // A failure of a schedule stopped meanwhile is old news.
-                if let Some((resource, _)) = self.probing.remove(&generation) {
-                    self.probe_generations.remove(&resource);
+                if let Some(resource) = self.probes.ended(generation) {
                     self.apply(Input::Failed { resource, failure });
                 }
             }
             WorkerEvent::Reported(Report::ProbeStats(counts)) => {
                 for count in counts {
-                    if let Some((_, metrics)) = self.probing.get(&count.generation) {
+                    if let Some(metrics) = self.probes.metrics(count.generation) {
                         metrics.probe_latency.add(&count.buckets, count.nanos);
                     }
                 }
@@ -1326,7 +1335,14 @@ impl Node {
                     ),
                     ..blank_event()
                 });
-                // The worker itself resumed probing the reopened ones, at once.
+                // Probing resumes where it was, with one probe each at once:
+                // the re-created instances must be confirmed healthy.
+                for resource in &reopened {
+                    if let (Some(schedule), Some(handle)) = (self.probes.schedule(resource), self.handles.get(resource))
+                    {
+                        handle.start_probes(schedule.generation, schedule.looks_every, schedule.is_every, true);
+                    }
+                }
                 for (resource, failure) in failed {
                     if self.engine.state(&resource) == Some(ResourceState::Online) {
                         let failure = failure.context("cannot re-create its instance after the worker was lost");
@@ -1401,6 +1417,66 @@ fn worker_program() -> Result<PathBuf, Error> {
         context: "cannot find the steward binary to start monitor workers".into(),
         source,
     })
+}
+
+/// Who is probed, and how: each probing resource's schedule, numbered by
+/// a generation so that a report of a schedule since replaced or stopped
+/// is recognised as old news.
+#[derive(Default)]
+struct ProbeRegistry {
+    by_resource: HashMap<String, ProbeSchedule>,
+    by_generation: HashMap<u64, (String, Arc<ResourceMetrics>)>,
+    last_generation: u64,
+}
+
+/// How one resource is probed.
+#[derive(Debug, Clone, Copy)]
+struct ProbeSchedule {
+    generation: u64,
+    looks_every: Duration,
+    is_every: Duration,
+}
+
+impl ProbeRegistry {
+    /// A new schedule for `resource`, replacing its current one.
+    fn start(
+        &mut self,
+        resource: String,
+        looks_every: Duration,
+        is_every: Duration,
+        metrics: Arc<ResourceMetrics>,
+    ) -> ProbeSchedule {
+        self.last_generation += 1;
+        let schedule = ProbeSchedule { generation: self.last_generation, looks_every, is_every };
+        if let Some(replaced) = self.by_resource.insert(resource.clone(), schedule) {
+            self.by_generation.remove(&replaced.generation);
+        }
+        self.by_generation.insert(schedule.generation, (resource, metrics));
+        schedule
+    }
+
+    /// Ends `resource`'s schedule; `None` when it had none.
+    fn stop(&mut self, resource: &str) -> Option<ProbeSchedule> {
+        let schedule = self.by_resource.remove(resource)?;
+        self.by_generation.remove(&schedule.generation);
+        Some(schedule)
+    }
+
+    /// The schedule `generation` ended in its worker (a probe failed): the
+    /// resource it probed, unless it was replaced or stopped meanwhile.
+    fn ended(&mut self, generation: u64) -> Option<String> {
+        let (resource, _) = self.by_generation.remove(&generation)?;
+        self.by_resource.remove(&resource);
+        Some(resource)
+    }
+
+    fn schedule(&self, resource: &str) -> Option<ProbeSchedule> {
+        self.by_resource.get(resource).copied()
+    }
+
+    fn metrics(&self, generation: u64) -> Option<&Arc<ResourceMetrics>> {
+        self.by_generation.get(&generation).map(|(_, metrics)| metrics)
+    }
 }
 
 /// A probe interval: the resource's override, else the type's proposal

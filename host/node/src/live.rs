@@ -12,10 +12,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::{NodeEvent, PluginView, blank_event, check_config, load_plugin};
+use super::{NodeEvent, NodePhase, PluginView, blank_event, check_config, load_plugin};
 use crate::plugin_dir::PluginFileChange;
 use steward_monitor::monitor::CallError;
 use steward_monitor::plugin::Plugin;
@@ -41,10 +40,9 @@ pub enum NodeRequest {
 }
 
 /// What `steward plugin upgrade` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct UpgradeReport {
     /// The type.
-    #[serde(rename = "type")]
     pub type_name: String,
     /// The version now current.
     pub version: String,
@@ -59,7 +57,7 @@ pub struct UpgradeReport {
 }
 
 /// What `steward reload` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ReloadReport {
     /// Groups added.
     pub added_groups: Vec<String>,
@@ -85,6 +83,9 @@ pub(super) enum Internal {
     /// Resources a reload added are open in their workers: what each runs,
     /// and the inputs that then bring their groups online (or not).
     Opened { running: Vec<Running>, then: Vec<Input> },
+    /// The configured resources are open (at start-up), and `then` starts
+    /// their groups.
+    Started { running: Vec<Running>, then: Vec<Input> },
 }
 
 /// What a resource runs after a call: its processes and plugin version,
@@ -191,6 +192,16 @@ impl super::Node {
                 for running in running {
                     self.record_running(running);
                 }
+                for input in then {
+                    self.apply(input);
+                }
+            }
+            Internal::Started { running, then } => {
+                for running in running {
+                    self.record_running(running);
+                }
+                self.view.set_phase(NodePhase::Running);
+                tracing::info!(resources = self.handles.len(), plugins = self.plugins.len(), "resources opened");
                 for input in then {
                     self.apply(input);
                 }

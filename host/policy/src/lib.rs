@@ -22,8 +22,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 pub mod failure;
 
 use crate::failure::{Failure, FailureKind};
@@ -81,8 +79,7 @@ pub struct MemberSpec {
 }
 
 /// Where a resource is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceState {
     /// Not probed yet.
     Unknown,
@@ -96,6 +93,26 @@ pub enum ResourceState {
     OfflinePending,
     /// Failed; waiting for a restart, or its group failed.
     Failed,
+}
+
+impl ResourceState {
+    /// Its name as the API, the CLI and the event stream write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceState::Unknown => "unknown",
+            ResourceState::Offline => "offline",
+            ResourceState::OnlinePending => "online-pending",
+            ResourceState::Online => "online",
+            ResourceState::OfflinePending => "offline-pending",
+            ResourceState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Whether a failure may be retried where it happened.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::Value;
+use steward_api::wire;
 
 /// Where the daemon's API is, for every client command.
 #[derive(clap::Args, Clone)]
@@ -26,56 +27,46 @@ pub async fn status(api: &ApiArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
-    match text(&body["phase"]).as_str() {
-        "running" | "" => println!("node {}", text(&body["node"])),
-        phase => println!("node {} ({phase})", text(&body["node"])),
+    let status: wire::Status = read(body, "status")?;
+    match status.phase.as_str() {
+        "running" | "" => println!("node {}", safe(&status.node)),
+        phase => println!("node {} ({})", safe(&status.node), safe(phase)),
     }
     println!();
     println!("{:<16} {:<8} {:<32} REASON", "GROUP", "STATE", "RESOURCES");
-    for group in body["groups"].as_array().into_iter().flatten() {
-        let members: Vec<String> = group["resources"].as_array().into_iter().flatten().map(text).collect();
+    for group in &status.groups {
         println!(
             "{:<16} {:<8} {:<32} {}",
-            text(&group["name"]),
-            text(&group["state"]),
-            members.join(", "),
-            text(&group["reason"])
+            safe(&group.name),
+            safe(&group.state),
+            safe(&group.resources.join(", ")),
+            safe(&group.reason)
         );
     }
     println!();
     println!("{:<16} {:<14} {:<12} {:<15} {:>8}  REASON", "RESOURCE", "TYPE", "GROUP", "STATE", "RESTARTS");
-    for resource in body["resources"].as_array().into_iter().flatten() {
+    for resource in &status.resources {
         // A failed resource's reason leads with the kind of its failure.
         // A pending one's, with the plugin's last progress report.
-        let reason = match (text(&resource["state"]).as_str(), resource.get("last_failure_kind").map(text)) {
-            ("failed", Some(kind)) if !kind.is_empty() => format!("[{kind}] {}", text(&resource["reason"])),
-            _ => match resource.get("progress").map(text) {
-                Some(progress) if !progress.is_empty() => {
-                    format!("{} (progress: {progress})", text(&resource["reason"]))
-                }
-                _ => text(&resource["reason"]),
-            },
+        let reason = match (resource.state.as_str(), &resource.last_failure_kind, &resource.progress) {
+            ("failed", Some(kind), _) if !kind.is_empty() => format!("[{kind}] {}", resource.reason),
+            (_, _, Some(progress)) if !progress.is_empty() => format!("{} (progress: {progress})", resource.reason),
+            _ => resource.reason.clone(),
         };
         println!(
             "{:<16} {:<14} {:<12} {:<15} {:>8}  {}",
-            text(&resource["name"]),
-            text(&resource["type"]),
-            text(&resource["group"]),
-            text(&resource["state"]),
-            text(&resource["restarts_total"]),
-            reason,
+            safe(&resource.name),
+            safe(&resource.type_name),
+            safe(&resource.group),
+            safe(&resource.state),
+            resource.restarts_total,
+            safe(&reason),
         );
     }
     println!();
     println!("{:<16} {:>8} {:>8}  RESOURCES", "WORKER", "PID", "RESTARTS");
-    for worker in body["workers"].as_array().into_iter().flatten() {
-        println!(
-            "{:<16} {:>8} {:>8}  {}",
-            text(&worker["name"]),
-            text(&worker["pid"]),
-            text(&worker["restarts"]),
-            worker["resources"].as_array().map_or(0, Vec::len)
-        );
+    for worker in &status.workers {
+        println!("{:<16} {:>8} {:>8}  {}", safe(&worker.name), worker.pid, worker.restarts, worker.resources.len());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -87,7 +78,8 @@ pub async fn change(api: &ApiArgs, name: &str, online: bool) -> anyhow::Result<E
     if api.json {
         println!("{body}");
     } else {
-        println!("accepted: {}", text(&body["accepted"]));
+        let accepted: wire::Accepted = read(body, "answer")?;
+        println!("accepted: {}", safe(&accepted.accepted));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -99,13 +91,14 @@ pub async fn plugin_list(api: &ApiArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let plugins: Vec<wire::Plugin> = read(body, "plugin list")?;
     println!("{:<16} {:<10} FILE", "TYPE", "VERSION");
-    for plugin in body.as_array().into_iter().flatten() {
-        let type_name = plugin.get("type").map_or_else(|| "-".to_string(), text);
-        let version = plugin.get("version").map_or_else(|| "-".to_string(), text);
-        let file = text(&plugin["file"]);
-        match plugin.get("error") {
-            Some(error) => println!("{type_name:<16} {version:<10} {file}  ERROR: {}", text(error)),
+    for plugin in &plugins {
+        let type_name = safe(plugin.type_name.as_deref().unwrap_or("-"));
+        let version = safe(plugin.version.as_deref().unwrap_or("-"));
+        let file = safe(&plugin.file);
+        match &plugin.error {
+            Some(error) => println!("{type_name:<16} {version:<10} {file}  ERROR: {}", safe(error)),
             None => println!("{type_name:<16} {version:<10} {file}"),
         }
     }
@@ -120,15 +113,15 @@ pub async fn plugin_upgrade(api: &ApiArgs, type_name: &str) -> anyhow::Result<Ex
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("type {} is now version {} ({})", text(&body["type"]), text(&body["version"]), text(&body["hash"]));
-    for (key, label) in [
-        ("switching", "switching now"),
-        ("at_next_online", "switch at their next online"),
-        ("current", "already on it"),
+    let report: wire::UpgradeReport = read(body, "upgrade report")?;
+    println!("type {} is now version {} ({})", safe(&report.type_name), safe(&report.version), safe(&report.hash));
+    for (names, label) in [
+        (&report.switching, "switching now"),
+        (&report.at_next_online, "switch at their next online"),
+        (&report.current, "already on it"),
     ] {
-        let names: Vec<String> = body[key].as_array().into_iter().flatten().map(text).collect();
         if !names.is_empty() {
-            println!("  {label}: {}", names.join(", "));
+            println!("  {label}: {}", safe(&names.join(", ")));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -142,11 +135,11 @@ pub async fn reload(api: &ApiArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let list = |key: &str| body[key].as_array().into_iter().flatten().map(text).collect::<Vec<_>>().join(", ");
-    println!("added groups: {}", list("added_groups"));
-    println!("added resources: {}", list("added_resources"));
-    for note in body["not_applied"].as_array().into_iter().flatten() {
-        println!("not applied: {}", text(note));
+    let report: wire::ReloadReport = read(body, "reload report")?;
+    println!("added groups: {}", safe(&report.added_groups.join(", ")));
+    println!("added resources: {}", safe(&report.added_resources.join(", ")));
+    for note in &report.not_applied {
+        println!("not applied: {}", safe(note));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -167,20 +160,22 @@ pub async fn events(api: &ApiArgs, history: bool) -> anyhow::Result<ExitCode> {
                 println!("{}", data.trim());
                 continue;
             }
-            let event: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
-            let change = match (event.get("from"), event.get("to"), event.get("failure_kind")) {
-                (Some(from), Some(to), Some(kind)) => format!("{} -> {} [{}]", text(from), text(to), text(kind)),
-                (Some(from), Some(to), None) => format!("{} -> {}", text(from), text(to)),
+            // An event this CLI cannot read (a newer daemon's) is skipped,
+            // not the end of the stream.
+            let Ok(event) = serde_json::from_str::<wire::Event>(data.trim()) else { continue };
+            let change = match (&event.from, &event.to, &event.failure_kind) {
+                (Some(from), Some(to), Some(kind)) => format!("{from} -> {to} [{kind}]"),
+                (Some(from), Some(to), None) => format!("{from} -> {to}"),
                 _ => String::new(),
             };
-            let subject = event.get("resource").map(text).unwrap_or_else(|| text(&event["group"]));
+            let subject = event.resource.as_deref().unwrap_or(&event.group);
             println!(
                 "{:>5} {:<18} {:<12} {:<26} {}",
-                text(&event["seq"]),
-                text(&event["kind"]),
-                subject,
-                change,
-                text(&event["reason"])
+                event.seq,
+                safe(&event.kind),
+                safe(subject),
+                safe(&change),
+                safe(&event.reason)
             );
         }
     }
@@ -211,17 +206,20 @@ async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response>
         return Ok(response);
     }
     let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    bail!("the daemon answered {status}: {}", body.get("error").map(text).unwrap_or_default())
+    let error = response.json::<wire::ErrorBody>().await.map(|body| body.error).unwrap_or_default();
+    bail!("the daemon answered {status}: {}", safe(&error))
 }
 
-/// A value of the daemon's answer as a table cell: much of it is a
-/// plugin's text (reasons, progress, errors), so control characters are
-/// escaped before they reach the terminal.
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(text) => steward_monitor::text::escape_control(text).into_owned(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
+/// A document of the daemon's answer, read as the API's wire type.
+fn read<T: serde::de::DeserializeOwned>(body: Value, what: &str) -> anyhow::Result<T> {
+    serde_json::from_value(body).with_context(|| {
+        format!("the daemon's {what} is not what this steward understands; are both the same version?")
+    })
+}
+
+/// Text of the daemon's answer as a table cell: much of it is a plugin's
+/// (reasons, progress, errors), so control characters are escaped before
+/// they reach the terminal.
+fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    steward_monitor::text::escape_control(text)
 }

@@ -8,7 +8,8 @@
 //! does not answer a ping within the deadlock timeout is killed and handled
 //! as dead. Calls in flight when a worker is lost end with
 //! [`CallError::WorkerLost`], which says nothing about the resource; the
-//! worker's own probes end with it and resume in the new one.
+//! worker's probe schedules end with it, and the node, which alone keeps
+//! who is probed, starts them again in the new one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -97,7 +98,7 @@ pub enum WorkerEvent {
 }
 
 /// What the API shows of a worker.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct WorkerView {
     /// Its name: `shared`, or the resource it serves alone.
     pub name: String,
@@ -187,7 +188,6 @@ impl WorkerPool {
                     options: self.options.clone(),
                     connection: RwLock::new(Arc::new(Connection::unstarted())),
                     hosted: Mutex::new(BTreeMap::new()),
-                    probing: Mutex::new(BTreeMap::new()),
                     restarts: AtomicU64::new(0),
                     stopping: AtomicBool::new(false),
                     stopped: tokio::sync::watch::channel(false).0,
@@ -217,8 +217,6 @@ struct Worker {
     connection: RwLock<Arc<Connection>>,
     /// What it hosts, to re-create the instances in a new worker.
     hosted: Mutex<BTreeMap<String, Hosted>>,
-    /// The resources it probes, to probe them again in a new worker.
-    probing: Mutex<BTreeMap<String, ProbeSchedule>>,
     restarts: AtomicU64,
     /// Set when the node stops: a worker that exits then is not restarted.
     stopping: AtomicBool,
@@ -388,16 +386,6 @@ impl Worker {
                 Err(error) => failed.push((name, error.failure())),
             }
         }
-        // Probing resumes where it was, starting with one probe each now: the
-        // re-created instances must be confirmed healthy.
-        let probing: Vec<(String, ProbeSchedule)> =
-            self.probing.lock().map(|p| p.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default();
-        let connection = self.connection();
-        for (resource, schedule) in probing.into_iter().filter(|(name, _)| reopened.contains(name)) {
-            let ProbeSchedule { generation, looks_every, is_every } = schedule;
-            let start = Request::StartProbes { generation, resource, looks_every, is_every, immediately: true };
-            let _ = connection.requests.send(start);
-        }
         let took = lost_at.elapsed();
         tracing::info!(worker = %self.name, pid, reopened = reopened.len(), failed = failed.len(), took_ms = took.as_millis() as u64, "instances re-created in a new worker");
         let _ = self.events.send(WorkerEvent::Restarted { worker: self.name.clone(), pid, reopened, failed, took });
@@ -424,14 +412,6 @@ impl Worker {
         let mut stopped = self.stopped.subscribe();
         let _ = tokio::time::timeout(Duration::from_secs(15), stopped.wait_for(|stopped| *stopped)).await;
     }
-}
-
-/// How one resource is probed.
-#[derive(Debug, Clone, Copy)]
-struct ProbeSchedule {
-    generation: u64,
-    looks_every: Duration,
-    is_every: Duration,
 }
 
 /// One instance a worker hosts.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Hosted, ProbeSchedule, Worker, expect_done, unexpected};
+use super::{Hosted, Worker, expect_done, unexpected};
 use crate::bindings::{CallContext, CheckLevel, ClusterEvent, Health};
 use crate::monitor::{CallError, ResourceSpec};
 use crate::plugin::Plugin;
@@ -182,34 +182,23 @@ impl RemoteResource {
         let _ = self.call(Call::Close).await;
     }
 
-    /// Probes it periodically in its worker from now on (and again in the
-    /// next worker if this one is lost); failures and counts come as
+    /// Probes it periodically in its worker from now on (a new worker
+    /// starts with none: the node, which keeps who is probed, starts them
+    /// again; `immediately` then asks for a first probe at once); failures
+    /// and counts come as
     /// [`Report::ProbeFailed`](crate::worker::protocol::Report::ProbeFailed) and
     /// [`Report::ProbeStats`](crate::worker::protocol::Report::ProbeStats)
     /// with `generation`.
-    pub fn start_probes(&self, generation: u64, looks_every: Duration, is_every: Duration) {
+    pub fn start_probes(&self, generation: u64, looks_every: Duration, is_every: Duration, immediately: bool) {
         let resource = self.name().to_string();
-        if let Ok(mut probing) = self.inner.worker.probing.lock() {
-            probing.insert(resource.clone(), ProbeSchedule { generation, looks_every, is_every });
-        }
-        let start = Request::StartProbes { generation, resource, looks_every, is_every, immediately: false };
+        let start = Request::StartProbes { generation, resource, looks_every, is_every, immediately };
         let _ = self.inner.worker.connection().requests.send(start);
     }
 
     /// Stops probing it.
     pub fn stop_probes(&self) {
-        self.forget_probes();
         let resource = self.name().to_string();
         let _ = self.inner.worker.connection().requests.send(Request::StopProbes { resource });
-    }
-
-    /// Forgets its schedule without telling the worker, which ended it
-    /// itself (a probe failed): a worker started again later does not
-    /// resume it.
-    pub fn forget_probes(&self) {
-        if let Ok(mut probing) = self.inner.worker.probing.lock() {
-            probing.remove(self.name());
-        }
     }
 }
 

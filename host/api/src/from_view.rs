@@ -1,0 +1,101 @@
+//! The node's view turned into the API's documents ([`crate::wire`]): the
+//! one place that knows both, so neither the node nor the monitor decides
+//! a JSON shape.
+
+use steward_monitor::worker::WorkerView;
+use steward_node::{GroupView, NodeEvent, NodePhase, PluginView, ReloadReport, ResourceView, UpgradeReport};
+
+use crate::wire;
+
+pub fn phase(phase: NodePhase) -> String {
+    match phase {
+        NodePhase::LoadingPlugins => "loading-plugins",
+        NodePhase::Running => "running",
+        NodePhase::Stopping => "stopping",
+    }
+    .to_string()
+}
+
+pub fn resource(view: &ResourceView) -> wire::Resource {
+    wire::Resource {
+        name: view.name.clone(),
+        type_name: view.type_name.clone(),
+        group: view.group.clone(),
+        state: view.state.as_str().to_string(),
+        reason: view.reason.clone(),
+        last_failure_kind: view.last_failure_kind.map(|kind| kind.as_str().to_string()),
+        progress: view.progress.clone(),
+        depends_on: view.depends_on.clone(),
+        restarts_in_period: view.restarts_in_period,
+        restarts_total: view.restarts_total,
+        failures_total: view.failures_total,
+        pids: view.pids.clone(),
+        worker: view.worker.clone(),
+        plugin_hash: view.plugin_hash.clone(),
+    }
+}
+
+pub fn group(view: &GroupView) -> wire::Group {
+    wire::Group {
+        name: view.name.clone(),
+        state: view.state.clone(),
+        reason: view.reason.clone(),
+        wanted_online: view.wanted_online,
+        fencing_token: view.fencing_token,
+        resources: view.resources.clone(),
+    }
+}
+
+pub fn plugin(view: &PluginView) -> wire::Plugin {
+    wire::Plugin {
+        file: view.file.clone(),
+        type_name: view.type_name.clone(),
+        version: view.version.clone(),
+        hash: view.hash.clone(),
+        error: view.error.clone(),
+    }
+}
+
+pub fn worker(view: WorkerView) -> wire::Worker {
+    wire::Worker {
+        name: view.name,
+        pid: view.pid,
+        restarts: view.restarts,
+        resources: view.resources,
+        round_trips: view.round_trips,
+    }
+}
+
+pub fn event(event: &NodeEvent) -> wire::Event {
+    wire::Event {
+        seq: event.seq,
+        unix_ms: event.unix_ms,
+        uptime_us: event.uptime_us,
+        kind: event.kind.clone(),
+        resource: event.resource.clone(),
+        group: event.group.clone(),
+        from: event.from.map(|state| state.as_str().to_string()),
+        to: event.to.map(|state| state.as_str().to_string()),
+        failure_kind: event.failure_kind.map(|kind| kind.as_str().to_string()),
+        reason: event.reason.clone(),
+    }
+}
+
+pub fn upgrade(report: UpgradeReport) -> wire::UpgradeReport {
+    wire::UpgradeReport {
+        type_name: report.type_name,
+        version: report.version,
+        hash: report.hash,
+        switching: report.switching,
+        at_next_online: report.at_next_online,
+        current: report.current,
+    }
+}
+
+pub fn reload(report: ReloadReport) -> wire::ReloadReport {
+    wire::ReloadReport {
+        added_groups: report.added_groups,
+        added_resources: report.added_resources,
+        not_applied: report.not_applied,
+    }
+}

@@ -1,0 +1,192 @@
+//! The API's JSON documents, the one definition both sides use: the daemon
+//! serializes them from the node's view, and the CLI reads them back. The
+//! node's own types carry no serde derives, so a field renamed inside the
+//! node cannot change what a client sees; a change here is a change of the
+//! API (and `tests/all/daemon.rs` reads these documents as a client would).
+//!
+//! States and failure kinds travel as their kebab-case names (`online`,
+//! `online-pending`, `deadline`, ...), the same words the event stream,
+//! `/metrics` and the CLI's tables use.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/status`: the node, its groups, resources and workers, and the
+/// most recent events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// The node's name.
+    pub node: String,
+    /// `loading-plugins` while the daemon starts, then `running`, then `stopping`.
+    pub phase: String,
+    /// Every group.
+    pub groups: Vec<Group>,
+    /// Every resource.
+    pub resources: Vec<Resource>,
+    /// Every monitor worker.
+    pub workers: Vec<Worker>,
+    /// The latest events, oldest first.
+    pub recent_events: Vec<Event>,
+}
+
+/// One resource (`GET /v1/resources/{name}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resource {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Its group.
+    pub group: String,
+    /// Its state: `unknown`, `offline`, `online-pending`, `online`,
+    /// `offline-pending` or `failed`.
+    pub state: String,
+    /// Why it is in that state.
+    pub reason: String,
+    /// The kind of its last failure, if it failed since the daemon started.
+    pub last_failure_kind: Option<String>,
+    /// The plugin's last progress report while an online or offline is pending.
+    pub progress: Option<String>,
+    /// What it depends on.
+    pub depends_on: Vec<String>,
+    /// Restarts counted in the current restart period.
+    pub restarts_in_period: u32,
+    /// Restarts over its life on this node.
+    pub restarts_total: u64,
+    /// Failures over its life on this node.
+    pub failures_total: u64,
+    /// Processes it runs now.
+    pub pids: Vec<u32>,
+    /// The monitor worker hosting it: `shared`, or its own name.
+    pub worker: String,
+    /// The sha256 of the plugin version its instance runs.
+    pub plugin_hash: String,
+}
+
+/// One group (`GET /v1/groups/{name}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    /// Its name.
+    pub name: String,
+    /// `online`, `offline`, `pending`, `partial` or `failed`.
+    pub state: String,
+    /// Why it failed, when it did.
+    pub reason: String,
+    /// Whether an operator wants it online.
+    pub wanted_online: bool,
+    /// The fencing token of this node's ownership, while it owns the group.
+    pub fencing_token: Option<u64>,
+    /// Its resources.
+    pub resources: Vec<String>,
+}
+
+/// One plugin file (`GET /v1/plugins`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plugin {
+    /// The file.
+    pub file: String,
+    /// The type's name, when it loaded.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// The type's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The sha256 of the file loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Why it did not load, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One monitor worker (`GET /v1/workers`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Worker {
+    /// Its name: `shared`, `shared-2`, ..., or the resource it serves alone.
+    pub name: String,
+    /// Its pid now (0 while it is being started).
+    pub pid: u32,
+    /// How many times it was started again after a loss.
+    pub restarts: u64,
+    /// The resources it hosts.
+    pub resources: Vec<String>,
+    /// Requests answered by a reply (opens and calls) sent to its current
+    /// process: what the node's work costs in round trips.
+    pub round_trips: u64,
+}
+
+/// Something that happened on the node: an item of `GET /v1/events` (the
+/// SSE event's name is its `kind`) and of the status's `recent_events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// Increasing number, from 1 at the daemon's start.
+    pub seq: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// Monotonic time since the daemon started, in microseconds.
+    pub uptime_us: u64,
+    /// `transition`, `group`, `signalled-failure`, `restart`, `progress`, ...
+    pub kind: String,
+    /// The resource, when about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The group.
+    pub group: String,
+    /// The state before, for transitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The state after, for transitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The kind of failure, for a transition to `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_kind: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// `POST /v1/plugins/{type}/upgrade`: what the upgrade did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    /// The type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The version now current.
+    pub version: String,
+    /// Its sha256.
+    pub hash: String,
+    /// Online resources being switched now.
+    pub switching: Vec<String>,
+    /// Resources not online, which switch when they next come online.
+    pub at_next_online: Vec<String>,
+    /// Resources already on it.
+    pub current: Vec<String>,
+}
+
+/// `POST /v1/reload`: what the reload did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Groups added.
+    pub added_groups: Vec<String>,
+    /// Resources added.
+    pub added_resources: Vec<String>,
+    /// What the file now says that a reload does not apply (a restart does).
+    pub not_applied: Vec<String>,
+}
+
+/// The answer to an accepted online or offline request (202).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accepted {
+    /// What was accepted, for example "group `web` online".
+    pub accepted: String,
+}
+
+/// Every error answer (4xx, 5xx).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What is wrong and what to do.
+    pub error: String,
+    /// The field or path segment at fault, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
