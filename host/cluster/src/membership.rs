@@ -266,8 +266,7 @@ impl Member {
         self.stop().await;
         let lease = self.state().lease;
         let timeout = self.shared.config.request_timeout;
-        let mut lease_client = self.shared.client.lease_client();
-        match timed("lease revoke", timeout, lease_client.revoke(lease.0)).await {
+        match revoke(&self.shared.client, lease, timeout).await {
             Ok(_) => Ok(()),
             // Already gone: leaving is done.
             Err(Error::Etcd { source, .. }) if is_lease_gone(&source) => Ok(()),
@@ -320,21 +319,46 @@ async fn connect(config: &ClusterConfig) -> Result<Client> {
         .with_connect_timeout(config.connect_timeout)
         .with_keep_alive(Duration::from_millis(500), Duration::from_millis(500))
         .with_require_leader(true);
-    timed("connect", config.connect_timeout, Client::connect(&config.endpoints, Some(options))).await
+    match timeout(config.connect_timeout, Client::connect(&config.endpoints, Some(options))).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(source)) => Err(Error::Etcd { operation: "connect", source }),
+        Err(_) => Err(Error::Timeout { operation: "connect", timeout: config.connect_timeout }),
+    }
 }
 
-/// Awaits an etcd call under a deadline, naming it in the error.
-pub(crate) async fn timed<T>(
-    operation: &'static str,
-    limit: Duration,
-    call: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T> {
-    match timeout(limit, call).await {
+/// Makes an etcd call under a deadline, naming it in the error.
+///
+/// tonic's balanced channel keeps handing requests to a member that is
+/// down until it notices, and such a request fails at once with
+/// `Unavailable` without reaching etcd; so an `Unavailable` answer is
+/// retried, within the same deadline, on a fresh call. Every call made
+/// through here is safe to repeat (see each caller).
+pub(crate) async fn timed<T, Call, Answer>(operation: &'static str, limit: Duration, mut call: Call) -> Result<T>
+where
+    Call: FnMut() -> Answer,
+    Answer: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let attempts = async {
+        loop {
+            match call().await {
+                Err(etcd_client::Error::GRpcStatus(status)) if status.code() as i32 == GRPC_UNAVAILABLE => {
+                    sleep(UNAVAILABLE_RETRY).await;
+                }
+                answer => return answer,
+            }
+        }
+    };
+    match timeout(limit, attempts).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(source)) => Err(Error::Etcd { operation, source }),
         Err(_) => Err(Error::Timeout { operation, timeout: limit }),
     }
 }
+
+/// gRPC's status code UNAVAILABLE (tonic's `Code` is not re-exported).
+const GRPC_UNAVAILABLE: i32 = 14;
+/// Pause between attempts on an unavailable member.
+const UNAVAILABLE_RETRY: Duration = Duration::from_millis(20);
 
 struct Joined {
     lease: LeaseId,
@@ -352,8 +376,12 @@ async fn join_once(shared: &Shared, previous: Option<LeaseId>) -> Result<Joined>
     // Whole seconds, checked by `check_lease_ttl`.
     let ttl_seconds = i64::try_from(config.lease_ttl.as_secs()).unwrap_or(i64::MAX);
     let sent_at = Instant::now();
-    let grant =
-        timed("lease grant", config.request_timeout, shared.client.lease_client().grant(ttl_seconds, None)).await?;
+    let grant = timed("lease grant", config.request_timeout, || {
+        // A repeated grant at worst leaves an unused lease to expire.
+        let mut lease_client = shared.client.lease_client();
+        async move { lease_client.grant(ttl_seconds, None).await }
+    })
+    .await?;
     let received_at = Instant::now();
     let lease = LeaseId(grant.id());
     // etcd may raise a TTL to its own minimum; the clock counts with what it granted.
@@ -370,6 +398,8 @@ async fn join_once(shared: &Shared, previous: Option<LeaseId>) -> Result<Joined>
         Ok(response) => {
             let holder = first_entry(&response);
             match (holder, previous) {
+                // Our own put, when `timed` repeated the transaction.
+                (Some(holder), _) if holder.lease == lease.0 => Ok(revision_of(&response)),
                 (Some(holder), Some(previous)) if holder.lease == previous.0 => {
                     let take_over =
                         Txn::new().when([Compare::lease(key.clone(), CompareOp::Equal, previous.0)]).and_then([put()]);
@@ -388,9 +418,7 @@ async fn join_once(shared: &Shared, previous: Option<LeaseId>) -> Result<Joined>
         Ok(node_key_revision) => Ok(Joined { lease, clock, node_key_revision }),
         Err(error) => {
             // The lease holds nothing; revoke it rather than leave it to its TTL.
-            let mut lease_client = shared.client.lease_client();
-            if let Err(revoke_error) = timed("lease revoke", config.request_timeout, lease_client.revoke(lease.0)).await
-            {
+            if let Err(revoke_error) = revoke(&shared.client, lease, config.request_timeout).await {
                 debug!(%lease, error = %revoke_error, "revoking an unused lease failed; it expires by itself");
             }
             Err(error)
@@ -399,7 +427,22 @@ async fn join_once(shared: &Shared, previous: Option<LeaseId>) -> Result<Joined>
 }
 
 async fn txn(shared: &Shared, operation: &'static str, txn: Txn) -> Result<TxnResponse> {
-    timed(operation, shared.config.request_timeout, shared.client.kv_client().txn(txn)).await
+    let client = &shared.client;
+    timed(operation, shared.config.request_timeout, || {
+        let (mut kv, txn) = (client.kv_client(), txn.clone());
+        async move { kv.txn(txn).await }
+    })
+    .await
+}
+
+/// Revokes a lease; repeating it is harmless (the second finds it gone).
+pub(crate) async fn revoke(client: &Client, lease: LeaseId, limit: Duration) -> Result<()> {
+    timed("lease revoke", limit, || {
+        let mut lease_client = client.lease_client();
+        async move { lease_client.revoke(lease.0).await }
+    })
+    .await
+    .map(drop)
 }
 
 fn revision_of(response: &TxnResponse) -> i64 {
@@ -584,10 +627,7 @@ impl Watchdog {
                 // Revoking frees the old node key and every owner key bound
                 // to the old lease now, not after etcd times the lease out
                 // (an outage can leave it alive on the server for a TTL).
-                let mut lease_client = self.shared.client.lease_client();
-                if let Err(error) =
-                    timed("lease revoke", self.shared.config.request_timeout, lease_client.revoke(previous.0)).await
-                {
+                if let Err(error) = revoke(&self.shared.client, previous, self.shared.config.request_timeout).await {
                     debug!(lease = %previous, %error, "revoking the lost lease failed (it may be gone already)");
                 }
                 join_once(&self.shared, Some(previous)).await

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -120,8 +120,7 @@ impl Ownership {
                 TxnOp::get(key.clone(), None),
             ])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let response =
-            timed("owner key transaction", self.request_timeout, self.client.kv_client().txn(create)).await?;
+        let response = self.txn("owner key transaction", create).await?;
         let holder = first_entry(&response);
         let token = match holder {
             Some(holder) if response.succeeded() || self.is_ours(&holder, lease) => {
@@ -144,7 +143,7 @@ impl Ownership {
         let release = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, token.as_revision())])
             .and_then([TxnOp::delete(key, None)]);
-        let response = timed("owner key release", self.request_timeout, self.client.kv_client().txn(release)).await?;
+        let response = self.txn("owner key release", release).await?;
         if response.succeeded() {
             info!(group, %token, "group released");
         } else {
@@ -169,7 +168,7 @@ impl Ownership {
             .when([Compare::create_revision(owner_key.clone(), CompareOp::Equal, token.as_revision())])
             .and_then([TxnOp::put(self.keys.group_data(group, key), value, None)])
             .or_else([TxnOp::get(owner_key, None)]);
-        let response = timed("guarded write", self.request_timeout, self.client.kv_client().txn(put)).await?;
+        let response = self.txn("guarded write", put).await?;
         if response.succeeded() {
             return Ok(());
         }
@@ -242,6 +241,17 @@ impl Ownership {
         Ok(OwnersWatch { events, task })
     }
 
+    /// Every transaction here may be repeated by `timed`: acquiring again
+    /// finds our own key, a repeated guarded put writes the same value, and
+    /// a repeated release finds the key gone (and says `false`).
+    async fn txn(&self, operation: &'static str, txn: Txn) -> Result<TxnResponse> {
+        timed(operation, self.request_timeout, || {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
     fn healthy_lease(&self) -> Result<LeaseId> {
         let state = *self.lease.borrow();
         match state.health {
@@ -255,11 +265,10 @@ impl Ownership {
     }
 
     async fn read_prefix(&self, operation: &'static str, prefix: &str) -> Result<(Vec<Entry>, i64)> {
-        let response = timed(
-            operation,
-            self.request_timeout,
-            self.client.kv_client().get(prefix.to_string(), Some(GetOptions::new().with_prefix())),
-        )
+        let response = timed(operation, self.request_timeout, || {
+            let mut kv = self.client.kv_client();
+            async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
         .await?;
         let revision = response.header().map(|header| header.revision()).unwrap_or_default();
         Ok((response.kvs().iter().filter_map(Entry::from_key_value).collect(), revision))
