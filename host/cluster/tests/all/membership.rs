@@ -116,3 +116,26 @@ async fn killing_the_etcd_leader_does_not_lose_a_held_lease() {
     assert_eq!(member.state().health, LeaseHealth::Healthy);
     assert_eq!(ownership.list_owners().await.expect("owners")[0].token, token);
 }
+
+#[tokio::test]
+async fn losing_the_node_key_while_the_lease_lives_is_a_loss_and_the_node_rejoins() {
+    let etcd = EtcdCluster::start().await;
+    let member = join(etcd.node_config("keyloss", "n1", Duration::from_secs(2))).await.expect("join");
+    let first_lease = member.state().lease;
+    let ownership = member.ownership();
+    ownership.acquire("g").await.expect("acquire").expect("the group was free");
+    let mut events = member.subscribe();
+
+    // What etcd 3.4's lease-revocation bug does: the key goes, the lease stays.
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None).await.expect("connect");
+    client.delete("/steward/keyloss/nodes/n1", None).await.expect("delete the node key");
+
+    let lost = next_event(&mut events, Duration::from_secs(5), "the loss").await;
+    assert_eq!(lost, MembershipEvent::LeaseExpired { lease: first_lease, reason: ExpiryReason::NodeKeyLost });
+    let rejoined = next_event(&mut events, Duration::from_secs(10), "the rejoin").await;
+    let MembershipEvent::Rejoined { lease } = rejoined else { panic!("expected Rejoined, got {rejoined:?}") };
+    assert_ne!(lease, first_lease);
+    // The old lease was revoked, so its group is free for the normal path.
+    assert!(ownership.list_owners().await.expect("owners").is_empty(), "the old lease's owner key is gone");
+    assert!(ownership.acquire("g").await.expect("acquire").is_some());
+}
