@@ -6,7 +6,7 @@
 //! all its groups ([`ownership`]). Which node should own a group next is a
 //! pure decision ([`placement`]), and so is the local estimate of when the
 //! lease runs out ([`lease`]): both are what the ownership simulation in
-//! `tests/simulation.rs` drives with virtual time.
+//! `tests/all/simulation.rs` drives with virtual time.
 //!
 //! This crate knows nothing of resources, plugins or wasmtime; the node
 //! runtime consumes its events (lease healthy, quorum lost, lease expired,

@@ -129,8 +129,8 @@ impl Ownership {
             _ => None,
         };
         match token {
-            Some(token) => info!(group, %token, %lease, "group acquired"),
-            None => debug!(group, "group is owned by another node"),
+            Some(token) => info!(node = %self.node, group, %token, %lease, "group acquired"),
+            None => debug!(node = %self.node, group, "group is owned by another node"),
         }
         Ok(token)
     }
@@ -145,9 +145,9 @@ impl Ownership {
             .and_then([TxnOp::delete(key, None)]);
         let response = self.txn("owner key release", release).await?;
         if response.succeeded() {
-            info!(group, %token, "group released");
+            info!(node = %self.node, group, %token, "group released");
         } else {
-            warn!(group, %token, "group was not released: the ownership had already ended");
+            warn!(node = %self.node, group, %token, "group was not released: the ownership had already ended");
         }
         Ok(response.succeeded())
     }
@@ -180,7 +180,7 @@ impl Ownership {
             ),
             None => "not owned".to_string(),
         };
-        warn!(group, %token, %current, "guarded write refused: stale fencing token");
+        warn!(node = %self.node, group, %token, %current, "guarded write refused: stale fencing token");
         Err(Error::StaleFencingToken { group: group.to_string(), token, current })
     }
 
