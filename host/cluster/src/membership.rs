@@ -38,7 +38,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::keys::{Keys, check_name};
 use crate::lease::LeaseClock;
 use crate::ownership::Ownership;
-use crate::watch::{self as resilient, Change, Entry, WatchSpec};
+use crate::watch::{self as resilient, Change, Entry, StreamClients, WatchSpec};
 use crate::{Error, LeaseId, NodeInfo, Result};
 
 /// The lease TTL when the configuration names none.
@@ -186,10 +186,15 @@ pub async fn join(config: ClusterConfig) -> Result<Member> {
         return Err(Error::NoEndpoints { cluster: config.cluster.clone() });
     }
     let span = info_span!("cluster", cluster = %config.cluster, node = %config.node);
-    let client = connect(&config).instrument(span.clone()).await?;
+    let client = connect(&config, &config.endpoints).instrument(span.clone()).await?;
+    let mut per_member = Vec::with_capacity(config.endpoints.len());
+    for endpoint in &config.endpoints {
+        per_member.push(connect(&config, std::slice::from_ref(endpoint)).await?);
+    }
     let shared = Arc::new(Shared {
         keys,
         client,
+        stream_clients: StreamClients::new(per_member),
         config,
         events: broadcast::channel(EVENT_CAPACITY).0,
         clock: Mutex::new(None),
@@ -200,6 +205,7 @@ pub async fn join(config: ClusterConfig) -> Result<Member> {
     let (shutdown, shutdown_receiver) = oneshot::channel();
     let watchdog = Watchdog {
         shared: shared.clone(),
+        stream_clients: shared.stream_clients.clone(),
         state: state_sender,
         lease: joined.lease,
         clock: joined.clock,
@@ -252,6 +258,7 @@ impl Member {
     pub fn ownership(&self) -> Ownership {
         Ownership::new(
             self.shared.client.clone(),
+            self.shared.stream_clients.clone(),
             self.shared.keys.clone(),
             self.shared.config.node.clone(),
             self.state.clone(),
@@ -293,7 +300,10 @@ impl Drop for Member {
 /// What the watchdog and the member share.
 struct Shared {
     keys: Keys,
+    /// For requests: balanced over all members.
     client: Client,
+    /// For the keepalive and watch streams: one member at a time.
+    stream_clients: StreamClients,
     config: ClusterConfig,
     events: broadcast::Sender<MembershipEvent>,
     /// The current lease's clock, copied for metrics.
@@ -310,16 +320,21 @@ fn check_lease_ttl(ttl: Duration) -> Result<()> {
     Ok(())
 }
 
-async fn connect(config: &ClusterConfig) -> Result<Client> {
+/// A client over `endpoints` (connections are made on first use).
+async fn connect(config: &ClusterConfig, endpoints: &[String]) -> Result<Client> {
     // HTTP/2 pings find a connection to a frozen member (whose socket stays
     // open) within a second, so the channel moves to the other members.
+    // Only while streams are open: etcd answers a client that pings an idle
+    // connection more often than its `--grpc-keepalive-min-time` (5 s) with
+    // GOAWAY, and the keepalive and watch streams are what needs watching.
     // Requiring a leader makes a member cut off from the others refuse
     // requests and cancel streams instead of serving stale reads.
     let options = ConnectOptions::new()
         .with_connect_timeout(config.connect_timeout)
         .with_keep_alive(Duration::from_millis(500), Duration::from_millis(500))
+        .with_keep_alive_while_idle(false)
         .with_require_leader(true);
-    match timeout(config.connect_timeout, Client::connect(&config.endpoints, Some(options))).await {
+    match timeout(config.connect_timeout, Client::connect(endpoints, Some(options))).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(source)) => Err(Error::Etcd { operation: "connect", source }),
         Err(_) => Err(Error::Timeout { operation: "connect", timeout: config.connect_timeout }),
@@ -468,6 +483,8 @@ fn name_taken(shared: &Shared, holder: Option<&Entry>) -> Error {
 /// The background task that keeps the lease.
 struct Watchdog {
     shared: Arc<Shared>,
+    /// Where the keepalive stream goes; moves on when a stream fails.
+    stream_clients: StreamClients,
     state: watch::Sender<LeaseState>,
     lease: LeaseId,
     clock: LeaseClock,
@@ -512,7 +529,7 @@ impl Watchdog {
         let (key_lost, mut key_lost_receiver) = mpsc::channel(1);
         let _node_key_watch = AbortOnDrop(tokio::spawn(
             resilient::run(
-                self.shared.client.clone(),
+                self.shared.stream_clients.clone(),
                 WatchSpec {
                     key: self.shared.keys.node(&self.shared.config.node),
                     prefix: false,
@@ -543,6 +560,7 @@ impl Watchdog {
                     }
                     Err(StreamOpen::LeaseGone) => return Kept::Lost(ExpiryReason::LeaseGone),
                     Err(StreamOpen::Failed(reason)) => {
+                        self.stream_clients.rotate();
                         self.set_degraded(&reason);
                         reopen_at = Instant::now() + interval / 2;
                     }
@@ -587,6 +605,7 @@ impl Watchdog {
                 }
             };
             if let Some(reason) = broken {
+                self.stream_clients.rotate();
                 keeper = None;
                 answers = None;
                 self.clock.stream_reset();
@@ -602,7 +621,7 @@ impl Watchdog {
     async fn open_stream(&mut self) -> Result<(LeaseKeeper, LeaseKeepAliveStream), StreamOpen> {
         let now = Instant::now();
         let budget = self.shared.config.answer_deadline().min(self.clock.remaining(now.into_std()));
-        let mut lease_client = self.shared.client.lease_client();
+        let mut lease_client = self.stream_clients.current().lease_client();
         match timeout(budget, lease_client.keep_alive(self.lease.0)).await {
             Ok(Ok(opened)) => {
                 self.clock.stream_reset();

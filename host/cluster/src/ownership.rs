@@ -29,13 +29,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::keys::{Keys, check_name, name_under};
 use crate::membership::{LeaseHealth, LeaseState, first_entry, timed};
-use crate::watch::{self as resilient, Change, Entry, WatchSpec};
+use crate::watch::{self as resilient, Change, Entry, StreamClients, WatchSpec};
 use crate::{Error, FencingToken, LeaseId, NodeInfo, Result};
 
 /// Group ownership on one node's lease; cheap to clone.
 #[derive(Clone)]
 pub struct Ownership {
     client: Client,
+    stream_clients: StreamClients,
     keys: Keys,
     node: String,
     lease: watch::Receiver<LeaseState>,
@@ -97,12 +98,13 @@ struct OwnerValue {
 impl Ownership {
     pub(crate) fn new(
         client: Client,
+        stream_clients: StreamClients,
         keys: Keys,
         node: String,
         lease: watch::Receiver<LeaseState>,
         request_timeout: Duration,
     ) -> Ownership {
-        Ownership { client, keys, node, lease, request_timeout }
+        Ownership { client, stream_clients, keys, node, lease, request_timeout }
     }
 
     /// Takes `group` if no node owns it: its fencing token, or `None` when
@@ -233,7 +235,7 @@ impl Ownership {
         };
         let span = info_span!("owners_watch", node = %self.node);
         let task = tokio::spawn(
-            resilient::run(self.client.clone(), spec, move |change| {
+            resilient::run(self.stream_clients.clone(), spec, move |change| {
                 track_owners(&prefix, &mut owners, change, &sender)
             })
             .instrument(span),

@@ -1,7 +1,8 @@
 //! A watch that survives its stream: etcd-client's watch stream ends on any
 //! error (a member restarted, lost its leader, the connection dropped) and
 //! never reopens by itself, and a stream to a frozen member just goes
-//! silent. This loop asks for a progress notification every
+//! silent. Each reopening goes to the next member ([`StreamClients`]), so
+//! a frozen or dead member costs one attempt. This loop asks for a progress notification every
 //! [`PROGRESS_INTERVAL`], takes a stream that stays silent past
 //! [`SILENCE_DEADLINE`] as broken, and reopens from the revision after the
 //! last one it delivered, so no change is lost or repeated; when etcd has
@@ -76,11 +77,42 @@ pub(crate) struct WatchSpec {
     pub(crate) label: &'static str,
 }
 
+/// One client per etcd member, for long-lived streams.
+///
+/// The balanced channel of a client over all members keeps handing new
+/// streams to a member whose process is frozen (its socket still accepts),
+/// so a stream reopened after a stall can land on the same stuck member
+/// again and again. Streams instead go to one member at a time and move
+/// to the next whenever one breaks.
+#[derive(Clone)]
+pub(crate) struct StreamClients {
+    clients: Vec<Client>,
+    next: usize,
+}
+
+impl StreamClients {
+    pub(crate) fn new(clients: Vec<Client>) -> StreamClients {
+        StreamClients { clients, next: 0 }
+    }
+
+    /// The member to use now.
+    pub(crate) fn current(&self) -> &Client {
+        // Never empty: `membership::join` refuses an empty endpoint list.
+        &self.clients[self.next % self.clients.len()]
+    }
+
+    /// Moves on to the next member, after a stream on this one failed.
+    pub(crate) fn rotate(&mut self) {
+        self.next = (self.next + 1) % self.clients.len().max(1);
+    }
+}
+
 /// Delivers every change of `spec`'s range to `handle` until it returns false.
-pub(crate) async fn run(client: Client, spec: WatchSpec, mut handle: impl FnMut(Change) -> bool) {
+pub(crate) async fn run(mut clients: StreamClients, spec: WatchSpec, mut handle: impl FnMut(Change) -> bool) {
     let mut next_revision = spec.start_revision;
     let mut backoff = MIN_BACKOFF;
     loop {
+        let client = clients.current().clone();
         let mut options = WatchOptions::new().with_start_revision(next_revision).with_prev_key();
         if spec.prefix {
             options = options.with_prefix();
@@ -108,6 +140,7 @@ pub(crate) async fn run(client: Client, spec: WatchSpec, mut handle: impl FnMut(
                 Err(reason) => debug!(watch = spec.label, %reason, "re-reading a compacted range failed; retrying"),
             },
         }
+        clients.rotate();
         sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
