@@ -342,6 +342,8 @@ fn toml_entries(manifest: &str, section: &str) -> std::collections::BTreeMap<Str
 ///   (the `steward` binary) speak HTTP;
 /// - the node (`host/node`) names no wasmtime type, not even through a
 ///   path the monitor re-exports (its sources never say `wasmtime`);
+/// - the cluster layer (`host/cluster`) reaches etcd, not the rest of the
+///   host;
 /// - the guest side (`sdk/`, `plugins/`) depends on nothing under `host/`.
 ///
 /// A forbidden dependency added to a manifest fails here, naming the crate,
@@ -370,6 +372,12 @@ fn the_crate_graph_keeps_the_layer_rules() {
         &["wasmtime", "wasmtime-wasi", "axum", "reqwest", "hyper", "redb"],
         "the configuration is plain data and its checks",
     );
+    reaches_none(
+        "steward-cluster",
+        "host/cluster",
+        &["wasmtime", "wasmtime-wasi", "redb", "steward-policy", "steward-config", "steward-monitor", "steward-node"],
+        "the cluster layer talks to etcd only, so it builds and tests alone",
+    );
     for guest in graph.packages_under(&["sdk", "plugins"]) {
         for (dependency, path) in graph.reachable(&guest) {
             assert!(
@@ -397,7 +405,7 @@ fn the_crate_graph_keeps_the_layer_rules() {
         }
     }
     let root = steward_tests::workspace_root();
-    for room in ["host/node/src", "host/api/src", "host/config/src", "host/policy/src"] {
+    for room in ["host/node/src", "host/api/src", "host/config/src", "host/policy/src", "host/cluster/src"] {
         let mut files = Vec::new();
         rust_files(&root.join(room), &mut files);
         assert!(!files.is_empty(), "the walk found {room}");

@@ -25,6 +25,7 @@ const NATIVE_CRATES: &[&str] = &[
     "steward-policy",
     "steward-config",
     "steward-monitor",
+    "steward-cluster",
     "steward-node",
     "steward-api",
     "steward-sdk",
@@ -86,7 +87,8 @@ fn build_guests() -> Result<(), String> {
     run(&mut command)
 }
 
-/// What the tests need from the system: a command each, and the Debian
+/// What the tests need from the system: a command each (or, for a package
+/// without one, the absolute path of a file it installs), and the Debian
 /// package that provides it. A fresh machine gets the missing ones from
 /// `apt-get`, so the README's test command needs no set-up of its own.
 const SYSTEM_PACKAGES: &[(&str, &str)] = &[
@@ -94,11 +96,17 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("ocf-tester", "resource-agents"),
     // The `xmllint` that `ocf-tester` validates meta-data with.
     ("xmllint", "libxml2-utils"),
+    // The cluster tests start their own etcd members.
+    ("etcd", "etcd-server"),
+    // `etcd-client` compiles etcd's protobuf definitions when it builds,
+    // with `protoc` and the well-known types' `.proto` files.
+    ("protoc", "protobuf-compiler"),
+    ("/usr/include/google/protobuf/descriptor.proto", "libprotobuf-dev"),
 ];
 
 fn install_system_packages() -> Result<(), String> {
     let missing: Vec<&str> =
-        SYSTEM_PACKAGES.iter().filter(|(command, _)| !on_path(command)).map(|(_, package)| *package).collect();
+        SYSTEM_PACKAGES.iter().filter(|(needed, _)| !is_present(needed)).map(|(_, package)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -118,6 +126,12 @@ fn install_system_packages() -> Result<(), String> {
     let mut install = apt(&["install", "-y", "-qq"]);
     install.args(&missing);
     run(&mut install).map_err(|error| format!("{error}; install {} by hand and run again", missing.join(" ")))
+}
+
+/// Whether `needed` is there: an absolute path as a file, anything else as
+/// a command (`on_path`).
+fn is_present(needed: &str) -> bool {
+    if needed.starts_with('/') { Path::new(needed).is_file() } else { on_path(needed) }
 }
 
 /// Whether `command` is on the PATH, or in an sbin directory (where

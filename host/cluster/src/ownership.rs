@@ -1,0 +1,355 @@
+//! Ownership: which node runs each group, with a fencing token per ownership.
+//!
+//! A group's owner key `/steward/<cluster>/owners/<group>` is created by a
+//! transaction only if it is absent, bound to the owner node's lease: when
+//! the node's lease ends, etcd deletes its owner keys with it, and the one
+//! keepalive of [`crate::membership`] keeps all of them. The fencing token
+//! is the owner key's create revision, which etcd makes larger for every
+//! new owner; every write made on a group's behalf compares the owner key's
+//! create revision with the writer's token in the same transaction
+//! ([`Ownership::guarded_put`]), so a node that lost the group (however
+//! late it learns it) cannot write for it any more.
+//!
+//! A request that times out may still have been applied by etcd; so
+//! [`Ownership::acquire`] of a group this node already holds on its
+//! current lease returns that ownership's token rather than nothing.
+//!
+//! [`Ownership::watch_owners`] follows the owners prefix (reopening its
+//! stream from the last revision it delivered, see `watch.rs`) and
+//! reports each owner that comes or goes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::keys::{Keys, check_name, name_under};
+use crate::membership::{LeaseHealth, LeaseState, first_entry, timed};
+use crate::watch::{self as resilient, Change, Entry, StreamClients, WatchSpec};
+use crate::{Error, FencingToken, LeaseId, NodeInfo, Result};
+
+/// Group ownership on one node's lease; cheap to clone.
+#[derive(Clone)]
+pub struct Ownership {
+    client: Client,
+    stream_clients: StreamClients,
+    keys: Keys,
+    node: String,
+    lease: watch::Receiver<LeaseState>,
+    request_timeout: Duration,
+}
+
+/// A group's current owner, as read from etcd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerRecord {
+    pub group: String,
+    pub node: String,
+    pub token: FencingToken,
+    pub lease: LeaseId,
+}
+
+/// A node holding its lease, as read from etcd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub name: String,
+    pub info: NodeInfo,
+    pub lease: LeaseId,
+}
+
+/// A group's owner came (`owner` is the node) or went (`owner` is `None`);
+/// `token` is the fencing token of the ownership that began or ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerChanged {
+    pub group: String,
+    pub owner: Option<String>,
+    pub token: FencingToken,
+}
+
+/// The owner changes of the cluster, beginning with the owners that exist.
+/// Dropping it stops the watch.
+pub struct OwnersWatch {
+    events: mpsc::UnboundedReceiver<OwnerChanged>,
+    task: JoinHandle<()>,
+}
+
+impl OwnersWatch {
+    /// The next change; `None` only if the watch task died.
+    pub async fn recv(&mut self) -> Option<OwnerChanged> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for OwnersWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The JSON value of an owner key.
+#[derive(Serialize, Deserialize)]
+struct OwnerValue {
+    node: String,
+}
+
+impl Ownership {
+    pub(crate) fn new(
+        client: Client,
+        stream_clients: StreamClients,
+        keys: Keys,
+        node: String,
+        lease: watch::Receiver<LeaseState>,
+        request_timeout: Duration,
+    ) -> Ownership {
+        Ownership { client, stream_clients, keys, node, lease, request_timeout }
+    }
+
+    /// Takes `group` if no node owns it: its fencing token, or `None` when
+    /// another node (or this node on an earlier lease) holds it.
+    pub async fn acquire(&self, group: &str) -> Result<Option<FencingToken>> {
+        check_name("group", group)?;
+        let lease = self.healthy_lease()?;
+        let key = self.keys.owner(group);
+        let value = serde_json::to_vec(&OwnerValue { node: self.node.clone() })
+            .map_err(|error| Error::CorruptValue { key: key.clone(), reason: error.to_string() })?;
+        let create = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease.0))),
+                TxnOp::get(key.clone(), None),
+            ])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let response = self.txn("owner key transaction", create).await?;
+        let holder = first_entry(&response);
+        let token = match holder {
+            Some(holder) if response.succeeded() || self.is_ours(&holder, lease) => {
+                FencingToken::from_create_revision(holder.create_revision)
+            }
+            _ => None,
+        };
+        match token {
+            Some(token) => info!(node = %self.node, group, %token, %lease, "group acquired"),
+            None => debug!(node = %self.node, group, "group is owned by another node"),
+        }
+        Ok(token)
+    }
+
+    /// Gives `group` up, if `token` is still its ownership: `true` if the
+    /// owner key was deleted, `false` if it was not this ownership's any more.
+    pub async fn release(&self, group: &str, token: FencingToken) -> Result<bool> {
+        check_name("group", group)?;
+        let key = self.keys.owner(group);
+        let release = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, token.as_revision())])
+            .and_then([TxnOp::delete(key, None)]);
+        let response = self.txn("owner key release", release).await?;
+        if response.succeeded() {
+            info!(node = %self.node, group, %token, "group released");
+        } else {
+            warn!(node = %self.node, group, %token, "group was not released: the ownership had already ended");
+        }
+        Ok(response.succeeded())
+    }
+
+    /// Writes `value` at `/steward/<cluster>/groups/<group>/<key>` on the
+    /// group's behalf, only if `token` is still the group's ownership;
+    /// otherwise fails with [`Error::StaleFencingToken`].
+    pub async fn guarded_put(
+        &self,
+        group: &str,
+        token: FencingToken,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<()> {
+        check_name("group", group)?;
+        let owner_key = self.keys.owner(group);
+        let put = Txn::new()
+            .when([Compare::create_revision(owner_key.clone(), CompareOp::Equal, token.as_revision())])
+            .and_then([TxnOp::put(self.keys.group_data(group, key), value, None)])
+            .or_else([TxnOp::get(owner_key, None)]);
+        let response = self.txn("guarded write", put).await?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        let current = match first_entry(&response) {
+            Some(holder) => format!(
+                "owned by {} with token {}",
+                owner_node(&holder).unwrap_or_else(|| "an unknown node".to_string()),
+                holder.create_revision
+            ),
+            None => "not owned".to_string(),
+        };
+        warn!(node = %self.node, group, %token, %current, "guarded write refused: stale fencing token");
+        Err(Error::StaleFencingToken { group: group.to_string(), token, current })
+    }
+
+    /// Every group's current owner, by group name.
+    pub async fn list_owners(&self) -> Result<Vec<OwnerRecord>> {
+        let prefix = self.keys.owners_prefix();
+        let (entries, _) = self.read_prefix("owners read", &prefix).await?;
+        Ok(entries.iter().filter_map(|entry| owner_record(&prefix, entry)).collect())
+    }
+
+    /// Every node that holds its lease now, by name.
+    pub async fn live_nodes(&self) -> Result<Vec<NodeRecord>> {
+        let prefix = self.keys.nodes_prefix();
+        let (entries, _) = self.read_prefix("nodes read", &prefix).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|entry| {
+                let name = name_under(&prefix, &entry.key)?;
+                let info = serde_json::from_slice(&entry.value)
+                    .inspect_err(
+                        |error| warn!(key = %entry.key, %error, "skipping a node key that is not Steward's JSON"),
+                    )
+                    .ok()?;
+                Some(NodeRecord { name: name.to_string(), info, lease: LeaseId(entry.lease) })
+            })
+            .collect())
+    }
+
+    /// Follows the owners: first one [`OwnerChanged`] per current owner,
+    /// then every change, without gaps across broken streams.
+    pub async fn watch_owners(&self) -> Result<OwnersWatch> {
+        let prefix = self.keys.owners_prefix();
+        let (entries, revision) = self.read_prefix("owners read", &prefix).await?;
+        let (sender, events) = mpsc::unbounded_channel();
+        let mut owners = BTreeMap::new();
+        for record in entries.iter().filter_map(|entry| owner_record(&prefix, entry)) {
+            let _ = sender.send(OwnerChanged {
+                group: record.group.clone(),
+                owner: Some(record.node.clone()),
+                token: record.token,
+            });
+            owners.insert(record.group.clone(), record);
+        }
+        let spec = WatchSpec {
+            key: prefix.clone(),
+            prefix: true,
+            start_revision: revision + 1,
+            request_timeout: self.request_timeout,
+            label: "owners",
+        };
+        let span = info_span!("owners_watch", node = %self.node);
+        let task = tokio::spawn(
+            resilient::run(self.stream_clients.clone(), spec, move |change| {
+                track_owners(&prefix, &mut owners, change, &sender)
+            })
+            .instrument(span),
+        );
+        Ok(OwnersWatch { events, task })
+    }
+
+    /// Every transaction here may be repeated by `timed`: acquiring again
+    /// finds our own key, a repeated guarded put writes the same value, and
+    /// a repeated release finds the key gone (and says `false`).
+    async fn txn(&self, operation: &'static str, txn: Txn) -> Result<TxnResponse> {
+        timed(operation, self.request_timeout, || {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
+    fn healthy_lease(&self) -> Result<LeaseId> {
+        let state = *self.lease.borrow();
+        match state.health {
+            LeaseHealth::Healthy => Ok(state.lease),
+            health => Err(Error::NoLease { node: self.node.clone(), state: health.describe() }),
+        }
+    }
+
+    fn is_ours(&self, holder: &Entry, lease: LeaseId) -> bool {
+        holder.lease == lease.0 && owner_node(holder).as_deref() == Some(self.node.as_str())
+    }
+
+    async fn read_prefix(&self, operation: &'static str, prefix: &str) -> Result<(Vec<Entry>, i64)> {
+        let response = timed(operation, self.request_timeout, || {
+            let mut kv = self.client.kv_client();
+            async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
+        let revision = response.header().map(|header| header.revision()).unwrap_or_default();
+        Ok((response.kvs().iter().filter_map(Entry::from_key_value).collect(), revision))
+    }
+}
+
+fn owner_node(entry: &Entry) -> Option<String> {
+    serde_json::from_slice::<OwnerValue>(&entry.value).ok().map(|value| value.node)
+}
+
+fn owner_record(prefix: &str, entry: &Entry) -> Option<OwnerRecord> {
+    let group = name_under(prefix, &entry.key)?;
+    let Some(node) = owner_node(entry) else {
+        warn!(key = %entry.key, "skipping an owner key that is not Steward's JSON");
+        return None;
+    };
+    Some(OwnerRecord {
+        group: group.to_string(),
+        node,
+        token: FencingToken::from_create_revision(entry.create_revision)?,
+        lease: LeaseId(entry.lease),
+    })
+}
+
+/// Applies one change to the known owners and reports what it changed;
+/// false once nobody listens.
+fn track_owners(
+    prefix: &str,
+    owners: &mut BTreeMap<String, OwnerRecord>,
+    change: Change,
+    sender: &mpsc::UnboundedSender<OwnerChanged>,
+) -> bool {
+    let mut changes = Vec::new();
+    match change {
+        Change::Put(entry) => {
+            if let Some(record) = owner_record(prefix, &entry)
+                && owners.get(&record.group) != Some(&record)
+            {
+                changes.push(OwnerChanged {
+                    group: record.group.clone(),
+                    owner: Some(record.node.clone()),
+                    token: record.token,
+                });
+                owners.insert(record.group.clone(), record);
+            }
+        }
+        Change::Delete { key, previous } => {
+            if let Some(group) = name_under(prefix, &key) {
+                let ended = owners.remove(group).map(|record| record.token).or_else(|| {
+                    previous.and_then(|previous| FencingToken::from_create_revision(previous.create_revision))
+                });
+                match ended {
+                    Some(token) => changes.push(OwnerChanged { group: group.to_string(), owner: None, token }),
+                    None => debug!(group, "an owner key this watch never saw was deleted"),
+                }
+            }
+        }
+        Change::Resync(entries) => {
+            let now: BTreeMap<String, OwnerRecord> = entries
+                .iter()
+                .filter_map(|entry| owner_record(prefix, entry))
+                .map(|record| (record.group.clone(), record))
+                .collect();
+            for (group, record) in owners.iter() {
+                if now.get(group) != Some(record) {
+                    changes.push(OwnerChanged { group: group.clone(), owner: None, token: record.token });
+                }
+            }
+            for (group, record) in &now {
+                if owners.get(group) != Some(record) {
+                    changes.push(OwnerChanged {
+                        group: group.clone(),
+                        owner: Some(record.node.clone()),
+                        token: record.token,
+                    });
+                }
+            }
+            *owners = now;
+        }
+    }
+    changes.into_iter().all(|change| sender.send(change).is_ok())
+}

@@ -1,0 +1,8 @@
+//! The cluster crate's one integration test binary: real etcd clusters
+//! (`support`) for membership and ownership, and the ownership simulation,
+//! which needs no etcd.
+
+mod membership;
+mod ownership;
+mod simulation;
+mod support;
