@@ -219,6 +219,7 @@ async fn probe_latency(guests: &Path) -> Value {
     let options = WorkerOptions {
         program: PathBuf::from(env!("CARGO_BIN_EXE_steward")),
         node_name: "bench".into(),
+        cluster_name: String::new(),
         cache_dir: cache.path().to_path_buf(),
         log_json: false,
         shared_capacity: RESOURCES as u32,

@@ -2,6 +2,7 @@
 //! so the 2-core machines link once.
 
 mod cli;
+mod cluster;
 mod containment;
 mod daemon;
 mod examples;

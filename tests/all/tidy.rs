@@ -110,8 +110,9 @@ fn the_configuration_reference_lists_every_key_the_parser_knows() {
 
 /// Each table of the configuration and where its keys are written: a
 /// top-level table, or inline in the table of its parent.
-const TABLES: [(&str, Option<&str>); 6] = [
+const TABLES: [(&str, Option<&str>); 7] = [
     ("node", None),
+    ("cluster", None),
     ("resource", None),
     ("grants", Some("resource")),
     ("directories", Some("grants")),
@@ -237,11 +238,13 @@ impl ConfigDoc {
 
     /// A node file whose table `target` is changed by `change`, every other
     /// table holding only its required keys. A second resource, `marker`,
-    /// is there for the doc's examples that name it.
+    /// is there for the doc's examples that name it. `[cluster]` is there
+    /// only when it is the target: a node file may leave it out.
     fn file(&self, target: &str, change: Change) -> String {
         let table = |section: &str| self.assignments(section, target, change).join("\n");
+        let cluster = if target == "cluster" { format!("[cluster]\n{}\n\n", table("cluster")) } else { String::new() };
         format!(
-            "[node]\n{}\n\n[[resource]]\n{}\n\n[[resource]]\nname = \"marker\"\ntype = \"file-marker\"\n\n[[group]]\n{}\n",
+            "[node]\n{}\n\n{cluster}[[resource]]\n{}\n\n[[resource]]\nname = \"marker\"\ntype = \"file-marker\"\n\n[[group]]\n{}\n",
             table("node"),
             table("resource"),
             table("group")

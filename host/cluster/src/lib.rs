@@ -20,6 +20,8 @@
 //!   through [`ownership::Ownership::guarded_put`].
 
 pub mod error;
+#[cfg(feature = "harness")]
+pub mod harness;
 mod keys;
 pub mod lease;
 pub mod membership;

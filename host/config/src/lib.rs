@@ -62,7 +62,31 @@ pub struct NodeConfig {
     pub resources: Vec<ResourceConfig>,
     /// Every group, in file order.
     pub groups: Vec<GroupConfig>,
+    /// The cluster this node joins; `None` runs it alone on its state store.
+    pub cluster: Option<ClusterSettings>,
 }
+
+/// How a node joins its cluster (the `[cluster]` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The cluster's name: plugins see it (`node-info`), and it roots the
+    /// cluster's keys in etcd.
+    pub name: String,
+    /// etcd client URLs.
+    pub endpoints: Vec<String>,
+    /// How long the node keeps its groups without reaching etcd.
+    pub lease_ttl: Duration,
+    /// How long a new owner waits after acquiring a group before it brings
+    /// it online: room for the clocks of the old owner and etcd to differ.
+    pub safety_margin: Duration,
+    /// The deadline of each etcd request.
+    pub request_timeout: Duration,
+}
+
+/// The lease TTL when `[cluster]` names none.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(2);
+/// etcd grants leases in whole seconds, and none shorter than one.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -122,6 +146,10 @@ pub struct GroupConfig {
     pub policy: Policy,
     /// Whether the group is brought online when the node starts for the first time.
     pub autostart: bool,
+    /// In a cluster, the nodes that should run it, most wanted first.
+    pub preferred_owners: Vec<String>,
+    /// In a cluster, the only nodes that may run it; empty: any node.
+    pub possible_owners: Vec<String>,
 }
 
 pub use steward_policy::Policy;
@@ -161,6 +189,7 @@ pub fn load(file: &Path) -> Result<NodeConfig, ConfigError> {
         max_instances_per_worker: raw.node.max_instances_per_worker,
         resources,
         groups,
+        cluster: raw.cluster.map(|cluster| cluster_settings(file, cluster)).transpose()?,
     };
     check_structure(&config)?;
     Ok(config)
@@ -263,6 +292,8 @@ fn collect(
             name: raw.name,
             resources: raw.resources,
             autostart: raw.autostart.unwrap_or(true),
+            preferred_owners: raw.preferred_owners,
+            possible_owners: raw.possible_owners,
             policy: Policy {
                 restart_threshold: policy.restart_threshold.unwrap_or(defaults.restart_threshold),
                 restart_period: policy.restart_period.map_or(defaults.restart_period, |d| d.0),
@@ -436,6 +467,7 @@ impl PropertyValue {
 #[serde(deny_unknown_fields)]
 struct RawNodeFile {
     node: RawNode,
+    cluster: Option<RawCluster>,
     #[serde(default)]
     resource: Vec<RawResource>,
     #[serde(default)]
@@ -524,6 +556,52 @@ struct RawGroup {
     resources: Vec<String>,
     policy: Option<RawPolicy>,
     autostart: Option<bool>,
+    #[serde(default)]
+    preferred_owners: Vec<String>,
+    #[serde(default)]
+    possible_owners: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: String,
+    endpoints: Vec<String>,
+    lease_ttl: Option<TextDuration>,
+    safety_margin: Option<TextDuration>,
+    request_timeout: Option<TextDuration>,
+}
+
+/// The `[cluster]` table, checked: a name, endpoints, and a lease etcd grants.
+fn cluster_settings(file: &Path, raw: RawCluster) -> Result<ClusterSettings, ConfigError> {
+    let fail = |message: String| ConfigError { location: format!("{}: [cluster]", file.display()), message };
+    if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(fail(format!("name: `{}` is not a cluster name; use letters, digits, `-` and `_`", raw.name)));
+    }
+    if raw.endpoints.is_empty() {
+        return Err(fail("endpoints: name at least one etcd client URL, for example \"http://10.0.0.1:2379\"".into()));
+    }
+    if let Some(bad) = raw.endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+        return Err(fail(format!("endpoints: `{bad}` is not a URL; write it as http://HOST:PORT")));
+    }
+    let lease_ttl = raw.lease_ttl.map_or(DEFAULT_LEASE_TTL, |d| d.0);
+    if lease_ttl < MIN_LEASE_TTL || lease_ttl.subsec_nanos() != 0 {
+        return Err(fail(format!(
+            "lease_ttl: {} ms is not a lease etcd grants: it counts whole seconds, at least 1; write \"1s\", \"2s\", ...",
+            lease_ttl.as_millis()
+        )));
+    }
+    let safety_margin = raw.safety_margin.map_or(Duration::from_millis(250), |d| d.0);
+    if safety_margin >= lease_ttl {
+        return Err(fail("safety_margin: must be shorter than lease_ttl".into()));
+    }
+    Ok(ClusterSettings {
+        name: raw.name,
+        endpoints: raw.endpoints,
+        lease_ttl,
+        safety_margin,
+        request_timeout: raw.request_timeout.map_or(Duration::from_secs(1), |d| d.0),
+    })
 }
 
 #[derive(Deserialize, Default)]

@@ -189,6 +189,10 @@ fn bare_host_imports(linker: &mut Linker<Bare>, component: &Component) {
     let mut host = linker.instance("steward:resource/host@0.1.0").expect("host instance");
     host.func_wrap("log", |_store, _args: (steward_monitor::bindings::LogLevel, String, Vec<(String, String)>)| Ok(()))
         .expect("log");
+    // What `dummy` calls on its way (a zero delay, its progress, the token).
+    host.func_wrap("sleep-ms", |_store, _args: (u32,)| Ok(())).expect("sleep-ms");
+    host.func_wrap("report-progress", |_store, _args: (String,)| Ok(())).expect("report-progress");
+    host.func_wrap("fencing-token", |_store, _args: ()| Ok((0u64,))).expect("fencing-token");
     linker.define_unknown_imports_as_traps(component).expect("trap imports");
 }
 

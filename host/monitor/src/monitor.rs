@@ -145,14 +145,21 @@ impl ResourceSpec {
 /// Hosts resource instances for one node.
 pub struct Monitor {
     node_name: String,
+    cluster_name: String,
     events: broadcast::Sender<MonitorEvent>,
 }
 
 impl Monitor {
-    /// A monitor for node `node_name`.
+    /// A monitor for node `node_name`, running alone.
     pub fn new(node_name: &str) -> Self {
+        Monitor::in_cluster(node_name, "")
+    }
+
+    /// A monitor for node `node_name` of cluster `cluster_name` (empty:
+    /// alone), the identity its plugins read through `node-info`.
+    pub fn in_cluster(node_name: &str, cluster_name: &str) -> Self {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
-        Monitor { node_name: node_name.to_string(), events }
+        Monitor { node_name: node_name.to_string(), cluster_name: cluster_name.to_string(), events }
     }
 
     /// Events about every resource of this monitor, from now on.
@@ -190,6 +197,7 @@ impl Monitor {
             shared: Arc::new(Shared {
                 span,
                 node_name: self.node_name.clone(),
+                cluster_name: self.cluster_name.clone(),
                 events: self.events.clone(),
                 plugin,
                 spec,
@@ -216,6 +224,7 @@ impl std::fmt::Debug for ResourceHandle {
 struct Shared {
     span: tracing::Span,
     node_name: String,
+    cluster_name: String,
     events: broadcast::Sender<MonitorEvent>,
     plugin: Arc<Plugin>,
     spec: ResourceSpec,
@@ -421,7 +430,7 @@ impl ResourceHandle {
         let spec = &shared.spec;
         let identity = NodeIdentity {
             node_name: shared.node_name.clone(),
-            cluster_name: String::new(),
+            cluster_name: shared.cluster_name.clone(),
             resource_name: spec.name.clone(),
         };
         let state = SandboxState::for_resource(spec, identity, shared.events.clone())

@@ -41,6 +41,7 @@ use steward_monitor::worker::{RemoteResource, WorkerEvent, WorkerOptions, Worker
 use steward_policy::failure::{Failure, FailureKind};
 use steward_policy::{Action, GroupSpec, Input, MemberSpec, PolicyEngine, ResourceState, Severity};
 
+pub mod cluster;
 pub mod error;
 mod live;
 pub mod plugin_dir;
@@ -517,6 +518,7 @@ impl Node {
             WorkerOptions {
                 program: worker_program()?,
                 node_name: config.name.clone(),
+                cluster_name: config.cluster.as_ref().map(|cluster| cluster.name.clone()).unwrap_or_default(),
                 cache_dir: config.data_dir.join("compile-cache"),
                 log_json: config.log_format == steward_config::LogFormat::Json,
                 shared_capacity: (config.resources.len() as u32 + RELOAD_HEADROOM)
@@ -917,8 +919,16 @@ impl Node {
                 });
                 // Each transition derives its group's state; the loop
                 // writes the history after the event.
-                let actions = self.engine.handle(Input::GroupOffline(group), Instant::now());
+                let actions = self.engine.handle(Input::GroupOffline(group.clone()), Instant::now());
                 self.execute(actions);
+                // Still wanted online: it comes back here if this node
+                // owns it again (the backend decides when).
+                let wanted =
+                    self.view.groups.read().is_ok_and(|groups| groups.get(&group).is_some_and(|g| g.wanted_online));
+                if wanted {
+                    self.awaiting_ownership.insert(group.clone(), vec![Input::GroupOnline(group.clone())]);
+                    self.ownership.acquire(&group);
+                }
             }
         }
     }

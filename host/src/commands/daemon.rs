@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use steward_monitor::runtime::{Runtime, RuntimeConfig};
 use steward_monitor::text::escape_control;
+use steward_node::cluster::{ClusterOwnership, GroupOwners};
 use steward_node::state::StateStore;
-use steward_node::{Node, SingleNode};
+use steward_node::{Node, Ownership, SingleNode};
 
 /// Scratch instances for `metadata` and `validate` calls at once.
 const SCRATCH_INSTANCE_SLOTS: u32 = 64;
@@ -47,9 +48,36 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let api = listener.local_addr()?;
     // The API serves while the plugins compile: `steward status` shows each
     // resource waiting for its type rather than failing to connect.
-    // Alone, the node owns every group; a cluster backend takes this seam.
-    let (ownership, ownership_events) = SingleNode::new(store.clone());
-    let node = Node::start(config.clone(), runtime, store, Box::new(ownership), ownership_events)?;
+    // Alone, the node owns every group; in a cluster, etcd decides.
+    let (ownership, ownership_events, member): (Box<dyn Ownership>, _, _) = match &config.cluster {
+        None => {
+            let (ownership, events) = SingleNode::new(store.clone());
+            (Box::new(ownership), events, None)
+        }
+        Some(cluster) => match join_cluster(&config, cluster, api).await {
+            Ok(member) => {
+                let groups = config
+                    .groups
+                    .iter()
+                    .map(|group| {
+                        let owners = GroupOwners {
+                            preferred: group.preferred_owners.clone(),
+                            possible: group.possible_owners.clone(),
+                        };
+                        (group.name.clone(), owners)
+                    })
+                    .collect();
+                let (ownership, events) =
+                    ClusterOwnership::start(&member, groups, cluster.lease_ttl, cluster.safety_margin);
+                (Box::new(ownership), events, Some(member))
+            }
+            Err(error) => {
+                eprintln!("error: {}: [cluster]: {error}", args.config.display());
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+    };
+    let node = Node::start(config.clone(), runtime, store, ownership, ownership_events)?;
     forward_hangups(node.view());
     let view = node.view();
     tokio::spawn(async move {
@@ -70,8 +98,36 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
+    if let Some(member) = member {
+        // The groups are offline (or left running, as configured): the
+        // lease goes now, so other nodes take them at once.
+        if let Err(error) = member.leave().await {
+            tracing::warn!(%error, "cannot revoke the cluster lease; it runs out by itself");
+        }
+    }
     tracing::info!("daemon stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Joins the cluster `[cluster]` names; a node name taken by another live
+/// node, an unreachable etcd or a lease etcd refuses is an error.
+async fn join_cluster(
+    config: &steward_config::NodeConfig,
+    cluster: &steward_config::ClusterSettings,
+    api: std::net::SocketAddr,
+) -> Result<steward_cluster::Member, steward_cluster::Error> {
+    let info = steward_cluster::NodeInfo {
+        api_address: api.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        plugins: steward_cluster::PluginInventory::new(),
+    };
+    let mut settings =
+        steward_cluster::ClusterConfig::new(cluster.name.clone(), cluster.endpoints.clone(), config.name.clone(), info);
+    settings.lease_ttl = cluster.lease_ttl;
+    settings.request_timeout = cluster.request_timeout;
+    let member = steward_cluster::join(settings).await?;
+    tracing::info!(cluster = %cluster.name, node = %config.name, "joined the cluster");
+    Ok(member)
 }
 
 /// SIGHUP reloads the configuration, as daemons conventionally do.

@@ -18,6 +18,9 @@ pub struct Args {
     /// The node's name, for the plugins' `node-info`.
     #[arg(long)]
     node: String,
+    /// The cluster's name (empty: alone), for the plugins' `node-info`.
+    #[arg(long, default_value = "")]
+    cluster: String,
     /// The worker's name, for the log.
     #[arg(long)]
     worker: String,
@@ -50,6 +53,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_live_instances: args.instances + SPARE_INSTANCE_SLOTS,
         cache_dir: Some(args.cache_dir),
     })?;
-    steward_monitor::worker::server::serve(runtime, &args.node).await?;
+    steward_monitor::worker::server::serve(runtime, &args.node, &args.cluster).await?;
     Ok(ExitCode::SUCCESS)
 }

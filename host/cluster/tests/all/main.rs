@@ -1,8 +1,7 @@
 //! The cluster crate's one integration test binary: real etcd clusters
-//! (`support`) for membership and ownership, and the ownership simulation,
+//! (`steward_cluster::harness`) for membership and ownership, and the ownership simulation,
 //! which needs no etcd.
 
 mod membership;
 mod ownership;
 mod simulation;
-mod support;

@@ -7,7 +7,7 @@ use steward_cluster::{Error, LeaseHealth, MembershipEvent, join};
 use tokio::sync::broadcast;
 use tokio::time::timeout;
 
-use crate::support::{EtcdCluster, eventually};
+use steward_cluster::harness::{EtcdCluster, eventually};
 
 /// The next event within `limit`, or a failure naming what was awaited.
 async fn next_event(events: &mut broadcast::Receiver<MembershipEvent>, limit: Duration, what: &str) -> MembershipEvent {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use steward_cluster::{Error, OwnerChanged, OwnersWatch, join};
 use tokio::time::timeout;
 
-use crate::support::EtcdCluster;
+use steward_cluster::harness::EtcdCluster;
 
 async fn next_change(watch: &mut OwnersWatch, limit: Duration, what: &str) -> OwnerChanged {
     match timeout(limit, watch.recv()).await {

@@ -50,6 +50,8 @@ pub struct WorkerOptions {
     pub program: PathBuf,
     /// The node's name, for the plugins' `node-info`.
     pub node_name: String,
+    /// The cluster's name (empty: alone), for the plugins' `node-info`.
+    pub cluster_name: String,
     /// The shared compile cache.
     pub cache_dir: PathBuf,
     /// Log as JSON lines.
@@ -295,7 +297,7 @@ impl Worker {
         command
             .arg0("steward")
             .arg("monitor")
-            .args(["--node", &options.node_name, "--worker", &self.name])
+            .args(["--node", &options.node_name, "--cluster", &options.cluster_name, "--worker", &self.name])
             .arg("--cache-dir")
             .arg(&options.cache_dir)
             .args(["--instances", &capacity.to_string()])

@@ -27,7 +27,7 @@ use crate::plugin::Plugin;
 use crate::runtime::Runtime;
 
 /// Serves the daemon on stdin and stdout until told to stop or orphaned.
-pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()> {
+pub async fn serve(runtime: Arc<Runtime>, node_name: &str, cluster_name: &str) -> std::io::Result<()> {
     // The pipes are polled by the reactor: tokio's `stdin()`/`stdout()` hop
     // through the blocking pool on every read and write, which would cost
     // more than the probe they carry.
@@ -37,7 +37,7 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str) -> std::io::Result<()
     let writer = tokio::spawn(pump(outgoing, Writer::new(stdout)));
     let worker = Arc::new(Worker {
         runtime,
-        monitor: Monitor::new(node_name),
+        monitor: Monitor::in_cluster(node_name, cluster_name),
         plugins: Mutex::new(HashMap::new()),
         handles: Arc::new(Mutex::new(HashMap::new())),
         replies,

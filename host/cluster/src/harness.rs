@@ -1,4 +1,5 @@
-//! A real etcd cluster for the tests: three members on loopback ports in a
+//! A real etcd cluster for tests (feature `harness`, for this crate's tests
+//! and the daemon's in `tests/`): three members on loopback ports in a
 //! temporary directory, with the short heartbeat and election timeout the
 //! issue's figures use, and the faults the tests inject: kill -9, SIGSTOP,
 //! SIGCONT, restart, and finding the leader. Members are killed when the
@@ -11,8 +12,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::{ClusterConfig, NodeInfo, PluginInventory};
 use etcd_client::{Client, ConnectOptions};
-use steward_cluster::{ClusterConfig, NodeInfo, PluginInventory};
 use tokio::time::{Instant, sleep, timeout};
 
 /// The heartbeat and election timeout of the benchmark set-up.
@@ -21,6 +22,7 @@ const ELECTION_TIMEOUT_MS: &str = "200";
 /// How long a cluster may take to elect its first leader.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
+/// A running 3-member etcd; dropping it kills the members.
 pub struct EtcdCluster {
     // Held for its Drop: the members' data lives in it.
     _dir: tempfile::TempDir,

@@ -1,0 +1,301 @@
+//! The ownership backend of a node in a cluster: groups are owned through
+//! etcd (`steward_cluster`), one owner at a time, each ownership with the
+//! owner key's create revision as its fencing token.
+//!
+//! An agent task stands between the node loop and etcd, so the loop never
+//! waits on the network: the loop's `acquire` and `release` become
+//! commands, and what the agent learns comes back as [`OwnershipEvent`]s.
+//! The agent
+//! - takes a group the node wants when nobody owns it and placement names
+//!   this node (the first live node of `preferred_owners`, then the others
+//!   by name, among `possible_owners`), or when it stayed unowned for a
+//!   lease TTL whoever was named (the named node may be unable to act);
+//! - reports `Acquired` only a safety margin after etcd granted the key,
+//!   room for the clocks of the old owner and etcd to differ;
+//! - fences the node: when keepalives stop being acknowledged, or the
+//!   lease is gone, every group is reported `Lost` at once, before the
+//!   lease can run out by the node's own estimate, so that no other node
+//!   can run a group while this one still does;
+//! - reports `Lost` too when a group's owner key names another node or
+//!   vanishes (an operator, or etcd's revocation bug);
+//! - tries again what it still wants when the lease is healthy again or
+//!   the node rejoined with a new lease.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use steward_cluster::membership::MembershipEvent;
+use steward_cluster::placement::{GroupPlacement, LiveNode, choose_owner};
+use steward_cluster::{FencingToken, Member, OwnerChanged, PluginInventory};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::{Ownership, OwnershipEvent};
+
+/// Where a group may run, from the node file.
+#[derive(Debug, Clone, Default)]
+pub struct GroupOwners {
+    /// The nodes that should run it, most wanted first.
+    pub preferred: Vec<String>,
+    /// The only nodes that may run it; empty: any.
+    pub possible: Vec<String>,
+}
+
+/// The node's side of cluster ownership: commands to the agent task.
+pub struct ClusterOwnership {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+enum Command {
+    Acquire(String),
+    Release(String),
+}
+
+impl ClusterOwnership {
+    /// Starts the agent for `member` (which must outlive it), and the
+    /// channel the node loop hears it on.
+    pub fn start(
+        member: &Member,
+        groups: BTreeMap<String, GroupOwners>,
+        lease_ttl: Duration,
+        safety_margin: Duration,
+    ) -> (ClusterOwnership, mpsc::UnboundedReceiver<OwnershipEvent>) {
+        let (commands, command_receiver) = mpsc::unbounded_channel();
+        let (events, receiver) = mpsc::unbounded_channel();
+        let agent = Agent {
+            node: member.node().to_string(),
+            etcd: member.ownership(),
+            groups,
+            lease_ttl,
+            safety_margin,
+            events,
+            wanted: BTreeSet::new(),
+            owned: HashMap::new(),
+            owners: HashMap::new(),
+            unowned_since: HashMap::new(),
+            margins: Vec::new(),
+            fenced: false,
+        };
+        let span = tracing::info_span!("cluster_ownership", node = %member.node());
+        tokio::spawn(agent.run(command_receiver, member.subscribe()).instrument(span));
+        (ClusterOwnership { commands }, receiver)
+    }
+}
+
+impl Ownership for ClusterOwnership {
+    fn acquire(&mut self, group: &str) {
+        let _ = self.commands.send(Command::Acquire(group.to_string()));
+    }
+
+    fn release(&mut self, group: &str) {
+        let _ = self.commands.send(Command::Release(group.to_string()));
+    }
+}
+
+struct Agent {
+    node: String,
+    etcd: steward_cluster::Ownership,
+    groups: BTreeMap<String, GroupOwners>,
+    lease_ttl: Duration,
+    safety_margin: Duration,
+    events: mpsc::UnboundedSender<OwnershipEvent>,
+    /// Groups the node asked for and did not release.
+    wanted: BTreeSet<String>,
+    /// Groups this node owns, reported or waiting for the safety margin.
+    owned: HashMap<String, FencingToken>,
+    /// Each owned group's owner as the owners watch last said.
+    owners: HashMap<String, String>,
+    /// When each group was last seen without an owner.
+    unowned_since: HashMap<String, Instant>,
+    /// Groups acquired and not yet reported: when to report them.
+    margins: Vec<(Instant, String, FencingToken)>,
+    /// Keepalives are not acknowledged: nothing is taken until they are.
+    fenced: bool,
+}
+
+impl Agent {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut membership: broadcast::Receiver<MembershipEvent>,
+    ) {
+        let mut watch = loop {
+            match self.etcd.watch_owners().await {
+                Ok(watch) => break watch,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the group owners yet; trying again");
+                    tokio::time::sleep(self.lease_ttl / 4).await;
+                }
+            }
+        };
+        let mut tick = tokio::time::interval(self.lease_ttl / 4);
+        loop {
+            let next_margin = self.margins.iter().map(|(at, _, _)| *at).min();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Acquire(group)) => {
+                        self.wanted.insert(group.clone());
+                        self.consider(&group).await;
+                    }
+                    Some(Command::Release(group)) => self.release(&group).await,
+                    // The node stopped: its lease goes with the member.
+                    None => return,
+                },
+                Some(change) = watch.recv() => self.owner_changed(change).await,
+                event = membership.recv() => match event {
+                    Ok(event) => self.membership(event).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.fence("membership events were missed"),
+                    Err(broadcast::error::RecvError::Closed) => {
+                        self.fence("the cluster membership ended");
+                        return;
+                    }
+                },
+                () = sleep_until(next_margin), if next_margin.is_some() => self.report_due(),
+                _ = tick.tick() => {
+                    for group in self.wanted.clone() {
+                        self.consider(&group).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes `group` if the node wants it, nobody owns it, and this node
+    /// is the one to take it.
+    async fn consider(&mut self, group: &str) {
+        if self.fenced || !self.wanted.contains(group) || self.owned.contains_key(group) {
+            return;
+        }
+        if self.owners.get(group).is_some_and(|owner| *owner != self.node) {
+            return;
+        }
+        let now = Instant::now();
+        let unowned_since = *self.unowned_since.entry(group.to_string()).or_insert(now);
+        let chosen = match self.etcd.live_nodes().await {
+            Ok(nodes) => {
+                let owners = self.groups.get(group).cloned().unwrap_or_default();
+                let no_types = BTreeSet::new();
+                let placement = GroupPlacement {
+                    preferred_owners: &owners.preferred,
+                    possible_owners: &owners.possible,
+                    plugin_types: &no_types,
+                    failover_period: Duration::ZERO,
+                };
+                let empty = PluginInventory::new();
+                let live: Vec<LiveNode<'_>> =
+                    nodes.iter().map(|node| LiveNode { name: &node.name, plugins: &empty }).collect();
+                let decision = choose_owner(&placement, &live, &[], std::time::Instant::now());
+                let possible = owners.possible.is_empty() || owners.possible.contains(&self.node);
+                match decision.owner {
+                    Some(owner) if owner == self.node => true,
+                    // The named node did not take it within a lease TTL.
+                    _ => possible && now.duration_since(unowned_since) >= self.lease_ttl,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%group, %error, "cannot read the live nodes");
+                false
+            }
+        };
+        if !chosen {
+            return;
+        }
+        match self.etcd.acquire(group).await {
+            Ok(Some(token)) => {
+                tracing::info!(%group, %token, "group acquired in etcd; online after the safety margin");
+                self.owned.insert(group.to_string(), token);
+                self.owners.insert(group.to_string(), self.node.clone());
+                self.unowned_since.remove(group);
+                self.margins.push((Instant::now() + self.safety_margin, group.to_string(), token));
+            }
+            Ok(None) => tracing::debug!(%group, "another node took the group first"),
+            Err(error) => tracing::warn!(%group, %error, "cannot acquire the group"),
+        }
+    }
+
+    /// Reports the acquisitions whose safety margin has passed.
+    fn report_due(&mut self) {
+        let now = Instant::now();
+        let (due, waiting): (Vec<_>, Vec<_>) = self.margins.drain(..).partition(|(at, _, _)| *at <= now);
+        self.margins = waiting;
+        for (_, group, token) in due {
+            if self.owned.get(&group) == Some(&token) {
+                let _ = self.events.send(OwnershipEvent::Acquired { group, fencing_token: token.0 });
+            }
+        }
+    }
+
+    async fn release(&mut self, group: &str) {
+        self.wanted.remove(group);
+        self.margins.retain(|(_, waiting, _)| waiting != group);
+        if let Some(token) = self.owned.remove(group)
+            && let Err(error) = self.etcd.release(group, token).await
+        {
+            tracing::warn!(%group, %error, "cannot release the group; its key goes with the lease");
+        }
+    }
+
+    async fn owner_changed(&mut self, change: OwnerChanged) {
+        let OwnerChanged { group, owner, token } = change;
+        match owner {
+            Some(owner) => {
+                if owner != self.node && self.owned.contains_key(&group) {
+                    tracing::warn!(%group, %owner, "another node owns the group now");
+                    self.lose(&group);
+                }
+                self.owners.insert(group.clone(), owner);
+                self.unowned_since.remove(&group);
+            }
+            None => {
+                if self.owned.get(&group) == Some(&token) {
+                    tracing::warn!(%group, %token, "this node's owner key vanished");
+                    self.lose(&group);
+                }
+                self.owners.remove(&group);
+                self.unowned_since.insert(group.clone(), Instant::now());
+                self.consider(&group).await;
+            }
+        }
+    }
+
+    async fn membership(&mut self, event: MembershipEvent) {
+        match event {
+            MembershipEvent::QuorumLost { remaining, .. } => {
+                self.fence(&format!("keepalives are not acknowledged; the lease lives {remaining:?} more at most"));
+            }
+            MembershipEvent::LeaseExpired { reason, .. } => self.fence(&format!("the lease is gone ({reason:?})")),
+            MembershipEvent::LeaseHealthy { .. } | MembershipEvent::Rejoined { .. } => {
+                self.fenced = false;
+                for group in self.wanted.clone() {
+                    self.consider(&group).await;
+                }
+            }
+        }
+    }
+
+    /// Holds nothing from now on until the lease is healthy again.
+    fn fence(&mut self, why: &str) {
+        self.fenced = true;
+        if !self.owned.is_empty() {
+            tracing::warn!(groups = self.owned.len(), why, "fencing: taking every group offline here");
+        }
+        let owned: Vec<String> = self.owned.keys().cloned().collect();
+        for group in owned {
+            self.lose(&group);
+        }
+    }
+
+    fn lose(&mut self, group: &str) {
+        self.owned.remove(group);
+        self.margins.retain(|(_, waiting, _)| waiting != group);
+        let _ = self.events.send(OwnershipEvent::Lost { group: group.to_string() });
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
