@@ -29,6 +29,8 @@ enum Command {
     Online(Target),
     /// Take a group (or a resource, with what depends on it) offline.
     Offline(Target),
+    /// Show the cluster's nodes and which groups each owns.
+    Nodes(ApiArgs),
     /// Make a running daemon read its configuration again and add its new groups.
     Reload(ApiArgs),
     /// Follow a running daemon's events.
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
                 commands::client::plugin_upgrade(&api, &type_name).await
             }
             Command::Reload(api) => commands::client::reload(&api).await,
+            Command::Nodes(api) => commands::client::nodes(&api).await,
             Command::Ocf(args) => commands::ocf::run(args).await,
             Command::Monitor(args) => commands::monitor::run(args).await,
         }

@@ -1,17 +1,24 @@
 //! Real `steward` daemons forming a cluster on a real 3-member etcd
 //! (`steward_cluster::harness`): a group runs on exactly one node, its
-//! preferred one; when that node is killed (kill -9) the next preferred
-//! node takes it over with a larger fencing token; a node name already
-//! taken in the cluster refuses to start.
+//! preferred one; when that node is killed (kill -9) or paused past its
+//! lease (SIGSTOP) the next preferred node takes it over with a larger
+//! fencing token; a node name already taken in the cluster refuses to
+//! start.
+//!
+//! The group's resource is the `fenced` fixture, which appends (fencing
+//! token, node, time) to a journal the nodes share on every online and
+//! every probe. Every test reads from it that tokens never go back and
+//! that no two nodes ran the group inside one ownership.
 
 use std::time::{Duration, Instant};
 
 use steward_cluster::harness::EtcdCluster;
 use steward_tests::daemon::Daemon;
 
-/// One node of the test cluster: a `dummy` resource in group `g`, which
-/// prefers `node-a`, then `node-b`, then `node-c`.
-fn node_file(node: &str, cluster: &str, etcd: &EtcdCluster) -> String {
+/// One node of the test cluster: a `fenced` resource journaling into
+/// `journal_dir`, in group `g`, which prefers `node-a`, then `node-b`,
+/// then `node-c`.
+fn node_file(node: &str, cluster: &str, etcd: &EtcdCluster, journal_dir: &std::path::Path) -> String {
     let endpoints: Vec<String> = etcd.endpoints().iter().map(|url| format!("\"{url}\"")).collect();
     format!(
         r#"
@@ -29,16 +36,62 @@ safety_margin = "100ms"
 
 [[resource]]
 name = "r"
-type = "dummy"
-looks_alive_interval = "200ms"
+type = "fenced"
+properties = {{ journal = "/journal/log" }}
+grants = {{ directories = [{{ host = "{journal}", guest = "/journal" }}] }}
+looks_alive_interval = "50ms"
 
 [[group]]
 name = "g"
 resources = ["r"]
 preferred_owners = ["node-a", "node-b", "node-c"]
 "#,
-        endpoints = endpoints.join(", ")
+        endpoints = endpoints.join(", "),
+        journal = journal_dir.display()
     )
+}
+
+/// One line of the journal: who ran the group, with which token, when.
+#[derive(Debug)]
+struct Entry {
+    token: u64,
+    node: String,
+    unix_ms: u64,
+}
+
+/// Reads the journal and checks what every test must hold: each token
+/// was used by one node only, and the ownerships follow one another in
+/// time (the last line of a token comes no later than the first line of
+/// the next), so tokens never went back and no two nodes overlapped.
+fn checked_journal(dir: &std::path::Path) -> Vec<Entry> {
+    let text = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    let entries: Vec<Entry> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let token = fields.next()?.parse().ok()?;
+            let node = fields.next()?.to_string();
+            let _cluster = fields.next()?;
+            let unix_ms = fields.next()?.parse().ok()?;
+            Some(Entry { token, node, unix_ms })
+        })
+        .collect();
+    let mut spans: std::collections::BTreeMap<u64, (String, u64, u64)> = std::collections::BTreeMap::new();
+    for entry in &entries {
+        let span = spans.entry(entry.token).or_insert_with(|| (entry.node.clone(), entry.unix_ms, entry.unix_ms));
+        assert_eq!(span.0, entry.node, "token {} was used by {} and {}: {entries:?}", entry.token, span.0, entry.node);
+        span.1 = span.1.min(entry.unix_ms);
+        span.2 = span.2.max(entry.unix_ms);
+    }
+    let spans: Vec<(u64, (String, u64, u64))> = spans.into_iter().collect();
+    for pair in spans.windows(2) {
+        let ((old, (old_node, _, old_last)), (new, (new_node, new_first, _))) = (&pair[0], &pair[1]);
+        assert!(
+            old_last <= new_first,
+            "{old_node} ran with token {old} until {old_last}, after {new_node} began with token {new} at {new_first}"
+        );
+    }
+    entries
 }
 
 /// Each node's view of group `g`: its state and fencing token there.
@@ -72,13 +125,25 @@ async fn wait_owner(nodes: &[&Daemon], owner: usize, limit: Duration) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_runs_on_its_preferred_node_and_fails_over_when_that_node_is_killed() {
     let etcd = EtcdCluster::start().await;
-    let mut a = Daemon::start(&node_file("node-a", "failover", &etcd), &["dummy"]).await;
-    let b = Daemon::start(&node_file("node-b", "failover", &etcd), &["dummy"]).await;
-    let c = Daemon::start(&node_file("node-c", "failover", &etcd), &["dummy"]).await;
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let file = |node: &str| node_file(node, "failover", &etcd, journal.path());
+    let mut a = Daemon::start(&file("node-a"), &["fenced"]).await;
+    let b = Daemon::start(&file("node-b"), &["fenced"]).await;
+    let c = Daemon::start(&file("node-c"), &["fenced"]).await;
     let first = wait_owner(&[&a, &b, &c], 0, Duration::from_secs(30)).await;
     // The others hold no token: they do not own it.
     let seen = group_on(&[&a, &b, &c]).await;
     assert!(seen[1].1.is_none() && seen[2].1.is_none(), "only node-a owns g: {seen:?}");
+    // Any node shows the whole cluster: its nodes, and who owns what.
+    let cluster = c.get("/v1/cluster").await;
+    let names: Vec<&str> =
+        cluster["nodes"].as_array().into_iter().flatten().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(names, ["node-a", "node-b", "node-c"], "{cluster}");
+    assert_eq!(cluster["owners"][0]["node"], "node-a", "{cluster}");
+    assert_eq!(cluster["owners"][0]["fencing_token"], first, "{cluster}");
+    let nodes = c.cli(&["nodes"]);
+    let table = String::from_utf8_lossy(&nodes.stdout);
+    assert!(nodes.status.success() && table.contains(&format!("g ({first})")), "steward nodes: {table}");
 
     let killed = Instant::now();
     a.kill9();
@@ -90,13 +155,59 @@ async fn a_group_runs_on_its_preferred_node_and_fails_over_when_that_node_is_kil
         events.iter().any(|e| e["kind"] == "group-acquired" && e["group"] == "g"),
         "node-b published its acquisition: {events:#?}"
     );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "owner-changed" && e["reason"].as_str().is_some_and(|r| r.contains("node-b"))),
+        "the event stream names the new owner: {events:#?}"
+    );
+    assert_eq!(b.metric("steward_cluster_failovers_total").await, Some(1.0), "node-b counted its takeover");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let entries = checked_journal(journal.path());
+    assert!(entries.iter().any(|e| e.node == "node-b" && e.token == second), "node-b journaled: {entries:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_paused_past_its_lease_is_fenced_before_the_next_node_starts_and_stays_fenced() {
+    let etcd = EtcdCluster::start().await;
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let file = |node: &str| node_file(node, "paused", &etcd, journal.path());
+    let a = Daemon::start(&file("node-a"), &["fenced"]).await;
+    let b = Daemon::start(&file("node-b"), &["fenced"]).await;
+    let first = wait_owner(&[&a, &b], 0, Duration::from_secs(30)).await;
+
+    // SIGSTOP stops the daemon, not its monitor workers: the probes go on
+    // there until the lease deadline the daemon gave them passes.
+    signal(&a, rustix::process::Signal::STOP);
+    let second = wait_owner(&[&b], 0, Duration::from_secs(30)).await;
+    assert!(second > first, "node-b's token {second} is larger than node-a's {first}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&a, rustix::process::Signal::CONT);
+    // Back, node-a finds its lease gone and brings nothing back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = wait_owner(&[&a, &b], 1, Duration::from_secs(5)).await;
+    let entries = checked_journal(journal.path());
+    let a_lines = entries.iter().filter(|e| e.node == "node-a").count();
+    let b_lines = entries.iter().filter(|e| e.node == "node-b").count();
+    assert!(a_lines > 0 && b_lines > 0, "both nodes ran the group in turn: {entries:?}");
+    assert!(
+        entries.iter().filter(|e| e.node == "node-a").all(|e| e.token == first),
+        "node-a ran only with its first token: {entries:?}"
+    );
+}
+
+fn signal(daemon: &Daemon, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(daemon.pid() as i32).expect("a running daemon");
+    rustix::process::kill_process(pid, signal).expect("the signal is sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_name_taken_in_the_cluster_refuses_to_start() {
     let etcd = EtcdCluster::start().await;
-    let _first = Daemon::start(&node_file("node-a", "names", &etcd), &["dummy"]).await;
-    let mut second = Daemon::prepare(&node_file("node-a", "names", &etcd), &[steward_tests::guest_wasm("dummy")]);
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let file = node_file("node-a", "names", &etcd, journal.path());
+    let _first = Daemon::start(&file, &["fenced"]).await;
+    let mut second = Daemon::prepare(&file, &[steward_tests::guest_wasm("fenced")]);
     second.launch();
     let until = Instant::now() + Duration::from_secs(20);
     while second.running() {

@@ -3,6 +3,7 @@
 //! a JSON shape.
 
 use steward_monitor::worker::WorkerView;
+use steward_node::cluster::ClusterView;
 use steward_node::{GroupView, NodeEvent, NodePhase, PluginView, ReloadReport, ResourceView, UpgradeReport};
 
 use crate::wire;
@@ -97,5 +98,44 @@ pub fn reload(report: ReloadReport) -> wire::ReloadReport {
         added_groups: report.added_groups,
         added_resources: report.added_resources,
         not_applied: report.not_applied,
+    }
+}
+
+pub fn cluster(view: &ClusterView) -> wire::Cluster {
+    let figures = view.gauge.read();
+    wire::Cluster {
+        name: view.name.clone(),
+        node: view.node.clone(),
+        lease: view.health.read().map_or("unknown", |health| *health).to_string(),
+        lease_remaining_ms: figures.map(|f| f.remaining.as_millis() as u64),
+        keepalive_round_trip_ms: figures.map(|f| (f.round_trip.as_secs_f64() * 1e4).round() / 10.0),
+        nodes: view
+            .nodes
+            .read()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .map(|node| wire::ClusterNode {
+                        name: node.name.clone(),
+                        api: node.api_address.clone(),
+                        version: node.version.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        owners: view
+            .owners
+            .read()
+            .map(|owners| {
+                owners
+                    .iter()
+                    .map(|(group, owner)| wire::GroupOwner {
+                        group: group.clone(),
+                        node: owner.node.clone(),
+                        fencing_token: owner.fencing_token,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

@@ -8,6 +8,7 @@
 //! - `POST /v1/plugins/{type}/upgrade`: switch a type's resources to its newest version
 //! - `POST /v1/reload`: read the configuration again and add its new groups
 //! - `GET  /v1/workers`: the monitor workers, their pids and resources
+//! - `GET  /v1/cluster`: the cluster's nodes and group owners (404 alone)
 //! - `POST /v1/resources/{name}/online|offline`, `POST /v1/groups/{name}/online|offline`
 //! - `POST /v1/targets/{name}/online|offline`: a group or, failing that, a resource
 //! - `GET  /v1/events`: a server-sent event stream of every transition
@@ -63,6 +64,7 @@ pub fn router(view: Arc<NodeView>) -> Router {
         .route("/v1/plugins/{type}/upgrade", post(upgrade_plugin))
         .route("/v1/reload", post(reload))
         .route("/v1/workers", get(workers))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -121,6 +123,7 @@ async fn status(State(view): State<Arc<NodeView>>) -> Result<Json<wire::Status>,
         resources,
         workers,
         recent_events,
+        cluster: view.cluster.as_deref().map(from_view::cluster),
     }))
 }
 
@@ -176,6 +179,14 @@ async fn reload(State(view): State<Arc<NodeView>>) -> Result<Json<wire::ReloadRe
 
 fn ask(view: &NodeView, request: NodeRequest) -> Result<(), ApiError> {
     view.node_requests.send(request).map_err(|_| ApiError::internal("the node loop has stopped".into()))
+}
+
+async fn cluster(State(view): State<Arc<NodeView>>) -> Result<Json<wire::Cluster>, ApiError> {
+    let cluster = view
+        .cluster
+        .as_deref()
+        .ok_or_else(|| ApiError::not_found("path", "this node runs alone: its file has no [cluster] table".into()))?;
+    Ok(Json(from_view::cluster(cluster)))
 }
 
 async fn workers(State(view): State<Arc<NodeView>>) -> Json<Vec<wire::Worker>> {
@@ -385,6 +396,9 @@ impl prometheus_client::collector::Collector for NodeMetrics {
                 encode_histogram(family.encode_family(&labels)?, histogram)?;
             }
         }
+        if let Some(cluster) = &view.cluster {
+            encode_cluster(&mut encoder, cluster)?;
+        }
         let stats = view.runtime.stats();
         let node_counters = [
             ("steward_components_compiled", "Plugin components compiled from .wasm by the daemon.", &stats.compiled),
@@ -409,6 +423,45 @@ impl prometheus_client::collector::Collector for NodeMetrics {
         }
         Ok(())
     }
+}
+
+/// The cluster's figures: ownership changes, failovers, and the lease as
+/// this node keeps it (keepalive round trip, time since the last
+/// acknowledgement, remaining lease by its own estimate).
+fn encode_cluster(encoder: &mut DescriptorEncoder, cluster: &steward_node::cluster::ClusterView) -> std::fmt::Result {
+    let counters = [
+        ("steward_cluster_acquisitions", "Groups this node acquired.", &cluster.acquisitions),
+        ("steward_cluster_losses", "Groups this node lost (fenced, or taken by another node).", &cluster.losses),
+        ("steward_cluster_failovers", "Groups this node took over from another node.", &cluster.failovers),
+    ];
+    for (name, help, counter) in counters {
+        let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(counter.load(Ordering::Relaxed)).encode(family)?;
+    }
+    if let Some(figures) = cluster.gauge.read() {
+        let gauges = [
+            (
+                "steward_cluster_keepalive_round_trip_seconds",
+                "Round trip of the last acknowledged keepalive.",
+                figures.round_trip,
+            ),
+            (
+                "steward_cluster_since_last_ack_seconds",
+                "Time since etcd last acknowledged a keepalive.",
+                figures.since_last_ack,
+            ),
+            (
+                "steward_cluster_lease_remaining_seconds",
+                "How long the lease lives by this node's own estimate.",
+                figures.remaining,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value.as_secs_f64()).encode(family)?;
+        }
+    }
+    Ok(())
 }
 
 fn encode_histogram(

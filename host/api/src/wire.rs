@@ -26,6 +26,9 @@ pub struct Status {
     pub workers: Vec<Worker>,
     /// The latest events, oldest first.
     pub recent_events: Vec<Event>,
+    /// The cluster, when the node is one of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
 }
 
 /// One resource (`GET /v1/resources/{name}`).
@@ -189,4 +192,46 @@ pub struct ErrorBody {
     /// The field or path segment at fault, when one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// `GET /v1/cluster`, and `cluster` in the status: the cluster as this
+/// node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cluster {
+    /// The cluster's name.
+    pub name: String,
+    /// The node answering.
+    pub node: String,
+    /// Its lease: `healthy`, `quorum-lost` or `expired` (rejoining).
+    pub lease: String,
+    /// How long its lease lives by its own estimate, in milliseconds.
+    pub lease_remaining_ms: Option<u64>,
+    /// The round trip of its last acknowledged keepalive, in milliseconds.
+    pub keepalive_round_trip_ms: Option<f64>,
+    /// The nodes holding a lease.
+    pub nodes: Vec<ClusterNode>,
+    /// Every owned group.
+    pub owners: Vec<GroupOwner>,
+}
+
+/// A node holding its lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// Its name.
+    pub name: String,
+    /// Its API address.
+    pub api: String,
+    /// The `steward` version it runs.
+    pub version: String,
+}
+
+/// A group's owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupOwner {
+    /// The group.
+    pub group: String,
+    /// The node that owns it.
+    pub node: String,
+    /// The fencing token of that ownership.
+    pub fencing_token: u64,
 }

@@ -244,14 +244,13 @@ impl Member {
     /// Keepalive round trip, time since the last acknowledgement and the
     /// estimated remaining lease time.
     pub fn keepalive_metrics(&self) -> Option<KeepaliveMetrics> {
-        let now = Instant::now().into_std();
-        let clock = self.shared.clock.lock().unwrap_or_else(PoisonError::into_inner);
-        clock.as_ref().map(|(lease, clock)| KeepaliveMetrics {
-            lease: *lease,
-            round_trip: clock.last_round_trip(),
-            since_last_ack: clock.since_last_ack(now),
-            remaining: clock.remaining(now),
-        })
+        self.gauge().read()
+    }
+
+    /// A handle that reads [`Member::keepalive_metrics`] from elsewhere
+    /// (the ownership agent, `/metrics`); cheap to clone.
+    pub fn gauge(&self) -> LeaseGauge {
+        LeaseGauge { shared: self.shared.clone() }
     }
 
     /// Group ownership on this node's lease.
@@ -298,6 +297,26 @@ impl Drop for Member {
 }
 
 /// What the watchdog and the member share.
+/// Reads the keepalive figures of a [`Member`]; see [`Member::gauge`].
+#[derive(Clone)]
+pub struct LeaseGauge {
+    shared: Arc<Shared>,
+}
+
+impl LeaseGauge {
+    /// The figures now; `None` before the first lease.
+    pub fn read(&self) -> Option<KeepaliveMetrics> {
+        let now = Instant::now().into_std();
+        let clock = self.shared.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        clock.as_ref().map(|(lease, clock)| KeepaliveMetrics {
+            lease: *lease,
+            round_trip: clock.last_round_trip(),
+            since_last_ack: clock.since_last_ack(now),
+            remaining: clock.remaining(now),
+        })
+    }
+}
+
 struct Shared {
     keys: Keys,
     /// For requests: balanced over all members.

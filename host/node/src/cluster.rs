@@ -22,11 +22,15 @@
 //!   the node rejoined with a new lease.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use steward_cluster::membership::LeaseGauge;
 use steward_cluster::membership::MembershipEvent;
 use steward_cluster::placement::{GroupPlacement, LiveNode, choose_owner};
 use steward_cluster::{FencingToken, Member, OwnerChanged, PluginInventory};
+use steward_monitor::worker::lease::monotonic_ns;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -40,6 +44,49 @@ pub struct GroupOwners {
     pub preferred: Vec<String>,
     /// The only nodes that may run it; empty: any.
     pub possible: Vec<String>,
+}
+
+/// The cluster as this node sees it, for the API, `steward status` and
+/// `/metrics`: kept by the agent, read by anyone.
+pub struct ClusterView {
+    /// The cluster's name.
+    pub name: String,
+    /// This node's name.
+    pub node: String,
+    /// The nodes holding a lease, as last read from etcd.
+    pub nodes: RwLock<Vec<ClusterNode>>,
+    /// Each owned group's owner, as the owners watch reports it.
+    pub owners: RwLock<BTreeMap<String, GroupOwner>>,
+    /// `healthy`, `quorum-lost` or `expired` (rejoining).
+    pub health: RwLock<&'static str>,
+    /// The keepalive figures.
+    pub gauge: LeaseGauge,
+    /// Groups this node acquired, since the daemon started.
+    pub acquisitions: AtomicU64,
+    /// Groups this node lost (fenced, or taken by another), since it started.
+    pub losses: AtomicU64,
+    /// Groups this node took over from another node, since it started.
+    pub failovers: AtomicU64,
+}
+
+/// A node holding its lease.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    /// Its name.
+    pub name: String,
+    /// Its API address.
+    pub api_address: String,
+    /// The `steward` version it runs.
+    pub version: String,
+}
+
+/// A group's owner and the fencing token of its ownership.
+#[derive(Debug, Clone)]
+pub struct GroupOwner {
+    /// The owner node.
+    pub node: String,
+    /// The owner key's create revision.
+    pub fencing_token: u64,
 }
 
 /// The node's side of cluster ownership: commands to the agent task.
@@ -60,12 +107,25 @@ impl ClusterOwnership {
         groups: BTreeMap<String, GroupOwners>,
         lease_ttl: Duration,
         safety_margin: Duration,
-    ) -> (ClusterOwnership, mpsc::UnboundedReceiver<OwnershipEvent>) {
+    ) -> (ClusterOwnership, mpsc::UnboundedReceiver<OwnershipEvent>, Arc<ClusterView>) {
         let (commands, command_receiver) = mpsc::unbounded_channel();
         let (events, receiver) = mpsc::unbounded_channel();
+        let view = Arc::new(ClusterView {
+            name: member.cluster().to_string(),
+            node: member.node().to_string(),
+            nodes: RwLock::new(Vec::new()),
+            owners: RwLock::new(BTreeMap::new()),
+            health: RwLock::new("healthy"),
+            gauge: member.gauge(),
+            acquisitions: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
+        });
         let agent = Agent {
+            view: view.clone(),
             node: member.node().to_string(),
             etcd: member.ownership(),
+            gauge: member.gauge(),
             groups,
             lease_ttl,
             safety_margin,
@@ -76,10 +136,11 @@ impl ClusterOwnership {
             unowned_since: HashMap::new(),
             margins: Vec::new(),
             fenced: false,
+            last_owner: HashMap::new(),
         };
         let span = tracing::info_span!("cluster_ownership", node = %member.node());
         tokio::spawn(agent.run(command_receiver, member.subscribe()).instrument(span));
-        (ClusterOwnership { commands }, receiver)
+        (ClusterOwnership { commands }, receiver, view)
     }
 }
 
@@ -94,8 +155,10 @@ impl Ownership for ClusterOwnership {
 }
 
 struct Agent {
+    view: Arc<ClusterView>,
     node: String,
     etcd: steward_cluster::Ownership,
+    gauge: LeaseGauge,
     groups: BTreeMap<String, GroupOwners>,
     lease_ttl: Duration,
     safety_margin: Duration,
@@ -112,6 +175,8 @@ struct Agent {
     margins: Vec<(Instant, String, FencingToken)>,
     /// Keepalives are not acknowledged: nothing is taken until they are.
     fenced: bool,
+    /// The last node each group was seen owned by, to count failovers.
+    last_owner: HashMap<String, String>,
 }
 
 impl Agent {
@@ -153,10 +218,29 @@ impl Agent {
                 },
                 () = sleep_until(next_margin), if next_margin.is_some() => self.report_due(),
                 _ = tick.tick() => {
+                    self.extend_lease();
+                    self.refresh_nodes().await;
                     for group in self.wanted.clone() {
                         self.consider(&group).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// Reads the live nodes into the view.
+    async fn refresh_nodes(&self) {
+        if let Ok(nodes) = self.etcd.live_nodes().await {
+            let nodes = nodes
+                .into_iter()
+                .map(|node| ClusterNode {
+                    name: node.name,
+                    api_address: node.info.api_address,
+                    version: node.info.version,
+                })
+                .collect();
+            if let Ok(mut view) = self.view.nodes.write() {
+                *view = nodes;
             }
         }
     }
@@ -204,6 +288,10 @@ impl Agent {
         match self.etcd.acquire(group).await {
             Ok(Some(token)) => {
                 tracing::info!(%group, %token, "group acquired in etcd; online after the safety margin");
+                self.view.acquisitions.fetch_add(1, Ordering::Relaxed);
+                if self.last_owner.get(group).is_some_and(|last| *last != self.node) {
+                    self.view.failovers.fetch_add(1, Ordering::Relaxed);
+                }
                 self.owned.insert(group.to_string(), token);
                 self.owners.insert(group.to_string(), self.node.clone());
                 self.unowned_since.remove(group);
@@ -214,8 +302,23 @@ impl Agent {
         }
     }
 
+    /// Passes the lease's end, by the member's own estimate, to the
+    /// workers (through the node loop, so a wedged loop lets it run out):
+    /// past it they fence themselves, even if this daemon is paused.
+    fn extend_lease(&self) {
+        if self.fenced {
+            return;
+        }
+        if let Some(figures) = self.gauge.read() {
+            let until_ns = monotonic_ns().saturating_add(figures.remaining.as_nanos() as u64);
+            let _ = self.events.send(OwnershipEvent::LeaseValid { until_ns });
+        }
+    }
+
     /// Reports the acquisitions whose safety margin has passed.
     fn report_due(&mut self) {
+        // The workers must hold a deadline before anything runs there.
+        self.extend_lease();
         let now = Instant::now();
         let (due, waiting): (Vec<_>, Vec<_>) = self.margins.drain(..).partition(|(at, _, _)| *at <= now);
         self.margins = waiting;
@@ -238,6 +341,20 @@ impl Agent {
 
     async fn owner_changed(&mut self, change: OwnerChanged) {
         let OwnerChanged { group, owner, token } = change;
+        if let Ok(mut owners) = self.view.owners.write() {
+            match &owner {
+                Some(node) => owners.insert(group.clone(), GroupOwner { node: node.clone(), fencing_token: token.0 }),
+                None => owners.remove(&group),
+            };
+        }
+        let _ = self.events.send(OwnershipEvent::Observed {
+            group: group.clone(),
+            owner: owner.clone(),
+            fencing_token: token.0,
+        });
+        if let Some(node) = &owner {
+            self.last_owner.insert(group.clone(), node.clone());
+        }
         match owner {
             Some(owner) => {
                 if owner != self.node && self.owned.contains_key(&group) {
@@ -262,15 +379,27 @@ impl Agent {
     async fn membership(&mut self, event: MembershipEvent) {
         match event {
             MembershipEvent::QuorumLost { remaining, .. } => {
+                self.set_health("quorum-lost");
                 self.fence(&format!("keepalives are not acknowledged; the lease lives {remaining:?} more at most"));
             }
-            MembershipEvent::LeaseExpired { reason, .. } => self.fence(&format!("the lease is gone ({reason:?})")),
+            MembershipEvent::LeaseExpired { reason, .. } => {
+                self.set_health("expired");
+                self.fence(&format!("the lease is gone ({reason:?})"));
+            }
             MembershipEvent::LeaseHealthy { .. } | MembershipEvent::Rejoined { .. } => {
+                self.set_health("healthy");
                 self.fenced = false;
+                self.extend_lease();
                 for group in self.wanted.clone() {
                     self.consider(&group).await;
                 }
             }
+        }
+    }
+
+    fn set_health(&self, health: &'static str) {
+        if let Ok(mut view) = self.view.health.write() {
+            *view = health;
         }
     }
 
@@ -287,6 +416,7 @@ impl Agent {
     }
 
     fn lose(&mut self, group: &str) {
+        self.view.losses.fetch_add(1, Ordering::Relaxed);
         self.owned.remove(group);
         self.margins.retain(|(_, waiting, _)| waiting != group);
         let _ = self.events.send(OwnershipEvent::Lost { group: group.to_string() });

@@ -241,6 +241,8 @@ pub struct NodeView {
     pub workers: Arc<WorkerPool>,
     /// The daemon's engine (its compile counters).
     pub runtime: Arc<Runtime>,
+    /// The cluster, when the node is one of one.
+    pub cluster: Option<Arc<cluster::ClusterView>>,
     started: Instant,
     next_seq: AtomicU64,
 }
@@ -292,6 +294,24 @@ pub enum OwnershipEvent {
     Lost {
         /// The group.
         group: String,
+    },
+    /// A group's owner changed anywhere in the cluster (`owner` is `None`
+    /// when the group was let go): published for operators.
+    Observed {
+        /// The group.
+        group: String,
+        /// Its owner now.
+        owner: Option<String>,
+        /// The fencing token of the ownership that began or ended.
+        fencing_token: u64,
+    },
+    /// What this node owns may run until `until_ns` on the system's
+    /// monotonic clock (`steward_monitor::worker::lease`): the workers
+    /// fence themselves past it unless it is extended. A backend with no
+    /// lease (a node alone) never sends it.
+    LeaseValid {
+        /// The deadline.
+        until_ns: u64,
     },
 }
 
@@ -512,6 +532,7 @@ impl Node {
         store: Arc<StateStore>,
         ownership: Box<dyn Ownership>,
         ownership_events: mpsc::UnboundedReceiver<OwnershipEvent>,
+        cluster: Option<Arc<cluster::ClusterView>>,
     ) -> Result<Node, Error> {
         let (worker_events_sender, worker_events) = mpsc::unbounded_channel();
         let workers = WorkerPool::new(
@@ -541,6 +562,7 @@ impl Node {
             groups: RwLock::new(waiting_groups(&config)),
             plugins: RwLock::new(Vec::new()),
             runtime: runtime.clone(),
+            cluster,
             metrics: RwLock::new(BTreeMap::new()),
             events,
             recent: Mutex::new(VecDeque::new()),
@@ -905,6 +927,14 @@ impl Node {
                     self.apply(input);
                 }
                 self.release_idle_groups();
+            }
+            OwnershipEvent::LeaseValid { until_ns } => self.workers.extend_lease(until_ns),
+            OwnershipEvent::Observed { group, owner, fencing_token } => {
+                let reason = match &owner {
+                    Some(node) => format!("node `{node}` owns the group, with fencing token {fencing_token}"),
+                    None => format!("the ownership with fencing token {fencing_token} ended; the group has no owner"),
+                };
+                self.view.publish(NodeEvent { kind: "owner-changed".into(), group, reason, ..blank_event() });
             }
             OwnershipEvent::Lost { group } => {
                 tracing::warn!(%group, "group lost; taking it offline here");

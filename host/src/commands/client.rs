@@ -1,6 +1,6 @@
 //! The operator's commands that talk to a running daemon over its HTTP API:
-//! `status`, `online`, `offline`, `events`, `reload`, `plugin list`,
-//! `plugin upgrade`.
+//! `status`, `nodes`, `online`, `offline`, `events`, `reload`,
+//! `plugin list`, `plugin upgrade`.
 
 use std::process::ExitCode;
 
@@ -31,6 +31,10 @@ pub async fn status(api: &ApiArgs) -> anyhow::Result<ExitCode> {
     match status.phase.as_str() {
         "running" | "" => println!("node {}", safe(&status.node)),
         phase => println!("node {} ({})", safe(&status.node), safe(phase)),
+    }
+    if let Some(cluster) = &status.cluster {
+        println!();
+        print_cluster(cluster);
     }
     println!();
     println!("{:<16} {:<8} {:<32} REASON", "GROUP", "STATE", "RESOURCES");
@@ -69,6 +73,45 @@ pub async fn status(api: &ApiArgs) -> anyhow::Result<ExitCode> {
         println!("{:<16} {:>8} {:>8}  {}", safe(&worker.name), worker.pid, worker.restarts, worker.resources.len());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `steward nodes`: the cluster's nodes and the groups each owns.
+pub async fn nodes(api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let body = get(api, "/v1/cluster").await?;
+    if api.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_cluster(&read(body, "cluster")?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The cluster line, then one row per live node with the groups it owns
+/// (and their fencing tokens).
+fn print_cluster(cluster: &wire::Cluster) {
+    let remaining = cluster.lease_remaining_ms.map_or_else(String::new, |ms| format!(", {ms} ms left"));
+    println!(
+        "cluster {} (seen from {}: lease {}{remaining})",
+        safe(&cluster.name),
+        safe(&cluster.node),
+        safe(&cluster.lease)
+    );
+    println!("{:<16} {:<22} {:<10} GROUPS (TOKEN)", "NODE", "API", "VERSION");
+    for node in &cluster.nodes {
+        let owned: Vec<String> = cluster
+            .owners
+            .iter()
+            .filter(|owner| owner.node == node.name)
+            .map(|owner| format!("{} ({})", owner.group, owner.fencing_token))
+            .collect();
+        println!(
+            "{:<16} {:<22} {:<10} {}",
+            safe(&node.name),
+            safe(&node.api),
+            safe(&node.version),
+            safe(&owned.join(", "))
+        );
+    }
 }
 
 /// `steward online|offline NAME`: a group, or else a resource.

@@ -49,10 +49,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The API serves while the plugins compile: `steward status` shows each
     // resource waiting for its type rather than failing to connect.
     // Alone, the node owns every group; in a cluster, etcd decides.
-    let (ownership, ownership_events, member): (Box<dyn Ownership>, _, _) = match &config.cluster {
+    let (ownership, ownership_events, member, cluster_view): (Box<dyn Ownership>, _, _, _) = match &config.cluster {
         None => {
             let (ownership, events) = SingleNode::new(store.clone());
-            (Box::new(ownership), events, None)
+            (Box::new(ownership), events, None, None)
         }
         Some(cluster) => match join_cluster(&config, cluster, api).await {
             Ok(member) => {
@@ -67,9 +67,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         (group.name.clone(), owners)
                     })
                     .collect();
-                let (ownership, events) =
+                let (ownership, events, view) =
                     ClusterOwnership::start(&member, groups, cluster.lease_ttl, cluster.safety_margin);
-                (Box::new(ownership), events, Some(member))
+                (Box::new(ownership), events, Some(member), Some(view))
             }
             Err(error) => {
                 eprintln!("error: {}: [cluster]: {error}", args.config.display());
@@ -77,7 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let node = Node::start(config.clone(), runtime, store, ownership, ownership_events)?;
+    let node = Node::start(config.clone(), runtime, store, ownership, ownership_events, cluster_view)?;
     forward_hangups(node.view());
     let view = node.view();
     tokio::spawn(async move {

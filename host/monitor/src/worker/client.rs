@@ -170,6 +170,15 @@ impl WorkerPool {
         workers.iter().map(|worker| worker.view()).collect()
     }
 
+    /// Extends every worker's copy of the node's cluster lease to
+    /// `until_ns` ([`super::lease`]): past it, a worker fences itself.
+    pub fn extend_lease(&self, until_ns: u64) {
+        let workers: Vec<Arc<Worker>> = self.workers.lock().map(|w| w.values().cloned().collect()).unwrap_or_default();
+        for worker in workers {
+            let _ = worker.connection().requests.send(Request::Lease { until_ns });
+        }
+    }
+
     /// Closes every instance (or leaves their processes running, with
     /// `release`) and stops the workers; returns once they have exited.
     pub async fn shutdown(&self, release: bool) {

@@ -8,6 +8,7 @@
 //! [`client`] the daemon's.
 
 pub mod client;
+pub mod lease;
 mod prober;
 pub mod protocol;
 pub mod server;

@@ -73,6 +73,13 @@ pub enum Request {
         /// Probe once at once (the instance was just re-created).
         immediately: bool,
     },
+    /// The node's cluster lease runs until `until_ns` on the system's
+    /// monotonic clock ([`super::lease::monotonic_ns`]); past it, unextended,
+    /// the worker fences itself. Never sent by a node alone.
+    Lease {
+        /// The deadline.
+        until_ns: u64,
+    },
     /// Stop probing a resource.
     StopProbes {
         /// The resource.

@@ -18,6 +18,7 @@ use std::os::fd::AsFd;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
+use super::lease::WorkerLease;
 use super::prober::{Instances, ProbeCommand};
 use super::protocol::{Call, Reader, Report, Request, Response, Value, Writer, pump};
 use crate::bindings::CallContext;
@@ -41,11 +42,21 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str, cluster_name: &str) -
         plugins: Mutex::new(HashMap::new()),
         handles: Arc::new(Mutex::new(HashMap::new())),
         replies,
+        lease: WorkerLease::new(),
     });
     worker.forward_events();
     let (probe_commands, probe_command_receiver) = mpsc::unbounded_channel();
     let instances = Instances { handles: worker.handles.clone(), replies: worker.replies.clone() };
     tokio::spawn(super::prober::run(instances, probe_command_receiver));
+    {
+        let (worker, probe_commands) = (worker.clone(), probe_commands.clone());
+        tokio::spawn(async move {
+            loop {
+                worker.lease.expired().await;
+                worker.fence(&probe_commands).await;
+            }
+        });
+    }
     let mut requests = Reader::new(stdin);
     while let Some(request) = requests.next::<Request>().await {
         let request = match request {
@@ -82,6 +93,7 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str, cluster_name: &str) -
                 let start = ProbeCommand::Start { generation, resource, looks_every, is_every, immediately };
                 let _ = probe_commands.send(start);
             }
+            Request::Lease { until_ns } => worker.lease.extend(until_ns),
             Request::StopProbes { resource } => {
                 let _ = probe_commands.send(ProbeCommand::Stop { resource });
             }
@@ -100,6 +112,8 @@ pub(super) struct Worker {
     plugins: Mutex<HashMap<PathBuf, Arc<Plugin>>>,
     handles: Arc<Mutex<HashMap<String, ResourceHandle>>>,
     replies: mpsc::UnboundedSender<Response>,
+    /// The node's cluster lease, past which nothing runs here.
+    lease: Arc<WorkerLease>,
 }
 
 impl Worker {
@@ -146,8 +160,10 @@ impl Worker {
         }
         handle.reopen().await?;
         match resume {
-            Some(context) => handle.online(&context).await,
-            None => Ok(()),
+            // Fenced, a re-created instance stays offline: the node finds
+            // out from its own lease that the group is no longer its own.
+            Some(context) if !self.lease.is_fenced() => handle.online(&context).await,
+            _ => Ok(()),
         }
     }
 
@@ -156,6 +172,11 @@ impl Worker {
             return Err(CallError::WorkerLost { reason: format!("this worker does not host `{resource}`") });
         };
         Ok(match call {
+            Call::Online(_) if self.lease.is_fenced() => {
+                return Err(CallError::WorkerLost {
+                    reason: "the node's cluster lease ran out; nothing goes online here until it is renewed".into(),
+                });
+            }
             Call::Online(context) => {
                 if !handle.is_live().await {
                     handle.reopen().await?;
@@ -220,6 +241,20 @@ impl Worker {
                 }
             }
         });
+    }
+
+    /// The lease ran out: every probe stops and every sandbox goes, with
+    /// the processes it spawned, before another node may take the groups.
+    async fn fence(&self, probe_commands: &mpsc::UnboundedSender<ProbeCommand>) {
+        let handles: Vec<ResourceHandle> =
+            self.handles.lock().map(|handles| handles.values().cloned().collect()).unwrap_or_default();
+        tracing::error!(resources = handles.len(), "the node's cluster lease ran out: fencing every resource here");
+        for handle in &handles {
+            let _ = probe_commands.send(ProbeCommand::Stop { resource: handle.name().to_string() });
+        }
+        for handle in handles {
+            handle.close().await;
+        }
     }
 
     async fn shutdown(&self, release: bool) {
