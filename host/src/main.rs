@@ -29,6 +29,15 @@ enum Command {
     Online(Target),
     /// Take a group (or a resource, with what depends on it) offline.
     Offline(Target),
+    /// Move a group to another node of the cluster (ask the node that owns it).
+    Move {
+        /// The group.
+        group: String,
+        /// The node to move it to; without it, the next by placement.
+        node: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Show the cluster's nodes and which groups each owns.
     Nodes(ApiArgs),
     /// Make a running daemon read its configuration again and add its new groups.
@@ -121,6 +130,7 @@ fn main() -> ExitCode {
             }
             Command::Reload(api) => commands::client::reload(&api).await,
             Command::Nodes(api) => commands::client::nodes(&api).await,
+            Command::Move { group, node, api } => commands::client::move_group(&api, &group, node.as_deref()).await,
             Command::Ocf(args) => commands::ocf::run(args).await,
             Command::Monitor(args) => commands::monitor::run(args).await,
         }

@@ -2,8 +2,10 @@
 //! (`steward_cluster::harness`): a group runs on exactly one node, its
 //! preferred one; when that node is killed (kill -9) or paused past its
 //! lease (SIGSTOP) the next preferred node takes it over with a larger
-//! fencing token; a node name already taken in the cluster refuses to
-//! start.
+//! fencing token; a planned move hands it to the node named, with a new
+//! token; with all of etcd gone the owner fences itself, and the
+//! group runs once again when etcd is back; a node name already taken in
+//! the cluster refuses to start.
 //!
 //! The group's resource is the `fenced` fixture, which appends (fencing
 //! token, node, time) to a journal the nodes share on every online and
@@ -194,6 +196,92 @@ async fn an_owner_paused_past_its_lease_is_fenced_before_the_next_node_starts_an
         entries.iter().filter(|e| e.node == "node-a").all(|e| e.token == first),
         "node-a ran only with its first token: {entries:?}"
     );
+}
+
+/// `steward move`: the owner takes the group offline, hands it to the node
+/// named (or the next by placement), which brings it online with a new
+/// token; a node that does not own the group refuses, naming the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_move_hands_the_group_over_with_a_new_token() {
+    let etcd = EtcdCluster::start().await;
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let file = |node: &str| node_file(node, "moves", &etcd, journal.path());
+    let a = Daemon::start(&file("node-a"), &["fenced"]).await;
+    let b = Daemon::start(&file("node-b"), &["fenced"]).await;
+    let c = Daemon::start(&file("node-c"), &["fenced"]).await;
+    let first = wait_owner(&[&a, &b, &c], 0, Duration::from_secs(30)).await;
+
+    let refused = b.cli(&["move", "g", "node-c"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("node-a"), "a non-owner refuses, naming the owner: {said}");
+
+    let asked = Instant::now();
+    let moved = a.cli(&["move", "g", "node-c"]);
+    assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
+    let second = wait_owner(&[&a, &b, &c], 2, Duration::from_secs(30)).await;
+    println!("planned move to node-c: {} ms", asked.elapsed().as_millis());
+    assert!(second > first, "the move gave a new token: {first} -> {second}");
+    let events = c.events().await;
+    assert!(events.iter().any(|e| e["kind"] == "group-moved" && e["group"] == "g"), "{events:#?}");
+    let events = a.events().await;
+    assert!(events.iter().any(|e| e["kind"] == "group-moving" && e["group"] == "g"), "{events:#?}");
+
+    // Without a node: the first live node of the preferred order.
+    let moved = c.cli(&["move", "g"]);
+    assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
+    let third = wait_owner(&[&a, &b, &c], 0, Duration::from_secs(30)).await;
+    assert!(third > second, "{second} -> {third}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    checked_journal(journal.path());
+}
+
+/// With every etcd member stopped, the owner keeps its group only while
+/// its lease lives by its own estimate, then fences itself; when etcd
+/// comes back, the nodes rejoin and the group runs again on exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_gone_the_owner_fences_itself_and_the_group_comes_back_once() {
+    let etcd = EtcdCluster::start().await;
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let file = |node: &str| node_file(node, "outage", &etcd, journal.path());
+    let a = Daemon::start(&file("node-a"), &["fenced"]).await;
+    let b = Daemon::start(&file("node-b"), &["fenced"]).await;
+    wait_owner(&[&a, &b], 0, Duration::from_secs(30)).await;
+
+    etcd.pause_all();
+    let paused = Instant::now();
+    // Fenced within the lease (1 s) and the loop's reaction to it.
+    let until = paused + Duration::from_secs(4);
+    loop {
+        let seen = group_on(&[&a, &b]).await;
+        assert!(seen.iter().filter(|(state, _)| state == "online").count() <= 1, "two owners: {seen:?}");
+        if seen.iter().all(|(state, _)| state != "online") {
+            break;
+        }
+        assert!(Instant::now() < until, "node-a kept running g with etcd gone: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fenced_after = paused.elapsed();
+    let events = a.events().await;
+    assert!(events.iter().any(|e| e["kind"] == "group-lost" && e["group"] == "g"), "node-a lost g: {events:#?}");
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(paused.elapsed())).await;
+    etcd.resume_all();
+    // Back: one node runs it again (whichever), and only one.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = group_on(&[&a, &b]).await;
+        let online = seen.iter().filter(|(state, _)| state == "online").count();
+        assert!(online <= 1, "two owners after the outage: {seen:?}");
+        if online == 1 {
+            break;
+        }
+        assert!(Instant::now() < until, "g did not come back after the outage: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("fenced {} ms after etcd stopped", fenced_after.as_millis());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = group_on(&[&a, &b]).await;
+    assert_eq!(seen.iter().filter(|(state, _)| state == "online").count(), 1, "exactly one owner: {seen:?}");
+    checked_journal(journal.path());
 }
 
 fn signal(daemon: &Daemon, signal: rustix::process::Signal) {

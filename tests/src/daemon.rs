@@ -90,6 +90,11 @@ impl Daemon {
     /// Writes the daemon's directory as [`Daemon::start_with_files`] does,
     /// without starting it.
     pub fn prepare(config: &str, plugin_files: &[PathBuf]) -> Daemon {
+        Daemon::prepare_with(steward_binary(), config, plugin_files)
+    }
+
+    /// As [`Daemon::prepare`], running `binary` (a bench's release build).
+    pub fn prepare_with(binary: PathBuf, config: &str, plugin_files: &[PathBuf]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         // `plugins/` for the components, `state/` for directory grants.
         for sub in ["plugins", "state"] {
@@ -102,7 +107,7 @@ impl Daemon {
         let api = free_address();
         let config = config.replace("{dir}", &dir.path().display().to_string()).replace("{api}", &api);
         std::fs::write(dir.path().join("steward.toml"), config).expect("write config");
-        Daemon { dir, api, binary: steward_binary(), child: None }
+        Daemon { dir, api, binary, child: None }
     }
 
     /// The daemon's log so far.

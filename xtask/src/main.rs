@@ -12,7 +12,8 @@
 //!   configuration (`demo/steward.toml.in`) in `target/demo`;
 //! - `bench`: build the guests and the release `steward` binary, then run
 //!   the benchmarks (release build), which write `target/bench/monitor.json`,
-//!   `target/bench/daemon.json` and `target/bench/workers.json`.
+//!   `target/bench/daemon.json`, `target/bench/workers.json` and
+//!   `target/bench/cluster.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -213,7 +214,7 @@ fn demo() -> Result<(), String> {
 fn bench() -> Result<(), String> {
     run(cargo().args(["build", "--release", "-p", "steward"]))?;
     run(cargo().args(["bench", "-p", "steward-monitor", "--bench", "monitor"]))?;
-    run(cargo().args(["bench", "-p", "steward", "--bench", "daemon", "--bench", "workers"]))
+    run(cargo().args(["bench", "-p", "steward", "--bench", "daemon", "--bench", "workers", "--bench", "cluster"]))
 }
 
 fn cargo() -> Command {

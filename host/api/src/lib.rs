@@ -9,6 +9,8 @@
 //! - `POST /v1/reload`: read the configuration again and add its new groups
 //! - `GET  /v1/workers`: the monitor workers, their pids and resources
 //! - `GET  /v1/cluster`: the cluster's nodes and group owners (404 alone)
+//! - `POST /v1/groups/{name}/move[?to=NODE]`: move a group this node owns
+//!   to another node (offline here, handed over, online there)
 //! - `POST /v1/resources/{name}/online|offline`, `POST /v1/groups/{name}/online|offline`
 //! - `POST /v1/targets/{name}/online|offline`: a group or, failing that, a resource
 //! - `GET  /v1/events`: a server-sent event stream of every transition
@@ -58,6 +60,7 @@ pub fn router(view: Arc<NodeView>) -> Router {
         .route("/v1/resources/{name}/{action}", post(resource_action))
         .route("/v1/groups", get(groups))
         .route("/v1/groups/{name}", get(group))
+        .route("/v1/groups/{name}/move", post(move_group))
         .route("/v1/groups/{name}/{action}", post(group_action))
         .route("/v1/targets/{name}/{action}", post(target_action))
         .route("/v1/plugins", get(plugins))
@@ -254,6 +257,27 @@ fn parse_action(action: &str) -> Result<bool, ApiError> {
         "online" => Ok(true),
         "offline" => Ok(false),
         other => Err(ApiError::not_found("action", format!("unknown action `{other}`; use online or offline"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveQuery {
+    to: Option<String>,
+}
+
+async fn move_group(
+    State(view): State<Arc<NodeView>>,
+    Path(group): Path<String>,
+    query: Result<Query<MoveQuery>, QueryRejection>,
+) -> Result<(StatusCode, Json<wire::Accepted>), ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request("to", rejection.body_text()))?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    ask(&view, NodeRequest::Move { group, to: query.to, reply })?;
+    let outcome = answer.await.map_err(|_| ApiError::internal("the node loop dropped the request".into()))?;
+    match outcome {
+        Ok(accepted) => Ok((StatusCode::ACCEPTED, Json(wire::Accepted { accepted }))),
+        Err(message) => Err(ApiError { status: StatusCode::CONFLICT, message, field: Some("name") }),
     }
 }
 

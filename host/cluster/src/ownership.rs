@@ -32,6 +32,9 @@ use crate::membership::{LeaseHealth, LeaseState, first_entry, timed};
 use crate::watch::{self as resilient, Change, Entry, StreamClients, WatchSpec};
 use crate::{Error, FencingToken, LeaseId, NodeInfo, Result};
 
+/// The group data key naming the node a planned move hands the group to.
+const HANDOFF: &str = "handoff";
+
 /// Group ownership on one node's lease; cheap to clone.
 #[derive(Clone)]
 pub struct Ownership {
@@ -184,6 +187,49 @@ impl Ownership {
         };
         warn!(node = %self.node, group, %token, %current, "guarded write refused: stale fencing token");
         Err(Error::StaleFencingToken { group: group.to_string(), token, current })
+    }
+
+    /// Hands `group` over to node `to`: in one transaction guarded by
+    /// `token`, names `to` in the group's `handoff` key and deletes the
+    /// owner key, so the next owner is `to` (see [`Ownership::handoff`]),
+    /// with a new token. The group must be offline here first.
+    pub async fn hand_over(&self, group: &str, token: FencingToken, to: &str) -> Result<()> {
+        check_name("group", group)?;
+        check_name("node", to)?;
+        let owner_key = self.keys.owner(group);
+        let hand_over = Txn::new()
+            .when([Compare::create_revision(owner_key.clone(), CompareOp::Equal, token.as_revision())])
+            .and_then([
+                TxnOp::put(self.keys.group_data(group, HANDOFF), to, None),
+                TxnOp::delete(owner_key.clone(), None),
+            ])
+            .or_else([TxnOp::get(owner_key, None)]);
+        let response = self.txn("hand-over", hand_over).await?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        let current = match first_entry(&response) {
+            Some(holder) => format!("owned with token {}", holder.create_revision),
+            None => "not owned".to_string(),
+        };
+        Err(Error::StaleFencingToken { group: group.to_string(), token, current })
+    }
+
+    /// The node a planned move handed `group` over to, until it took it
+    /// (it then clears the key with [`Ownership::guarded_put`]).
+    pub async fn handoff(&self, group: &str) -> Result<Option<String>> {
+        check_name("group", group)?;
+        let key = self.keys.group_data(group, HANDOFF);
+        let response = timed("read the hand-over", self.request_timeout, || {
+            let (mut kv, key) = (self.client.kv_client(), key.clone());
+            async move { kv.get(key, None).await }
+        })
+        .await?;
+        Ok(response
+            .kvs()
+            .first()
+            .map(|entry| String::from_utf8_lossy(entry.value()).into_owned())
+            .filter(|node| !node.is_empty()))
     }
 
     /// Every group's current owner, by group name.

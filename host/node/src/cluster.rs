@@ -97,6 +97,7 @@ pub struct ClusterOwnership {
 enum Command {
     Acquire(String),
     Release(String),
+    HandOver(String, Option<String>),
 }
 
 impl ClusterOwnership {
@@ -152,6 +153,10 @@ impl Ownership for ClusterOwnership {
     fn release(&mut self, group: &str) {
         let _ = self.commands.send(Command::Release(group.to_string()));
     }
+
+    fn hand_over(&mut self, group: &str, to: Option<&str>) {
+        let _ = self.commands.send(Command::HandOver(group.to_string(), to.map(str::to_string)));
+    }
 }
 
 struct Agent {
@@ -204,6 +209,7 @@ impl Agent {
                         self.consider(&group).await;
                     }
                     Some(Command::Release(group)) => self.release(&group).await,
+                    Some(Command::HandOver(group, to)) => self.hand_over(&group, to).await,
                     // The node stopped: its lease goes with the member.
                     None => return,
                 },
@@ -256,37 +262,37 @@ impl Agent {
         }
         let now = Instant::now();
         let unowned_since = *self.unowned_since.entry(group.to_string()).or_insert(now);
-        let chosen = match self.etcd.live_nodes().await {
-            Ok(nodes) => {
-                let owners = self.groups.get(group).cloned().unwrap_or_default();
-                let no_types = BTreeSet::new();
-                let placement = GroupPlacement {
-                    preferred_owners: &owners.preferred,
-                    possible_owners: &owners.possible,
-                    plugin_types: &no_types,
-                    failover_period: Duration::ZERO,
-                };
-                let empty = PluginInventory::new();
-                let live: Vec<LiveNode<'_>> =
-                    nodes.iter().map(|node| LiveNode { name: &node.name, plugins: &empty }).collect();
-                let decision = choose_owner(&placement, &live, &[], std::time::Instant::now());
-                let possible = owners.possible.is_empty() || owners.possible.contains(&self.node);
-                match decision.owner {
-                    Some(owner) if owner == self.node => true,
-                    // The named node did not take it within a lease TTL.
-                    _ => possible && now.duration_since(unowned_since) >= self.lease_ttl,
-                }
-            }
+        let handoff = match self.etcd.handoff(group).await {
+            Ok(handoff) => handoff,
             Err(error) => {
-                tracing::warn!(%group, %error, "cannot read the live nodes");
-                false
+                tracing::warn!(%group, %error, "cannot read the group's hand-over");
+                return;
             }
+        };
+        let named = match &handoff {
+            // A planned move names the next owner.
+            Some(to) => Some(to.clone()),
+            None => self.next_owner(group, None).await,
+        };
+        let possible = self.groups.get(group).is_none_or(|o| o.possible.is_empty() || o.possible.contains(&self.node));
+        let chosen = match named {
+            Some(owner) if owner == self.node => true,
+            // The named node did not take it within a lease TTL.
+            _ => possible && now.duration_since(unowned_since) >= self.lease_ttl,
         };
         if !chosen {
             return;
         }
         match self.etcd.acquire(group).await {
             Ok(Some(token)) => {
+                if handoff.is_some() {
+                    // The move is done: the next loss is a failover again.
+                    if let Err(error) = self.etcd.guarded_put(group, token, "handoff", "").await {
+                        tracing::warn!(%group, %error, "cannot clear the hand-over");
+                    }
+                    let _ =
+                        self.events.send(OwnershipEvent::Moved { group: group.to_string(), fencing_token: token.0 });
+                }
                 tracing::info!(%group, %token, "group acquired in etcd; online after the safety margin");
                 self.view.acquisitions.fetch_add(1, Ordering::Relaxed);
                 if self.last_owner.get(group).is_some_and(|last| *last != self.node) {
@@ -312,6 +318,58 @@ impl Agent {
         if let Some(figures) = self.gauge.read() {
             let until_ns = monotonic_ns().saturating_add(figures.remaining.as_nanos() as u64);
             let _ = self.events.send(OwnershipEvent::LeaseValid { until_ns });
+        }
+    }
+
+    /// The node placement names for `group` among the live nodes, leaving
+    /// out `except`.
+    async fn next_owner(&self, group: &str, except: Option<&str>) -> Option<String> {
+        let nodes = match self.etcd.live_nodes().await {
+            Ok(nodes) => nodes,
+            Err(error) => {
+                tracing::warn!(%group, %error, "cannot read the live nodes");
+                return None;
+            }
+        };
+        let owners = self.groups.get(group).cloned().unwrap_or_default();
+        let no_types = BTreeSet::new();
+        let placement = GroupPlacement {
+            preferred_owners: &owners.preferred,
+            possible_owners: &owners.possible,
+            plugin_types: &no_types,
+            failover_period: Duration::ZERO,
+        };
+        let empty = PluginInventory::new();
+        let live: Vec<LiveNode<'_>> = nodes
+            .iter()
+            .filter(|node| Some(node.name.as_str()) != except)
+            .map(|node| LiveNode { name: &node.name, plugins: &empty })
+            .collect();
+        choose_owner(&placement, &live, &[], std::time::Instant::now()).owner
+    }
+
+    /// Hands `group`, offline here, to `to` or the next node by placement;
+    /// with nowhere to go, it stays here and comes back online.
+    async fn hand_over(&mut self, group: &str, to: Option<String>) {
+        let Some(token) = self.owned.get(group).copied() else { return };
+        let target = match to {
+            Some(to) => Some(to),
+            None => self.next_owner(group, Some(&self.node)).await,
+        };
+        let outcome = match &target {
+            Some(target) => self.etcd.hand_over(group, token, target).await.map_err(|error| error.to_string()),
+            None => Err("no other live node may run it".to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(%group, to = ?target, "group handed over");
+                self.owned.remove(group);
+                self.unowned_since.insert(group.to_string(), Instant::now());
+            }
+            Err(why) => {
+                tracing::warn!(%group, %why, "the group cannot move; it stays here");
+                let _ = self.events.send(OwnershipEvent::Acquired { group: group.to_string(), fencing_token: token.0 });
+            }
         }
     }
 

@@ -295,6 +295,14 @@ pub enum OwnershipEvent {
         /// The group.
         group: String,
     },
+    /// This node took `group` over from a planned move: published for
+    /// operators (it also arrives as `Acquired`).
+    Moved {
+        /// The group.
+        group: String,
+        /// The new ownership's token.
+        fencing_token: u64,
+    },
     /// A group's owner changed anywhere in the cluster (`owner` is `None`
     /// when the group was let go): published for operators.
     Observed {
@@ -329,6 +337,13 @@ pub trait Ownership: Send {
     fn acquire(&mut self, group: &str);
     /// `group` is offline here and wanted offline: another may take it.
     fn release(&mut self, group: &str);
+
+    /// `group` is offline here, moved by an operator: hand it to node `to`
+    /// (or the next by placement). A backend with nowhere to move it
+    /// releases it.
+    fn hand_over(&mut self, group: &str, _to: Option<&str>) {
+        self.release(group);
+    }
 }
 
 /// A node running alone: every group is acquired at once, each time with
@@ -509,6 +524,9 @@ pub struct Node {
     owned: HashMap<String, u64>,
     /// Inputs that would bring a group online, held until it is acquired.
     awaiting_ownership: HashMap<String, Vec<Input>>,
+    /// Groups being moved away (to a node, or the next by placement),
+    /// handed over once offline here.
+    moving: HashMap<String, Option<String>>,
     /// Online calls in a row per resource since its last success.
     attempts: HashMap<String, u32>,
     /// Each resource's queue of cluster events, delivered in order.
@@ -597,6 +615,7 @@ impl Node {
             ownership_events,
             owned: HashMap::new(),
             awaiting_ownership: HashMap::new(),
+            moving: HashMap::new(),
             attempts: HashMap::new(),
             notifiers: HashMap::new(),
             resource_index: HashMap::new(),
@@ -929,6 +948,10 @@ impl Node {
                 self.release_idle_groups();
             }
             OwnershipEvent::LeaseValid { until_ns } => self.workers.extend_lease(until_ns),
+            OwnershipEvent::Moved { group, fencing_token } => {
+                let reason = format!("moved here by an operator, with fencing token {fencing_token}");
+                self.view.publish(NodeEvent { kind: "group-moved".into(), group, reason, ..blank_event() });
+            }
             OwnershipEvent::Observed { group, owner, fencing_token } => {
                 let reason = match &owner {
                     Some(node) => format!("node `{node}` owns the group, with fencing token {fencing_token}"),
@@ -966,6 +989,26 @@ impl Node {
     /// Lets go of every owned group that is offline and wanted offline, so
     /// its next online is a new acquisition with a new fencing token.
     fn release_idle_groups(&mut self) {
+        // A group being moved is handed over once it is offline here; it
+        // stays wanted online, and comes back here only if this node owns
+        // it again (the target could not take it).
+        let moved: Vec<(String, Option<String>)> = match self.view.groups.read() {
+            Ok(groups) => self
+                .moving
+                .iter()
+                .filter(|(group, _)| groups.get(*group).is_some_and(|v| v.state == "offline"))
+                .map(|(group, to)| (group.clone(), to.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for (group, to) in moved {
+            self.moving.remove(&group);
+            self.owned.remove(&group);
+            self.set_group_token(&group, None);
+            self.ownership.hand_over(&group, to.as_deref());
+            self.awaiting_ownership.insert(group.clone(), vec![Input::GroupOnline(group.clone())]);
+            self.ownership.acquire(&group);
+        }
         let idle: Vec<String> = match self.view.groups.read() {
             Ok(groups) => self
                 .owned
@@ -986,6 +1029,47 @@ impl Node {
         if let Some(view) = self.view.groups.write().ok().as_mut().and_then(|groups| groups.get_mut(group)) {
             view.fencing_token = token;
         }
+    }
+
+    /// Starts moving `group` away: it goes offline here (still wanted
+    /// online), and is handed over once offline.
+    fn start_move(&mut self, group: String, to: Option<String>) -> Result<String, String> {
+        let Some(cluster) = self.view.cluster.clone() else {
+            return Err("this node runs alone (its file has no [cluster] table): there is no node to move to".into());
+        };
+        if !self.config.groups.iter().any(|known| known.name == group) {
+            return Err(format!("no group named `{group}`"));
+        }
+        if !self.owned.contains_key(&group) {
+            let owner = cluster.owners.read().ok().and_then(|owners| owners.get(&group).map(|o| o.node.clone()));
+            return Err(match owner {
+                Some(owner) => {
+                    format!("node `{owner}` owns `{group}`, not this one: ask it (steward move --api ITS-API)")
+                }
+                None => format!("no node owns `{group}` now"),
+            });
+        }
+        if to.as_deref() == Some(self.config.name.as_str()) {
+            return Err(format!("`{group}` already runs on this node"));
+        }
+        if let Some(to) = &to {
+            let live = cluster.nodes.read().is_ok_and(|nodes| nodes.iter().any(|node| node.name == *to));
+            if !live {
+                return Err(format!("node `{to}` is not a live member of cluster `{}`", cluster.name));
+            }
+        }
+        let target = to.clone().unwrap_or_else(|| "the next node by placement".into());
+        self.moving.insert(group.clone(), to);
+        self.view.publish(NodeEvent {
+            kind: "group-moving".into(),
+            group: group.clone(),
+            reason: format!("moving to {target}: offline here first"),
+            ..blank_event()
+        });
+        let actions = self.engine.handle(Input::GroupOffline(group.clone()), Instant::now());
+        self.execute(actions);
+        self.release_idle_groups();
+        Ok(format!("group `{group}` is moving to {target}"))
     }
 
     /// The context of a call made for `resource`: this node, the fencing

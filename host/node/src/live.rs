@@ -37,6 +37,17 @@ pub enum NodeRequest {
         /// What was added, or why nothing was.
         reply: oneshot::Sender<Result<ReloadReport, String>>,
     },
+    /// Move a group this node owns to another node of the cluster: offline
+    /// here in dependency order, then ownership handed over (the next
+    /// owner gets a new fencing token), then online there.
+    Move {
+        /// The group.
+        group: String,
+        /// The node to move it to; `None`: the next by placement.
+        to: Option<String>,
+        /// What was started, or why nothing was.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// What `steward plugin upgrade` did.
@@ -231,6 +242,9 @@ impl super::Node {
                 let _ = reply.send(self.upgrade(&type_name));
             }
             NodeRequest::Reload { reply } => self.reload(reply),
+            NodeRequest::Move { group, to, reply } => {
+                let _ = reply.send(self.start_move(group, to));
+            }
         }
     }
 

@@ -114,6 +114,22 @@ fn print_cluster(cluster: &wire::Cluster) {
     }
 }
 
+/// `steward move GROUP [NODE]`: asks the group's owner to move it.
+pub async fn move_group(api: &ApiArgs, group: &str, node: Option<&str>) -> anyhow::Result<ExitCode> {
+    let path = match node {
+        Some(node) => format!("/v1/groups/{group}/move?to={node}"),
+        None => format!("/v1/groups/{group}/move"),
+    };
+    let body = post(api, &path).await?;
+    if api.json {
+        println!("{body}");
+    } else {
+        let accepted: wire::Accepted = read(body, "answer")?;
+        println!("accepted: {}", safe(&accepted.accepted));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `steward online|offline NAME`: a group, or else a resource.
 pub async fn change(api: &ApiArgs, name: &str, online: bool) -> anyhow::Result<ExitCode> {
     let action = if online { "online" } else { "offline" };
