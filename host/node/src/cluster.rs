@@ -30,6 +30,7 @@ use steward_cluster::membership::LeaseGauge;
 use steward_cluster::membership::MembershipEvent;
 use steward_cluster::placement::{GroupPlacement, LiveNode, choose_owner};
 use steward_cluster::{FencingToken, Member, OwnerChanged, PluginInventory};
+use steward_monitor::bindings::ClusterEvent;
 use steward_monitor::worker::lease::monotonic_ns;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -138,6 +139,7 @@ impl ClusterOwnership {
             margins: Vec::new(),
             fenced: false,
             last_owner: HashMap::new(),
+            known_nodes: None,
         };
         let span = tracing::info_span!("cluster_ownership", node = %member.node());
         tokio::spawn(agent.run(command_receiver, member.subscribe()).instrument(span));
@@ -182,6 +184,8 @@ struct Agent {
     fenced: bool,
     /// The last node each group was seen owned by, to count failovers.
     last_owner: HashMap<String, String>,
+    /// The live nodes at the last read (`None` before the first).
+    known_nodes: Option<BTreeSet<String>>,
 }
 
 impl Agent {
@@ -234,9 +238,20 @@ impl Agent {
         }
     }
 
-    /// Reads the live nodes into the view.
-    async fn refresh_nodes(&self) {
+    /// Reads the live nodes into the view; a node that joined or left
+    /// since the last read is told to the node's resources.
+    async fn refresh_nodes(&mut self) {
         if let Ok(nodes) = self.etcd.live_nodes().await {
+            let names: BTreeSet<String> = nodes.iter().map(|node| node.name.clone()).collect();
+            if let Some(known) = &self.known_nodes {
+                for joined in names.difference(known) {
+                    let _ = self.events.send(OwnershipEvent::Cluster(ClusterEvent::NodeJoined(joined.clone())));
+                }
+                for left in known.difference(&names) {
+                    let _ = self.events.send(OwnershipEvent::Cluster(ClusterEvent::NodeLeft(left.clone())));
+                }
+            }
+            self.known_nodes = Some(names);
             let nodes = nodes
                 .into_iter()
                 .map(|node| ClusterNode {
@@ -290,8 +305,9 @@ impl Agent {
                     if let Err(error) = self.etcd.guarded_put(group, token, "handoff", "").await {
                         tracing::warn!(%group, %error, "cannot clear the hand-over");
                     }
-                    let _ =
-                        self.events.send(OwnershipEvent::Moved { group: group.to_string(), fencing_token: token.0 });
+                    let from = self.last_owner.get(group).cloned();
+                    let moved = OwnershipEvent::Moved { group: group.to_string(), from, fencing_token: token.0 };
+                    let _ = self.events.send(moved);
                 }
                 tracing::info!(%group, %token, "group acquired in etcd; online after the safety margin");
                 self.view.acquisitions.fetch_add(1, Ordering::Relaxed);
@@ -446,6 +462,9 @@ impl Agent {
             }
             MembershipEvent::LeaseHealthy { .. } | MembershipEvent::Rejoined { .. } => {
                 self.set_health("healthy");
+                if self.fenced {
+                    let _ = self.events.send(OwnershipEvent::Cluster(ClusterEvent::QuorumRegained));
+                }
                 self.fenced = false;
                 self.extend_lease();
                 for group in self.wanted.clone() {
@@ -463,6 +482,9 @@ impl Agent {
 
     /// Holds nothing from now on until the lease is healthy again.
     fn fence(&mut self, why: &str) {
+        if !self.fenced {
+            let _ = self.events.send(OwnershipEvent::Cluster(ClusterEvent::QuorumLost));
+        }
         self.fenced = true;
         if !self.owned.is_empty() {
             tracing::warn!(groups = self.owned.len(), why, "fencing: taking every group offline here");

@@ -31,7 +31,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::plugin_dir::is_plugin_file;
 use crate::state::{ResourceRecord, StateStore};
 use steward_config::{ConfigError, GroupConfig, NodeConfig, ResourceConfig};
-use steward_monitor::bindings::{CallContext, ClusterEvent, PluginError};
+use steward_monitor::bindings::{CallContext, ClusterEvent, GroupMove, PluginError};
 use steward_monitor::latency::LatencyHistogram;
 use steward_monitor::monitor::{CallError, ResourceSpec, Timeouts};
 use steward_monitor::plugin::Plugin;
@@ -296,13 +296,20 @@ pub enum OwnershipEvent {
         group: String,
     },
     /// This node took `group` over from a planned move: published for
-    /// operators (it also arrives as `Acquired`).
+    /// operators and told to the group's resources (it also arrives as
+    /// `Acquired`).
     Moved {
         /// The group.
         group: String,
+        /// The node it came from, if known.
+        from: Option<String>,
         /// The new ownership's token.
         fencing_token: u64,
     },
+    /// Something happened to the cluster that every resource running here
+    /// hears of (`notify`): a node joined or left, this node lost or
+    /// regained etcd.
+    Cluster(ClusterEvent),
     /// A group's owner changed anywhere in the cluster (`owner` is `None`
     /// when the group was let go): published for operators.
     Observed {
@@ -702,7 +709,12 @@ impl Node {
     /// handle, view and counters, and gives the groups to the policy
     /// engine, offline. Returns the handles, for [`open_all`] to open in
     /// their workers.
-    fn add(&mut self, resources: Vec<ResourceConfig>, groups: Vec<GroupConfig>) -> Vec<RemoteResource> {
+    fn add(
+        &mut self,
+        resources: Vec<ResourceConfig>,
+        groups: Vec<GroupConfig>,
+        mut stored: HashMap<String, Stored>,
+    ) -> Vec<RemoteResource> {
         let (first_resource, first_group) = (self.config.resources.len(), self.config.groups.len());
         self.config.resources.extend(resources.iter().cloned());
         self.config.groups.extend(groups.iter().cloned());
@@ -715,17 +727,18 @@ impl Node {
             }
         }
         let mut opening = Vec::new();
+        // The view's locks are taken once for all, not once per resource.
+        let mut new_metrics = Vec::new();
+        let mut new_views = Vec::new();
         for resource in &resources {
             let Some(plugin) = self.plugins.get(&resource.type_name) else { continue };
-            let record = self.store.record(&resource.name).unwrap_or_default();
-            let spec = resource_spec(resource, plugin, self.store.processes(&resource.name).unwrap_or_default());
+            let Stored { record, processes } = stored.remove(&resource.name).unwrap_or_default();
+            let spec = resource_spec(resource, plugin, processes);
             let handle = self.workers.resource(plugin.clone(), spec, resource.separate_monitor);
             let counters = ResourceMetrics::default();
             counters.restarts_total.store(record.restarts_total, Ordering::Relaxed);
             counters.failures_total.store(record.failures_total, Ordering::Relaxed);
-            if let Ok(mut metrics) = self.view.metrics.write() {
-                metrics.insert(resource.name.clone(), Arc::new(counters));
-            }
+            new_metrics.push((resource.name.clone(), Arc::new(counters)));
             let view = ResourceView {
                 name: resource.name.clone(),
                 type_name: resource.type_name.clone(),
@@ -742,11 +755,15 @@ impl Node {
                 worker: handle.worker_name().to_string(),
                 plugin_hash: String::new(),
             };
-            if let Ok(mut views) = self.view.resources.write() {
-                views.insert(resource.name.clone(), view);
-            }
+            new_views.push((resource.name.clone(), view));
             self.handles.insert(resource.name.clone(), handle.clone());
             opening.push(handle);
+        }
+        if let Ok(mut metrics) = self.view.metrics.write() {
+            metrics.extend(new_metrics);
+        }
+        if let Ok(mut views) = self.view.resources.write() {
+            views.extend(new_views);
         }
         self.engine.add_groups(group_specs(&groups, &resources));
         for group in &groups {
@@ -805,7 +822,8 @@ impl Node {
             return Err(errors);
         }
         let (resources, groups) = (self.configured.resources.clone(), self.configured.groups.clone());
-        let opening = self.add(resources, groups);
+        let stored = read_stored(&self.store, &resources);
+        let opening = self.add(resources, groups, stored);
         self.open_at_start(opening);
         // Until the resources are open, the loop takes only start-up's own
         // answer and a stop. Operator requests, plugin files and what the
@@ -948,9 +966,40 @@ impl Node {
                 self.release_idle_groups();
             }
             OwnershipEvent::LeaseValid { until_ns } => self.workers.extend_lease(until_ns),
-            OwnershipEvent::Moved { group, fencing_token } => {
+            OwnershipEvent::Moved { group, from, fencing_token } => {
                 let reason = format!("moved here by an operator, with fencing token {fencing_token}");
-                self.view.publish(NodeEvent { kind: "group-moved".into(), group, reason, ..blank_event() });
+                self.view.publish(NodeEvent { kind: "group-moved".into(), group: group.clone(), reason, ..blank_event() });
+                let moved = GroupMove { group: group.clone(), from_node: from, to_node: self.config.name.clone() };
+                let members = self.group_members(&group);
+                let event = Arc::new(ClusterEvent::GroupMoved(moved));
+                for member in members {
+                    self.notify(member, event.clone());
+                }
+            }
+            OwnershipEvent::Cluster(event) => {
+                let (kind, reason) = match &event {
+                    ClusterEvent::NodeJoined(node) => ("node-joined", format!("node `{node}` joined the cluster")),
+                    ClusterEvent::NodeLeft(node) => ("node-left", format!("node `{node}` left the cluster")),
+                    ClusterEvent::QuorumLost => ("quorum-lost", "this node lost etcd; its groups go offline".to_string()),
+                    ClusterEvent::QuorumRegained => ("quorum-regained", "this node reaches etcd again".to_string()),
+                    _ => ("cluster", format!("{event:?}")),
+                };
+                self.view.publish(NodeEvent { kind: kind.into(), reason, ..blank_event() });
+                let live: Vec<String> = self
+                    .handles
+                    .keys()
+                    .filter(|resource| {
+                        matches!(
+                            self.engine.state(resource),
+                            Some(ResourceState::Online | ResourceState::OnlinePending | ResourceState::OfflinePending)
+                        )
+                    })
+                    .cloned()
+                    .collect();
+                let event = Arc::new(event);
+                for resource in live {
+                    self.notify(resource, event.clone());
+                }
             }
             OwnershipEvent::Observed { group, owner, fencing_token } => {
                 let reason = match &owner {
@@ -1059,6 +1108,15 @@ impl Node {
             }
         }
         let target = to.clone().unwrap_or_else(|| "the next node by placement".into());
+        let moving = GroupMove {
+            group: group.clone(),
+            from_node: Some(self.config.name.clone()),
+            to_node: to.clone().unwrap_or_default(),
+        };
+        let event = Arc::new(ClusterEvent::GroupMoving(moving));
+        for member in self.group_members(&group) {
+            self.notify(member, event.clone());
+        }
         self.moving.insert(group.clone(), to);
         self.view.publish(NodeEvent {
             kind: "group-moving".into(),
@@ -1078,6 +1136,11 @@ impl Node {
         let fencing_token = self.owned.get(&self.group_name(resource)).copied().unwrap_or(0);
         let attempt = self.attempts.get(resource).copied().unwrap_or(1).max(1);
         CallContext { node_name: self.config.name.clone(), fencing_token, attempt }
+    }
+
+    /// The resources of `group`.
+    fn group_members(&self, group: &str) -> Vec<String> {
+        self.config.groups.iter().find(|known| known.name == group).map(|g| g.resources.clone()).unwrap_or_default()
     }
 
     /// Tells the other resources of `resource`'s group that are online (or
@@ -1514,6 +1577,27 @@ impl Node {
         let group = self.group_name(&resource);
         self.view.publish(NodeEvent { kind: event.into(), resource: Some(resource), group, reason, ..blank_event() });
     }
+}
+
+/// What the state store remembers of a resource.
+#[derive(Default)]
+struct Stored {
+    record: ResourceRecord,
+    processes: Vec<steward_monitor::process::TrackedProcess>,
+}
+
+/// Reads what the store remembers of `resources`.
+fn read_stored(store: &StateStore, resources: &[ResourceConfig]) -> HashMap<String, Stored> {
+    resources
+        .iter()
+        .map(|resource| {
+            let stored = Stored {
+                record: store.record(&resource.name).unwrap_or_default(),
+                processes: store.processes(&resource.name).unwrap_or_default(),
+            };
+            (resource.name.clone(), stored)
+        })
+        .collect()
 }
 
 /// Opens `handles` in their workers, all at once (a failed open is not

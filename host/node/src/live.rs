@@ -9,6 +9,7 @@
 //! adopted by the new instance, then `online` is called again, which the
 //! contract makes idempotent).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -114,12 +115,16 @@ struct ReloadPlanner {
     groups: Vec<steward_config::GroupConfig>,
     resources: std::collections::HashSet<String>,
     plugins: std::collections::BTreeMap<String, Arc<Plugin>>,
+    store: Arc<crate::state::StateStore>,
 }
 
 /// A reload's checked additions.
 pub(super) struct ReloadPlan {
     groups: Vec<steward_config::GroupConfig>,
     resources: Vec<steward_config::ResourceConfig>,
+    /// What the store remembers of each, read here rather than in the loop
+    /// (a thousand reads would hold it up).
+    stored: HashMap<String, super::Stored>,
     not_applied: Vec<String>,
 }
 
@@ -161,7 +166,8 @@ impl ReloadPlanner {
         if !not_applied.is_empty() {
             not_applied.push("a reload only adds groups; restart the daemon to apply the rest".into());
         }
-        Ok(ReloadPlan { groups, resources, not_applied })
+        let stored = super::read_stored(&self.store, &resources);
+        Ok(ReloadPlan { groups, resources, stored, not_applied })
     }
 }
 
@@ -364,6 +370,7 @@ impl super::Node {
             groups: self.config.groups.clone(),
             resources: self.handles.keys().cloned().collect(),
             plugins: self.plugins.clone(),
+            store: self.store.clone(),
         };
         let internal = self.internal_sender.clone();
         tokio::spawn(async move {
@@ -410,7 +417,7 @@ impl super::Node {
             .iter()
             .map(|g| if g.autostart { Input::GroupOnline(g.name.clone()) } else { Input::GroupOffline(g.name.clone()) })
             .collect();
-        let opening = self.add(plan.resources, plan.groups);
+        let opening = self.add(plan.resources, plan.groups, plan.stored);
         let internal = self.internal_sender.clone();
         tokio::spawn(async move {
             let running = super::open_all(opening).await;
