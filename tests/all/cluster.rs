@@ -167,6 +167,26 @@ async fn a_group_runs_on_its_preferred_node_and_fails_over_when_that_node_is_kil
     tokio::time::sleep(Duration::from_millis(300)).await;
     let entries = checked_journal(journal.path());
     assert!(entries.iter().any(|e| e.node == "node-b" && e.token == second), "node-b journaled: {entries:?}");
+
+    // node-a comes back: node-b's running resource hears of it, and keeps
+    // the group (failback is not the default).
+    a.spawn().await;
+    journaled(journal.path(), "event node-b ClusterEvent::NodeJoined(\"node-a\")").await;
+    wait_owner(&[&a, &b, &c], 1, Duration::from_secs(5)).await;
+    checked_journal(journal.path());
+}
+
+/// Waits until the journal has a line starting with `line`.
+async fn journaled(dir: &std::path::Path, line: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        if text.lines().any(|journaled| journaled.starts_with(line)) {
+            return;
+        }
+        assert!(Instant::now() < until, "the journal has no `{line}`:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,6 +245,9 @@ async fn a_planned_move_hands_the_group_over_with_a_new_token() {
     assert!(events.iter().any(|e| e["kind"] == "group-moved" && e["group"] == "g"), "{events:#?}");
     let events = a.events().await;
     assert!(events.iter().any(|e| e["kind"] == "group-moving" && e["group"] == "g"), "{events:#?}");
+    // The resources heard of it on both sides.
+    journaled(journal.path(), "event node-a ClusterEvent::GroupMoving(").await;
+    journaled(journal.path(), "event node-c ClusterEvent::GroupMoved(").await;
 
     // Without a node: the first live node of the preferred order.
     let moved = c.cli(&["move", "g"]);
@@ -263,6 +286,7 @@ async fn with_etcd_gone_the_owner_fences_itself_and_the_group_comes_back_once() 
     let fenced_after = paused.elapsed();
     let events = a.events().await;
     assert!(events.iter().any(|e| e["kind"] == "group-lost" && e["group"] == "g"), "node-a lost g: {events:#?}");
+    assert!(events.iter().any(|e| e["kind"] == "quorum-lost"), "node-a says it lost etcd: {events:#?}");
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(paused.elapsed())).await;
     etcd.resume_all();
     // Back: one node runs it again (whichever), and only one.

@@ -207,6 +207,16 @@ impl Agent {
         loop {
             let next_margin = self.margins.iter().map(|(at, _, _)| *at).min();
             tokio::select! {
+                // Losing etcd is heard before anything else is done.
+                biased;
+                event = membership.recv() => match event {
+                    Ok(event) => self.membership(event).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.fence("membership events were missed"),
+                    Err(broadcast::error::RecvError::Closed) => {
+                        self.fence("the cluster membership ended");
+                        return;
+                    }
+                },
                 command = commands.recv() => match command {
                     Some(Command::Acquire(group)) => {
                         self.wanted.insert(group.clone());
@@ -218,17 +228,14 @@ impl Agent {
                     None => return,
                 },
                 Some(change) = watch.recv() => self.owner_changed(change).await,
-                event = membership.recv() => match event {
-                    Ok(event) => self.membership(event).await,
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.fence("membership events were missed"),
-                    Err(broadcast::error::RecvError::Closed) => {
-                        self.fence("the cluster membership ended");
-                        return;
-                    }
-                },
                 () = sleep_until(next_margin), if next_margin.is_some() => self.report_due(),
                 _ = tick.tick() => {
                     self.extend_lease();
+                    // With keepalives overdue, etcd requests would only
+                    // wait out their deadlines and hold this loop up.
+                    if self.keepalives_overdue() {
+                        continue;
+                    }
                     self.refresh_nodes().await;
                     for group in self.wanted.clone() {
                         self.consider(&group).await;
@@ -322,6 +329,11 @@ impl Agent {
             Ok(None) => tracing::debug!(%group, "another node took the group first"),
             Err(error) => tracing::warn!(%group, %error, "cannot acquire the group"),
         }
+    }
+
+    /// Whether the last two keepalives went unanswered.
+    fn keepalives_overdue(&self) -> bool {
+        self.gauge.read().is_none_or(|figures| figures.since_last_ack > self.lease_ttl / 2)
     }
 
     /// Passes the lease's end, by the member's own estimate, to the

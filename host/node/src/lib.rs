@@ -279,7 +279,7 @@ impl NodeView {
 }
 
 /// What an ownership backend tells the node loop about a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum OwnershipEvent {
     /// This node owns `group` now; every call made on its behalf carries
     /// `fencing_token`, which is larger than any token of an earlier owner.
@@ -968,7 +968,12 @@ impl Node {
             OwnershipEvent::LeaseValid { until_ns } => self.workers.extend_lease(until_ns),
             OwnershipEvent::Moved { group, from, fencing_token } => {
                 let reason = format!("moved here by an operator, with fencing token {fencing_token}");
-                self.view.publish(NodeEvent { kind: "group-moved".into(), group: group.clone(), reason, ..blank_event() });
+                self.view.publish(NodeEvent {
+                    kind: "group-moved".into(),
+                    group: group.clone(),
+                    reason,
+                    ..blank_event()
+                });
                 let moved = GroupMove { group: group.clone(), from_node: from, to_node: self.config.name.clone() };
                 let members = self.group_members(&group);
                 let event = Arc::new(ClusterEvent::GroupMoved(moved));
@@ -980,7 +985,9 @@ impl Node {
                 let (kind, reason) = match &event {
                     ClusterEvent::NodeJoined(node) => ("node-joined", format!("node `{node}` joined the cluster")),
                     ClusterEvent::NodeLeft(node) => ("node-left", format!("node `{node}` left the cluster")),
-                    ClusterEvent::QuorumLost => ("quorum-lost", "this node lost etcd; its groups go offline".to_string()),
+                    ClusterEvent::QuorumLost => {
+                        ("quorum-lost", "this node lost etcd; its groups go offline".to_string())
+                    }
                     ClusterEvent::QuorumRegained => ("quorum-regained", "this node reaches etcd again".to_string()),
                     _ => ("cluster", format!("{event:?}")),
                 };
