@@ -224,16 +224,7 @@ async fn restarts_during_a_reload(guests: &Path) -> Vec<(&'static str, Value)> {
     let log = log_dir.path().join("daemon.log");
     let daemon = start_logging(guests, &["hostile", "dummy"], crashing, Some(&log)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut more = String::new();
-    for group in 0..10 {
-        let members: Vec<String> = (0..100).map(|i| format!("r{group}-{i}")).collect();
-        for member in &members {
-            let slow = if member == "r0-0" { "properties = { validate-delay-ms = \"1500\" }\n" } else { "" };
-            more.push_str(&format!("\n[[resource]]\nname = \"{member}\"\ntype = \"dummy\"\n{slow}"));
-        }
-        let quoted: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
-        more.push_str(&format!("\n[[group]]\nname = \"added-{group}\"\nresources = [{}]\n", quoted.join(", ")));
-    }
+    let more = steward_tests::thousand_slowly_checked_resources();
     let config = daemon._dir.path().join("steward.toml");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(&config, text + &more).expect("append 1,000 resources");

@@ -186,17 +186,7 @@ async fn a_large_reload_does_not_hold_up_a_failing_groups_restarts() {
     let failed = |e: &serde_json::Value| e["resource"] == "crash" && e["to"] == "failed";
     daemon.follow_events(Duration::from_secs(20), failed).await;
 
-    let mut more = String::new();
-    for group in 0..10 {
-        let members: Vec<String> = (0..100).map(|i| format!("r{group}-{i}")).collect();
-        for member in &members {
-            // One check takes 1.5 s: the reload is checked for at least that long.
-            let slow = if member == "r0-0" { "properties = { validate-delay-ms = \"1500\" }\n" } else { "" };
-            more.push_str(&format!("\n[[resource]]\nname = \"{member}\"\ntype = \"dummy\"\n{slow}"));
-        }
-        let quoted: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
-        more.push_str(&format!("\n[[group]]\nname = \"added-{group}\"\nresources = [{}]\n", quoted.join(", ")));
-    }
+    let more = steward_tests::thousand_slowly_checked_resources();
     let config = daemon.path("steward.toml");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(&config, text + &more).expect("append 1,000 resources");

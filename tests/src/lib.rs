@@ -194,3 +194,21 @@ pub fn log_time_us(line: &str) -> Option<u64> {
         (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
     Some((hours * 3600 + minutes * 60) * 1_000_000 + (seconds * 1e6) as u64)
 }
+
+/// Ten groups of 100 `dummy` resources (`r0-0` ... `r9-99`, groups
+/// `added-0` ... `added-9`) to append to a node file for a reload; one
+/// check, `r0-0`'s, takes 1.5 s, so the reload is checked for at least
+/// that long.
+pub fn thousand_slowly_checked_resources() -> String {
+    let mut more = String::new();
+    for group in 0..10 {
+        let members: Vec<String> = (0..100).map(|i| format!("r{group}-{i}")).collect();
+        for member in &members {
+            let slow = if member == "r0-0" { "properties = { validate-delay-ms = \"1500\" }\n" } else { "" };
+            more.push_str(&format!("\n[[resource]]\nname = \"{member}\"\ntype = \"dummy\"\n{slow}"));
+        }
+        let quoted: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
+        more.push_str(&format!("\n[[group]]\nname = \"added-{group}\"\nresources = [{}]\n", quoted.join(", ")));
+    }
+    more
+}
