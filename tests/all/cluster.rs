@@ -21,6 +21,17 @@ use steward_tests::daemon::Daemon;
 /// `journal_dir`, in group `g`, which prefers `node-a`, then `node-b`,
 /// then `node-c`.
 fn node_file(node: &str, cluster: &str, etcd: &EtcdCluster, journal_dir: &std::path::Path) -> String {
+    node_file_with(node, cluster, etcd, journal_dir, "")
+}
+
+/// As [`node_file`], with more keys for group `g`.
+fn node_file_with(
+    node: &str,
+    cluster: &str,
+    etcd: &EtcdCluster,
+    journal_dir: &std::path::Path,
+    group_keys: &str,
+) -> String {
     let endpoints: Vec<String> = etcd.endpoints().iter().map(|url| format!("\"{url}\"")).collect();
     format!(
         r#"
@@ -47,6 +58,7 @@ looks_alive_interval = "50ms"
 name = "g"
 resources = ["r"]
 preferred_owners = ["node-a", "node-b", "node-c"]
+{group_keys}
 "#,
         endpoints = endpoints.join(", "),
         journal = journal_dir.display()
@@ -216,6 +228,30 @@ async fn an_owner_paused_past_its_lease_is_fenced_before_the_next_node_starts_an
         entries.iter().filter(|e| e.node == "node-a").all(|e| e.token == first),
         "node-a ran only with its first token: {entries:?}"
     );
+}
+
+/// With `failback = "immediate"`, a group that failed over goes back to
+/// its preferred node when that node returns, with a new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_fails_back_to_its_returning_preferred_node() {
+    let etcd = EtcdCluster::start().await;
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let file = |node: &str| node_file_with(node, "failback", &etcd, journal.path(), "failback = \"immediate\"");
+    let mut a = Daemon::start(&file("node-a"), &["fenced"]).await;
+    let b = Daemon::start(&file("node-b"), &["fenced"]).await;
+    let first = wait_owner(&[&a, &b], 0, Duration::from_secs(30)).await;
+    a.kill9();
+    let second = wait_owner(&[&b], 0, Duration::from_secs(30)).await;
+    a.spawn().await;
+    let third = wait_owner(&[&a, &b], 0, Duration::from_secs(30)).await;
+    assert!(first < second && second < third, "tokens grow: {first}, {second}, {third}");
+    let events = b.events().await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "group-moving" && e["group"] == "g"),
+        "node-b moved it back: {events:#?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    checked_journal(journal.path());
 }
 
 /// `steward move`: the owner takes the group offline, hands it to the node

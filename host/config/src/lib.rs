@@ -83,6 +83,52 @@ pub struct ClusterSettings {
     pub request_timeout: Duration,
 }
 
+/// When a group goes back to a more preferred owner that returned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Failback {
+    /// It stays where it runs (the default: a move is an outage).
+    #[default]
+    Never,
+    /// At once.
+    Immediate,
+    /// Only between these minutes of the day (UTC), `from` included, `to`
+    /// excluded; a window may wrap past midnight.
+    Window {
+        /// Minutes after midnight the window opens.
+        from: u16,
+        /// Minutes after midnight it closes.
+        to: u16,
+    },
+}
+
+impl Failback {
+    /// Whether a failback may happen at `minute` of the day (UTC).
+    pub fn allows(self, minute: u16) -> bool {
+        match self {
+            Failback::Never => false,
+            Failback::Immediate => true,
+            Failback::Window { from, to } if from <= to => (from..to).contains(&minute),
+            Failback::Window { from, to } => minute >= from || minute < to,
+        }
+    }
+
+    fn parse(text: &str) -> Option<Failback> {
+        let minute = |hhmm: &str| {
+            let (hours, minutes) = hhmm.split_once(':')?;
+            let (hours, minutes): (u16, u16) = (hours.parse().ok()?, minutes.parse().ok()?);
+            (hours < 24 && minutes < 60).then_some(hours * 60 + minutes)
+        };
+        match text {
+            "never" => Some(Failback::Never),
+            "immediate" => Some(Failback::Immediate),
+            window => {
+                let (from, to) = window.split_once('-')?;
+                Some(Failback::Window { from: minute(from)?, to: minute(to)? })
+            }
+        }
+    }
+}
+
 /// The lease TTL when `[cluster]` names none.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(2);
 /// etcd grants leases in whole seconds, and none shorter than one.
@@ -150,6 +196,9 @@ pub struct GroupConfig {
     pub preferred_owners: Vec<String>,
     /// In a cluster, the only nodes that may run it; empty: any node.
     pub possible_owners: Vec<String>,
+    /// In a cluster, whether it goes back to a more preferred node that
+    /// comes back.
+    pub failback: Failback,
 }
 
 pub use steward_policy::Policy;
@@ -288,12 +337,25 @@ fn collect(
     for raw in raw_groups {
         let defaults = Policy::default();
         let policy = raw.policy.unwrap_or_default();
+        let failback = match raw.failback.as_deref() {
+            None => Failback::Never,
+            Some(text) => Failback::parse(text).ok_or_else(|| {
+                at(
+                    file,
+                    format!(
+                        "group `{}`: failback: `{text}` is not \"never\", \"immediate\" or a window such as \"02:00-04:00\" (UTC)",
+                        raw.name
+                    ),
+                )
+            })?,
+        };
         groups.push(GroupConfig {
             name: raw.name,
             resources: raw.resources,
             autostart: raw.autostart.unwrap_or(true),
             preferred_owners: raw.preferred_owners,
             possible_owners: raw.possible_owners,
+            failback,
             policy: Policy {
                 restart_threshold: policy.restart_threshold.unwrap_or(defaults.restart_threshold),
                 restart_period: policy.restart_period.map_or(defaults.restart_period, |d| d.0),
@@ -560,6 +622,7 @@ struct RawGroup {
     preferred_owners: Vec<String>,
     #[serde(default)]
     possible_owners: Vec<String>,
+    failback: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -613,4 +676,25 @@ struct RawPolicy {
     restart_backoff: Option<f64>,
     max_restart_delay: Option<TextDuration>,
     retry_period: Option<TextDuration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Failback;
+
+    #[test]
+    fn failback_windows_are_read_and_may_wrap_past_midnight() {
+        assert_eq!(Failback::parse("never"), Some(Failback::Never));
+        assert_eq!(Failback::parse("immediate"), Some(Failback::Immediate));
+        let night = Failback::parse("23:30-01:15").expect("a window");
+        assert_eq!(night, Failback::Window { from: 23 * 60 + 30, to: 75 });
+        assert!(night.allows(23 * 60 + 45) && night.allows(0) && night.allows(74));
+        assert!(!night.allows(75) && !night.allows(12 * 60));
+        let day = Failback::parse("02:00-04:00").expect("a window");
+        assert!(day.allows(120) && !day.allows(240) && !day.allows(119));
+        for bad in ["sometimes", "24:00-01:00", "02:00", "2-4", "02:60-03:00"] {
+            assert_eq!(Failback::parse(bad), None, "{bad}");
+        }
+        assert!(!Failback::Never.allows(0));
+    }
 }

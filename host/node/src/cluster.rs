@@ -45,6 +45,8 @@ pub struct GroupOwners {
     pub preferred: Vec<String>,
     /// The only nodes that may run it; empty: any.
     pub possible: Vec<String>,
+    /// Whether it goes back to a more preferred node that returns.
+    pub failback: steward_config::Failback,
 }
 
 /// The cluster as this node sees it, for the API, `steward status` and
@@ -140,6 +142,7 @@ impl ClusterOwnership {
             fenced: false,
             last_owner: HashMap::new(),
             known_nodes: None,
+            failing_back: BTreeSet::new(),
         };
         let span = tracing::info_span!("cluster_ownership", node = %member.node());
         tokio::spawn(agent.run(command_receiver, member.subscribe()).instrument(span));
@@ -186,6 +189,8 @@ struct Agent {
     last_owner: HashMap<String, String>,
     /// The live nodes at the last read (`None` before the first).
     known_nodes: Option<BTreeSet<String>>,
+    /// Groups this node was asked to move back, until it no longer owns them.
+    failing_back: BTreeSet<String>,
 }
 
 impl Agent {
@@ -240,6 +245,7 @@ impl Agent {
                     for group in self.wanted.clone() {
                         self.consider(&group).await;
                     }
+                    self.fail_back().await;
                 }
             }
         }
@@ -376,6 +382,33 @@ impl Agent {
         choose_owner(&placement, &live, &[], std::time::Instant::now()).owner
     }
 
+    /// Asks the node to move each group it runs back to a more preferred
+    /// node that returned, where the group's `failback` allows it now.
+    async fn fail_back(&mut self) {
+        let minute = {
+            let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            ((since_epoch.as_secs() / 60) % (24 * 60)) as u16
+        };
+        let reported: Vec<String> = self
+            .owned
+            .keys()
+            .filter(|group| !self.margins.iter().any(|(_, waiting, _)| waiting == *group))
+            .filter(|group| !self.failing_back.contains(*group))
+            .filter(|group| self.groups.get(*group).is_some_and(|owners| owners.failback.allows(minute)))
+            .cloned()
+            .collect();
+        for group in reported {
+            let Some(best) = self.next_owner(&group, None).await else { continue };
+            let preferred = &self.groups[&group].preferred;
+            let rank = |node: &str| preferred.iter().position(|p| p == node).unwrap_or(usize::MAX);
+            if best != self.node && rank(&best) < rank(&self.node) {
+                tracing::info!(%group, to = %best, "failback: a more preferred owner is back");
+                self.failing_back.insert(group.clone());
+                let _ = self.events.send(OwnershipEvent::FailBack { group, to: best });
+            }
+        }
+    }
+
     /// Hands `group`, offline here, to `to` or the next node by placement;
     /// with nowhere to go, it stays here and comes back online.
     async fn hand_over(&mut self, group: &str, to: Option<String>) {
@@ -392,10 +425,12 @@ impl Agent {
             Ok(()) => {
                 tracing::info!(%group, to = ?target, "group handed over");
                 self.owned.remove(group);
+                self.failing_back.remove(group);
                 self.unowned_since.insert(group.to_string(), Instant::now());
             }
             Err(why) => {
                 tracing::warn!(%group, %why, "the group cannot move; it stays here");
+                self.failing_back.remove(group);
                 let _ = self.events.send(OwnershipEvent::Acquired { group: group.to_string(), fencing_token: token.0 });
             }
         }
@@ -509,6 +544,7 @@ impl Agent {
 
     fn lose(&mut self, group: &str) {
         self.view.losses.fetch_add(1, Ordering::Relaxed);
+        self.failing_back.remove(group);
         self.owned.remove(group);
         self.margins.retain(|(_, waiting, _)| waiting != group);
         let _ = self.events.send(OwnershipEvent::Lost { group: group.to_string() });

@@ -306,6 +306,14 @@ pub enum OwnershipEvent {
         /// The new ownership's token.
         fencing_token: u64,
     },
+    /// A more preferred owner of `group` is back and the group's failback
+    /// allows it now: move the group there.
+    FailBack {
+        /// The group.
+        group: String,
+        /// The node to move it to.
+        to: String,
+    },
     /// Something happened to the cluster that every resource running here
     /// hears of (`notify`): a node joined or left, this node lost or
     /// regained etcd.
@@ -979,6 +987,11 @@ impl Node {
                 let event = Arc::new(ClusterEvent::GroupMoved(moved));
                 for member in members {
                     self.notify(member, event.clone());
+                }
+            }
+            OwnershipEvent::FailBack { group, to } => {
+                if let Err(why) = self.start_move(group.clone(), Some(to)) {
+                    tracing::warn!(%group, %why, "failback did not start");
                 }
             }
             OwnershipEvent::Cluster(event) => {

@@ -63,6 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         let owners = GroupOwners {
                             preferred: group.preferred_owners.clone(),
                             possible: group.possible_owners.clone(),
+                            failback: group.failback,
                         };
                         (group.name.clone(), owners)
                     })
