@@ -254,6 +254,70 @@ async fn a_group_fails_back_to_its_returning_preferred_node() {
     checked_journal(journal.path());
 }
 
+/// A group that fails on its owner past its restart threshold moves to
+/// the next node, skipping nodes where it failed within its failover
+/// period, `failover_threshold` times; then it stays failed where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_group_moves_on_up_to_its_failover_threshold_then_stays_failed() {
+    let etcd = EtcdCluster::start().await;
+    let endpoints: Vec<String> = etcd.endpoints().iter().map(|url| format!("\"{url}\"")).collect();
+    let file = |node: &str| {
+        format!(
+            r#"
+[node]
+name = "{node}"
+plugin_dir = "plugins"
+data_dir = "data"
+api = "{{api}}"
+
+[cluster]
+name = "failing"
+endpoints = [{endpoints}]
+lease_ttl = "1s"
+safety_margin = "100ms"
+
+[[resource]]
+name = "r"
+type = "dummy"
+properties = {{ fail-after-probes = 3 }}
+looks_alive_interval = "50ms"
+
+[[group]]
+name = "g"
+resources = ["r"]
+preferred_owners = ["node-a", "node-b", "node-c"]
+policy = {{ restart_threshold = 0, failover_threshold = 2, failover_period = "1h" }}
+"#,
+            endpoints = endpoints.join(", ")
+        )
+    };
+    let a = Daemon::start(&file("node-a"), &["dummy"]).await;
+    let b = Daemon::start(&file("node-b"), &["dummy"]).await;
+    let c = Daemon::start(&file("node-c"), &["dummy"]).await;
+    // a, then b, then c: each fails it and hands it on; c keeps it failed.
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        let events = c.events().await;
+        if events.iter().any(|e| e["kind"] == "failover-exhausted" && e["group"] == "g") {
+            break;
+        }
+        assert!(Instant::now() < until, "node-c never kept g failed: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (node, name) in [(&a, "node-a"), (&b, "node-b")] {
+        let events = node.events().await;
+        assert!(
+            events.iter().any(|e| e["kind"] == "group-failed-over" && e["group"] == "g"),
+            "{name} failed g over: {events:#?}"
+        );
+    }
+    assert_eq!(c.group_state("g").await, "failed");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = group_on(&[&a, &b, &c]).await;
+    assert!(seen.iter().all(|(state, _)| state != "online"), "nobody runs it any more: {seen:?}");
+    assert!(seen[2].1.is_some() && seen[0].1.is_none() && seen[1].1.is_none(), "node-c still owns g: {seen:?}");
+}
+
 /// `steward move`: the owner takes the group offline, hands it to the node
 /// named (or the next by placement), which brings it online with a new
 /// token; a node that does not own the group refuses, naming the owner.

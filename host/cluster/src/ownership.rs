@@ -218,9 +218,15 @@ impl Ownership {
     /// The node a planned move handed `group` over to, until it took it
     /// (it then clears the key with [`Ownership::guarded_put`]).
     pub async fn handoff(&self, group: &str) -> Result<Option<String>> {
+        self.group_data(group, HANDOFF).await
+    }
+
+    /// What was written at `/steward/<cluster>/groups/<group>/<key>` (by
+    /// [`Ownership::guarded_put`]); `None` for nothing or an empty value.
+    pub async fn group_data(&self, group: &str, key: &str) -> Result<Option<String>> {
         check_name("group", group)?;
-        let key = self.keys.group_data(group, HANDOFF);
-        let response = timed("read the hand-over", self.request_timeout, || {
+        let key = self.keys.group_data(group, key);
+        let response = timed("read group data", self.request_timeout, || {
             let (mut kv, key) = (self.client.kv_client(), key.clone());
             async move { kv.get(key, None).await }
         })

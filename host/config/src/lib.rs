@@ -363,6 +363,8 @@ fn collect(
                 restart_backoff: policy.restart_backoff.unwrap_or(defaults.restart_backoff),
                 max_restart_delay: policy.max_restart_delay.map_or(defaults.max_restart_delay, |d| d.0),
                 retry_period: policy.retry_period.map_or(defaults.retry_period, |d| d.0),
+                failover_threshold: policy.failover_threshold.or(defaults.failover_threshold),
+                failover_period: policy.failover_period.map_or(defaults.failover_period, |d| d.0),
             },
         });
     }
@@ -676,6 +678,8 @@ struct RawPolicy {
     restart_backoff: Option<f64>,
     max_restart_delay: Option<TextDuration>,
     retry_period: Option<TextDuration>,
+    failover_threshold: Option<u32>,
+    failover_period: Option<TextDuration>,
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use steward_cluster::membership::LeaseGauge;
 use steward_cluster::membership::MembershipEvent;
-use steward_cluster::placement::{GroupPlacement, LiveNode, choose_owner};
+use steward_cluster::placement::{GroupPlacement, LiveNode, RecentFailure, choose_owner};
 use steward_cluster::{FencingToken, Member, OwnerChanged, PluginInventory};
 use steward_monitor::bindings::ClusterEvent;
 use steward_monitor::worker::lease::monotonic_ns;
@@ -47,6 +47,11 @@ pub struct GroupOwners {
     pub possible: Vec<String>,
     /// Whether it goes back to a more preferred node that returns.
     pub failback: steward_config::Failback,
+    /// How many failovers within `failover_period` before it stays failed;
+    /// `None`: one less than the live nodes.
+    pub failover_threshold: Option<u32>,
+    /// The window failovers are counted in.
+    pub failover_period: Duration,
 }
 
 /// The cluster as this node sees it, for the API, `steward status` and
@@ -101,6 +106,7 @@ enum Command {
     Acquire(String),
     Release(String),
     HandOver(String, Option<String>),
+    FailOver(String),
 }
 
 impl ClusterOwnership {
@@ -161,6 +167,10 @@ impl Ownership for ClusterOwnership {
 
     fn hand_over(&mut self, group: &str, to: Option<&str>) {
         let _ = self.commands.send(Command::HandOver(group.to_string(), to.map(str::to_string)));
+    }
+
+    fn fail_over(&mut self, group: &str) {
+        let _ = self.commands.send(Command::FailOver(group.to_string()));
     }
 }
 
@@ -229,6 +239,7 @@ impl Agent {
                     }
                     Some(Command::Release(group)) => self.release(&group).await,
                     Some(Command::HandOver(group, to)) => self.hand_over(&group, to).await,
+                    Some(Command::FailOver(group)) => self.fail_over(&group).await,
                     // The node stopped: its lease goes with the member.
                     None => return,
                 },
@@ -300,7 +311,10 @@ impl Agent {
         let named = match &handoff {
             // A planned move names the next owner.
             Some(to) => Some(to.clone()),
-            None => self.next_owner(group, None).await,
+            None => {
+                let failed = self.recent_failovers(group).await;
+                self.next_owner(group, None, &failed).await
+            }
         };
         let possible = self.groups.get(group).is_none_or(|o| o.possible.is_empty() || o.possible.contains(&self.node));
         let chosen = match named {
@@ -357,7 +371,7 @@ impl Agent {
 
     /// The node placement names for `group` among the live nodes, leaving
     /// out `except`.
-    async fn next_owner(&self, group: &str, except: Option<&str>) -> Option<String> {
+    async fn next_owner(&self, group: &str, except: Option<&str>, failed: &[(String, u64)]) -> Option<String> {
         let nodes = match self.etcd.live_nodes().await {
             Ok(nodes) => nodes,
             Err(error) => {
@@ -371,15 +385,26 @@ impl Agent {
             preferred_owners: &owners.preferred,
             possible_owners: &owners.possible,
             plugin_types: &no_types,
-            failover_period: Duration::ZERO,
+            failover_period: owners.failover_period,
         };
+        // Failures are kept as wall-clock times (they outlive any one
+        // node's clock); placement counts from a monotonic now.
+        let now = std::time::Instant::now();
+        let now_ms = unix_ms();
+        let failures: Vec<RecentFailure<'_>> = failed
+            .iter()
+            .map(|(node, at_ms)| RecentFailure {
+                node,
+                at: now.checked_sub(Duration::from_millis(now_ms.saturating_sub(*at_ms))).unwrap_or(now),
+            })
+            .collect();
         let empty = PluginInventory::new();
         let live: Vec<LiveNode<'_>> = nodes
             .iter()
             .filter(|node| Some(node.name.as_str()) != except)
             .map(|node| LiveNode { name: &node.name, plugins: &empty })
             .collect();
-        choose_owner(&placement, &live, &[], std::time::Instant::now()).owner
+        choose_owner(&placement, &live, &failures, now).owner
     }
 
     /// Asks the node to move each group it runs back to a more preferred
@@ -398,7 +423,7 @@ impl Agent {
             .cloned()
             .collect();
         for group in reported {
-            let Some(best) = self.next_owner(&group, None).await else { continue };
+            let Some(best) = self.next_owner(&group, None, &[]).await else { continue };
             let preferred = &self.groups[&group].preferred;
             let rank = |node: &str| preferred.iter().position(|p| p == node).unwrap_or(usize::MAX);
             if best != self.node && rank(&best) < rank(&self.node) {
@@ -415,7 +440,7 @@ impl Agent {
         let Some(token) = self.owned.get(group).copied() else { return };
         let target = match to {
             Some(to) => Some(to),
-            None => self.next_owner(group, Some(&self.node)).await,
+            None => self.next_owner(group, Some(&self.node), &[]).await,
         };
         let outcome = match &target {
             Some(target) => self.etcd.hand_over(group, token, target).await.map_err(|error| error.to_string()),
@@ -433,6 +458,60 @@ impl Agent {
                 self.failing_back.remove(group);
                 let _ = self.events.send(OwnershipEvent::Acquired { group: group.to_string(), fencing_token: token.0 });
             }
+        }
+    }
+
+    /// The group's failovers within its failover period: (node it failed
+    /// on, when, in Unix milliseconds), from etcd.
+    async fn recent_failovers(&self, group: &str) -> Vec<(String, u64)> {
+        let period = self.groups.get(group).map_or(Duration::ZERO, |owners| owners.failover_period);
+        let since = unix_ms().saturating_sub(period.as_millis() as u64);
+        match self.etcd.group_data(group, FAILOVERS).await {
+            Ok(Some(json)) => serde_json::from_str::<Vec<(String, u64)>>(&json)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, at)| *at >= since)
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(error) => {
+                tracing::warn!(%group, %error, "cannot read the group's failovers");
+                Vec::new()
+            }
+        }
+    }
+
+    /// `group` failed here past its restart threshold: moves it to the
+    /// next node by placement (skipping nodes where it failed within its
+    /// failover period), unless it was moved `failover_threshold` times
+    /// within the period already; then it stays failed here.
+    async fn fail_over(&mut self, group: &str) {
+        let Some(token) = self.owned.get(group).copied() else { return };
+        let mut failed = self.recent_failovers(group).await;
+        let threshold = match self.groups.get(group).and_then(|owners| owners.failover_threshold) {
+            Some(threshold) => threshold as usize,
+            None => self.view.nodes.read().map_or(0, |nodes| nodes.len().saturating_sub(1)),
+        };
+        failed.push((self.node.clone(), unix_ms()));
+        let target =
+            if failed.len() > threshold { None } else { self.next_owner(group, Some(&self.node), &failed).await };
+        let Some(target) = target else {
+            tracing::warn!(%group, failovers = failed.len() - 1, threshold, "the group stays failed here");
+            let _ = self.events.send(OwnershipEvent::FailoverExhausted { group: group.to_string() });
+            return;
+        };
+        let json = serde_json::to_string(&failed).unwrap_or_default();
+        if let Err(error) = self.etcd.guarded_put(group, token, FAILOVERS, json).await {
+            tracing::warn!(%group, %error, "cannot record the failover; the group stays here");
+            return;
+        }
+        match self.etcd.hand_over(group, token, &target).await {
+            Ok(()) => {
+                tracing::warn!(%group, to = %target, "the group failed here; failing over");
+                self.owned.remove(group);
+                self.unowned_since.insert(group.to_string(), Instant::now());
+                let _ = self.events.send(OwnershipEvent::FailedOver { group: group.to_string(), to: target });
+            }
+            Err(error) => tracing::warn!(%group, %error, "cannot fail the group over; it stays here"),
         }
     }
 
@@ -549,6 +628,13 @@ impl Agent {
         self.margins.retain(|(_, waiting, _)| waiting != group);
         let _ = self.events.send(OwnershipEvent::Lost { group: group.to_string() });
     }
+}
+
+/// The group data key listing its failovers: JSON `[[node, unix ms], ...]`.
+const FAILOVERS: &str = "failovers";
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }
 
 async fn sleep_until(at: Option<Instant>) {

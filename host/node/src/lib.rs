@@ -306,6 +306,19 @@ pub enum OwnershipEvent {
         /// The new ownership's token.
         fencing_token: u64,
     },
+    /// `group`, failed here, went to node `to`: this node no longer owns it.
+    FailedOver {
+        /// The group.
+        group: String,
+        /// The node it went to.
+        to: String,
+    },
+    /// `group` failed here and was moved as often as its policy allows
+    /// within its failover period: it stays failed here.
+    FailoverExhausted {
+        /// The group.
+        group: String,
+    },
     /// A more preferred owner of `group` is back and the group's failback
     /// allows it now: move the group there.
     FailBack {
@@ -359,6 +372,11 @@ pub trait Ownership: Send {
     fn hand_over(&mut self, group: &str, _to: Option<&str>) {
         self.release(group);
     }
+
+    /// `group` failed here past its restart threshold: move it to another
+    /// node if the backend has one (answered with `FailedOver` or
+    /// `FailoverExhausted`). A node alone keeps it failed here.
+    fn fail_over(&mut self, _group: &str) {}
 }
 
 /// A node running alone: every group is acquired at once, each time with
@@ -542,6 +560,9 @@ pub struct Node {
     /// Groups being moved away (to a node, or the next by placement),
     /// handed over once offline here.
     moving: HashMap<String, Option<String>>,
+    /// Groups that failed here past their restart threshold, handed to
+    /// the backend's failover once nothing of them runs here.
+    failing_over: std::collections::HashSet<String>,
     /// Online calls in a row per resource since its last success.
     attempts: HashMap<String, u32>,
     /// Each resource's queue of cluster events, delivered in order.
@@ -631,6 +652,7 @@ impl Node {
             owned: HashMap::new(),
             awaiting_ownership: HashMap::new(),
             moving: HashMap::new(),
+            failing_over: std::collections::HashSet::new(),
             attempts: HashMap::new(),
             notifiers: HashMap::new(),
             resource_index: HashMap::new(),
@@ -989,6 +1011,24 @@ impl Node {
                     self.notify(member, event.clone());
                 }
             }
+            OwnershipEvent::FailedOver { group, to } => {
+                self.owned.remove(&group);
+                self.set_group_token(&group, None);
+                let reason = format!("failed here past its restart threshold; moved to node `{to}`");
+                self.view.publish(NodeEvent {
+                    kind: "group-failed-over".into(),
+                    group: group.clone(),
+                    reason,
+                    ..blank_event()
+                });
+                // Wanted online still: it may come back here later.
+                self.awaiting_ownership.insert(group.clone(), vec![Input::GroupOnline(group.clone())]);
+                self.ownership.acquire(&group);
+            }
+            OwnershipEvent::FailoverExhausted { group } => {
+                let reason = "failed on as many nodes as its failover threshold allows; it stays failed here".into();
+                self.view.publish(NodeEvent { kind: "failover-exhausted".into(), group, reason, ..blank_event() });
+            }
             OwnershipEvent::FailBack { group, to } => {
                 if let Err(why) = self.start_move(group.clone(), Some(to)) {
                     tracing::warn!(%group, %why, "failback did not start");
@@ -1058,6 +1098,25 @@ impl Node {
     /// Lets go of every owned group that is offline and wanted offline, so
     /// its next online is a new acquisition with a new fencing token.
     fn release_idle_groups(&mut self) {
+        let settled: Vec<String> = self
+            .failing_over
+            .iter()
+            .filter(|group| {
+                self.group_members(group).iter().all(|member| {
+                    matches!(
+                        self.engine.state(member),
+                        None | Some(ResourceState::Failed | ResourceState::Offline | ResourceState::Unknown)
+                    )
+                })
+            })
+            .cloned()
+            .collect();
+        for group in settled {
+            self.failing_over.remove(&group);
+            if self.owned.contains_key(&group) {
+                self.ownership.fail_over(&group);
+            }
+        }
         // A group being moved is handed over once it is offline here; it
         // stays wanted online, and comes back here only if this node owns
         // it again (the target could not take it).
@@ -1240,6 +1299,10 @@ impl Node {
                     self.transition(resource, from, to, reason, failure)
                 }
                 Action::GroupState { group, failed, reason } => {
+                    if failed && self.owned.contains_key(&group) {
+                        // Handed on once nothing of it runs here any more.
+                        self.failing_over.insert(group.clone());
+                    }
                     if let Some(view) = self.view.groups.write().ok().as_mut().and_then(|g| g.get_mut(&group)) {
                         view.reason = if failed { reason.clone() } else { String::new() };
                     }

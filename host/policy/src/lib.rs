@@ -42,6 +42,12 @@ pub struct Policy {
     pub max_restart_delay: Duration,
     /// How long a failed group waits before it is tried again.
     pub retry_period: Duration,
+    /// In a cluster, how many times a group that failed on its owner is
+    /// moved to another node within `failover_period` before it stays
+    /// failed; `None`: one less than the live nodes (the classic default).
+    pub failover_threshold: Option<u32>,
+    /// The window failovers are counted in.
+    pub failover_period: Duration,
 }
 
 impl Default for Policy {
@@ -53,6 +59,8 @@ impl Default for Policy {
             restart_backoff: 2.0,
             max_restart_delay: Duration::from_secs(60),
             retry_period: Duration::from_secs(60 * 60),
+            failover_threshold: None,
+            failover_period: Duration::from_secs(6 * 60 * 60),
         }
     }
 }

@@ -64,6 +64,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                             preferred: group.preferred_owners.clone(),
                             possible: group.possible_owners.clone(),
                             failback: group.failback,
+                            failover_threshold: group.policy.failover_threshold,
+                            failover_period: group.policy.failover_period,
                         };
                         (group.name.clone(), owners)
                     })
