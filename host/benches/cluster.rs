@@ -4,6 +4,8 @@
 //! - `failover_ms_median`, `failover_ms_p99` (and each trial): kill -9 of
 //!   a group's owner to the group online on another node, lease TTL 1 s,
 //!   over `TRIALS` trials (the killed node is started again after each);
+//! - `move_ms` (median over `TRIALS` moves): `steward move` of a group of
+//!   three `dummy` resources to the group online on the node named;
 //! - `etcd_idle_proposals_per_s`: what etcd's raft commits per second
 //!   while 3 nodes hold 1,000 groups online and nothing changes
 //!   (keepalives only), from its own `etcd_server_proposals_committed_total`;
@@ -28,6 +30,9 @@ fn main() {
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
     let mut figures = serde_json::Map::new();
     for (key, value) in tokio.block_on(failovers()) {
+        figures.insert(key.into(), value);
+    }
+    for (key, value) in tokio.block_on(moves()) {
         figures.insert(key.into(), value);
     }
     for (key, value) in tokio.block_on(idle()) {
@@ -107,6 +112,58 @@ async fn failovers() -> Vec<(&'static str, Value)> {
         ("failover_ms_median", json!(median.round())),
         ("failover_ms_p99", json!(p99.round())),
     ]
+}
+
+/// A node file with one group `m` of three `dummy` resources in a chain.
+fn moving_file(node: &str, etcd: &EtcdCluster) -> String {
+    let endpoints: Vec<String> = etcd.endpoints().iter().map(|url| format!("\"{url}\"")).collect();
+    let mut file = format!(
+        "[node]\nname = \"{node}\"\nplugin_dir = \"plugins\"\ndata_dir = \"data\"\napi = \"{{api}}\"\n\n\
+         [cluster]\nname = \"moves\"\nendpoints = [{}]\nlease_ttl = \"2s\"\nsafety_margin = \"100ms\"\n\n",
+        endpoints.join(", ")
+    );
+    for (name, needs) in [("m1", ""), ("m2", "depends_on = [\"m1\"]\n"), ("m3", "depends_on = [\"m2\"]\n")] {
+        file.push_str(&format!("[[resource]]\nname = \"{name}\"\ntype = \"dummy\"\n{needs}\n"));
+    }
+    file.push_str("[[group]]\nname = \"m\"\nresources = [\"m1\", \"m2\", \"m3\"]\npreferred_owners = [\"node-a\", \"node-b\", \"node-c\"]\n");
+    file
+}
+
+async fn moves() -> Vec<(&'static str, Value)> {
+    let etcd = EtcdCluster::start().await;
+    let names = ["node-a", "node-b", "node-c"];
+    let mut nodes = Vec::new();
+    for node in names {
+        nodes.push(start(&moving_file(node, &etcd)).await);
+    }
+    let online_on = |at: usize| {
+        let node = &nodes[at];
+        async move { node.get("/v1/groups/m").await["state"] == "online" }
+    };
+    let mut owner = 0;
+    let until = Instant::now() + Duration::from_secs(30);
+    while !online_on(owner).await {
+        assert!(Instant::now() < until, "group m did not come online on node-a");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut samples = Vec::new();
+    for trial in 0..TRIALS {
+        let target = (owner + 1 + trial % 2) % names.len();
+        let asked = Instant::now();
+        let moved = nodes[owner].post(&format!("/v1/groups/m/move?to={}", names[target])).await;
+        assert_eq!(moved.0, 202, "the move is accepted: {:?}", moved.1);
+        while !online_on(target).await {
+            assert!(asked.elapsed() < Duration::from_secs(30), "group m did not reach {}", names[target]);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        samples.push(asked.elapsed().as_secs_f64() * 1e3);
+        owner = target;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    samples.sort_by(f64::total_cmp);
+    let median = samples[samples.len() / 2];
+    println!("planned move of 3 resources: {} trials, median {median:.0} ms", samples.len());
+    vec![("move_ms", json!(median.round()))]
 }
 
 async fn idle() -> Vec<(&'static str, Value)> {
