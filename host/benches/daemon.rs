@@ -244,15 +244,7 @@ async fn restarts_during_a_reload(guests: &Path) -> Vec<(&'static str, Value)> {
     drop(daemon);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     // Each failure, then the next start of an online: one restart.
-    let marks: Vec<(u64, bool)> = text
-        .lines()
-        .filter(|line| line.contains("transition resource=crash "))
-        .filter_map(|line| {
-            Some((steward_tests::log_time_us(line)?, line.contains("to=Failed"), line.contains("to=OnlinePending")))
-        })
-        .filter(|(_, failed, pending)| *failed || *pending)
-        .map(|(time, failed, _)| (time, failed))
-        .collect();
+    let marks = steward_tests::failures_and_onlines(&text, "crash");
     let mut late: Vec<f64> = marks
         .windows(2)
         .filter_map(|pair| match pair {

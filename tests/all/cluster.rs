@@ -32,6 +32,18 @@ fn node_file_with(
     journal_dir: &std::path::Path,
     group_keys: &str,
 ) -> String {
+    let resource = format!(
+        "type = \"fenced\"\nproperties = {{ journal = \"/journal/log\" }}\n\
+         grants = {{ directories = [{{ host = \"{}\", guest = \"/journal\" }}] }}",
+        journal_dir.display()
+    );
+    cluster_node_file(node, cluster, etcd, &resource, group_keys)
+}
+
+/// A node of cluster `cluster` with one resource `r` (its keys after the
+/// name, `resource_keys`), probed every 50 ms, in group `g`, which prefers
+/// `node-a`, then `node-b`, then `node-c` (more keys: `group_keys`).
+fn cluster_node_file(node: &str, cluster: &str, etcd: &EtcdCluster, resource_keys: &str, group_keys: &str) -> String {
     let endpoints: Vec<String> = etcd.endpoints().iter().map(|url| format!("\"{url}\"")).collect();
     format!(
         r#"
@@ -49,9 +61,7 @@ safety_margin = "100ms"
 
 [[resource]]
 name = "r"
-type = "fenced"
-properties = {{ journal = "/journal/log" }}
-grants = {{ directories = [{{ host = "{journal}", guest = "/journal" }}] }}
+{resource_keys}
 looks_alive_interval = "50ms"
 
 [[group]]
@@ -60,8 +70,7 @@ resources = ["r"]
 preferred_owners = ["node-a", "node-b", "node-c"]
 {group_keys}
 "#,
-        endpoints = endpoints.join(", "),
-        journal = journal_dir.display()
+        endpoints = endpoints.join(", ")
     )
 }
 
@@ -260,35 +269,13 @@ async fn a_group_fails_back_to_its_returning_preferred_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_group_moves_on_up_to_its_failover_threshold_then_stays_failed() {
     let etcd = EtcdCluster::start().await;
-    let endpoints: Vec<String> = etcd.endpoints().iter().map(|url| format!("\"{url}\"")).collect();
     let file = |node: &str| {
-        format!(
-            r#"
-[node]
-name = "{node}"
-plugin_dir = "plugins"
-data_dir = "data"
-api = "{{api}}"
-
-[cluster]
-name = "failing"
-endpoints = [{endpoints}]
-lease_ttl = "1s"
-safety_margin = "100ms"
-
-[[resource]]
-name = "r"
-type = "dummy"
-properties = {{ fail-after-probes = 3 }}
-looks_alive_interval = "50ms"
-
-[[group]]
-name = "g"
-resources = ["r"]
-preferred_owners = ["node-a", "node-b", "node-c"]
-policy = {{ restart_threshold = 0, failover_threshold = 2, failover_period = "1h" }}
-"#,
-            endpoints = endpoints.join(", ")
+        cluster_node_file(
+            node,
+            "failing",
+            &etcd,
+            "type = \"dummy\"\nproperties = { fail-after-probes = 3 }",
+            "policy = { restart_threshold = 0, failover_threshold = 2, failover_period = \"1h\" }",
         )
     };
     let a = Daemon::start(&file("node-a"), &["dummy"]).await;

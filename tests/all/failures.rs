@@ -205,15 +205,7 @@ async fn a_large_reload_does_not_hold_up_a_failing_groups_restarts() {
     // Read from the log, which loses nothing (the event stream drops what
     // a slow reader lags behind on, and 1,000 resources' events are many).
     let log = daemon.log();
-    let crash: Vec<(u64, bool)> = log
-        .lines()
-        .filter(|line| line.contains("transition resource=crash "))
-        .filter_map(|line| {
-            Some((steward_tests::log_time_us(line)?, line.contains("to=Failed"), line.contains("to=OnlinePending")))
-        })
-        .filter(|(_, failed, pending)| *failed || *pending)
-        .map(|(time, failed, _)| (time, failed))
-        .collect();
+    let crash = steward_tests::failures_and_onlines(&log, "crash");
     let mut during = 0;
     for pair in crash.windows(2) {
         let [(failed_at, true), (restarted_at, false)] = pair else { continue };

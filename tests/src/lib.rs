@@ -212,3 +212,16 @@ pub fn thousand_slowly_checked_resources() -> String {
     }
     more
 }
+
+/// From a daemon's text log, each time `resource` failed (`true`) or
+/// began going online (`false`), in microseconds since midnight: a
+/// failure followed by an online is one restart.
+pub fn failures_and_onlines(log: &str, resource: &str) -> Vec<(u64, bool)> {
+    let marker = format!("transition resource={resource} ");
+    log.lines()
+        .filter(|line| line.contains(&marker))
+        .filter_map(|line| Some((log_time_us(line)?, line.contains("to=Failed"), line.contains("to=OnlinePending"))))
+        .filter(|(_, failed, pending)| *failed || *pending)
+        .map(|(time, failed, _)| (time, failed))
+        .collect()
+}

@@ -20,7 +20,9 @@ use tokio::time::{Instant, sleep, timeout};
 const HEARTBEAT_MS: &str = "20";
 const ELECTION_TIMEOUT_MS: &str = "200";
 /// How long a cluster may take to elect its first leader.
-const START_DEADLINE: Duration = Duration::from_secs(20);
+/// Generous: on a 2-core machine busy with other tests and builds, a
+/// status call can take seconds to answer.
+const START_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A running 3-member etcd; dropping it kills the members.
 pub struct EtcdCluster {
@@ -128,7 +130,7 @@ impl EtcdCluster {
                     return index;
                 }
             }
-            assert!(Instant::now() < deadline, "no etcd member says it leads; logs in {:?}", self.logs());
+            assert!(Instant::now() < deadline, "no etcd member says it leads; the logs end:\n{}", self.log_tails());
             sleep(Duration::from_millis(50)).await;
         }
     }
@@ -184,17 +186,25 @@ impl EtcdCluster {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "etcd member {} elected no leader; logs in {:?}",
+                    "etcd member {} elected no leader within {START_DEADLINE:?}; the members' logs end:\n{}",
                     member.name,
-                    self.logs()
+                    self.log_tails()
                 );
                 sleep(Duration::from_millis(50)).await;
             }
         }
     }
 
-    fn logs(&self) -> Vec<PathBuf> {
-        self.members.iter().map(|member| member.log.clone()).collect()
+    /// The last lines of each member's log (its directory goes with the
+    /// cluster, so a failure must quote them).
+    fn log_tails(&self) -> String {
+        let mut tails = String::new();
+        for member in &self.members {
+            let text = std::fs::read_to_string(&member.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            tails.push_str(&format!("--- {}\n{}\n", member.name, lines[lines.len().saturating_sub(8)..].join("\n")));
+        }
+        tails
     }
 }
 
@@ -209,17 +219,35 @@ impl Drop for EtcdCluster {
 
 /// This member's id and the leader it knows (0 for none).
 async fn member_status(url: &str) -> Option<(u64, u64)> {
-    let options = ConnectOptions::new().with_connect_timeout(Duration::from_millis(300));
-    let mut client = timeout(Duration::from_millis(500), Client::connect([url], Some(options))).await.ok()?.ok()?;
-    let status = timeout(Duration::from_millis(500), client.status()).await.ok()?.ok()?;
+    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
+    let mut client = timeout(Duration::from_secs(2), Client::connect([url], Some(options))).await.ok()?.ok()?;
+    let status = timeout(Duration::from_secs(2), client.status()).await.ok()?.ok()?;
     Some((status.header()?.member_id(), status.leader()))
 }
 
-/// `count` loopback ports free now (held together so they differ).
+/// `count` loopback ports free now, below Linux's ephemeral range
+/// (32768-60999), where every `bind(0)` of the tests' daemons lands: a
+/// port handed out and released there could be taken by another test
+/// before etcd binds it. Ports go out from a per-process start and a
+/// counter, so harnesses in one test binary never share one.
 fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a loopback port")).collect();
-    listeners.iter().map(|listener| listener.local_addr().expect("bound address").port()).collect()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    let mut ports = Vec::with_capacity(count);
+    for _ in 0..SPAN {
+        if ports.len() == count {
+            break;
+        }
+        let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (FIRST + (start + next) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(ports.len(), count, "no {count} free loopback ports between {FIRST} and {}", FIRST + SPAN);
+    ports
 }
 
 /// Waits for `condition` to hold, checking every 20 ms, failing after `limit`.

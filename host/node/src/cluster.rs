@@ -148,7 +148,7 @@ impl ClusterOwnership {
             fenced: false,
             last_owner: HashMap::new(),
             known_nodes: None,
-            failing_back: BTreeSet::new(),
+            failing_back: HashMap::new(),
         };
         let span = tracing::info_span!("cluster_ownership", node = %member.node());
         tokio::spawn(agent.run(command_receiver, member.subscribe()).instrument(span));
@@ -199,8 +199,9 @@ struct Agent {
     last_owner: HashMap<String, String>,
     /// The live nodes at the last read (`None` before the first).
     known_nodes: Option<BTreeSet<String>>,
-    /// Groups this node was asked to move back, until it no longer owns them.
-    failing_back: BTreeSet<String>,
+    /// Groups this node was asked to move back, and when: asked again
+    /// only after a lease TTL (the node may have been unable to start it).
+    failing_back: HashMap<String, Instant>,
 }
 
 impl Agent {
@@ -418,7 +419,7 @@ impl Agent {
             .owned
             .keys()
             .filter(|group| !self.margins.iter().any(|(_, waiting, _)| waiting == *group))
-            .filter(|group| !self.failing_back.contains(*group))
+            .filter(|group| self.failing_back.get(*group).is_none_or(|asked| asked.elapsed() >= self.lease_ttl * 2))
             .filter(|group| self.groups.get(*group).is_some_and(|owners| owners.failback.allows(minute)))
             .cloned()
             .collect();
@@ -428,7 +429,7 @@ impl Agent {
             let rank = |node: &str| preferred.iter().position(|p| p == node).unwrap_or(usize::MAX);
             if best != self.node && rank(&best) < rank(&self.node) {
                 tracing::info!(%group, to = %best, "failback: a more preferred owner is back");
-                self.failing_back.insert(group.clone());
+                self.failing_back.insert(group.clone(), Instant::now());
                 let _ = self.events.send(OwnershipEvent::FailBack { group, to: best });
             }
         }
