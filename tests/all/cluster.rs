@@ -323,6 +323,14 @@ async fn a_planned_move_hands_the_group_over_with_a_new_token() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && said.contains("node-a"), "a non-owner refuses, naming the owner: {said}");
 
+    // Any text an operator types stays one value: refused as no node.
+    let refused = a.cli(&["move", "g", "node-c/../x?to=node-b&y"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("`node-c/../x?to=node-b&y` is not a live member"),
+        "an unknown node is refused by name: {said}"
+    );
+
     let asked = Instant::now();
     let moved = a.cli(&["move", "g", "node-c"]);
     assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));

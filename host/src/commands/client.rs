@@ -116,11 +116,8 @@ fn print_cluster(cluster: &wire::Cluster) {
 
 /// `steward move GROUP [NODE]`: asks the group's owner to move it.
 pub async fn move_group(api: &ApiArgs, group: &str, node: Option<&str>) -> anyhow::Result<ExitCode> {
-    let path = match node {
-        Some(node) => format!("/v1/groups/{group}/move?to={node}"),
-        None => format!("/v1/groups/{group}/move"),
-    };
-    let body = post(api, &path).await?;
+    let query = node.map(|node| ("to", node));
+    let body = post(api, &api_path(&["v1", "groups", group, "move"], query)).await?;
     if api.json {
         println!("{body}");
     } else {
@@ -133,7 +130,7 @@ pub async fn move_group(api: &ApiArgs, group: &str, node: Option<&str>) -> anyho
 /// `steward online|offline NAME`: a group, or else a resource.
 pub async fn change(api: &ApiArgs, name: &str, online: bool) -> anyhow::Result<ExitCode> {
     let action = if online { "online" } else { "offline" };
-    let body = post(api, &format!("/v1/targets/{name}/{action}")).await?;
+    let body = post(api, &api_path(&["v1", "targets", name, action], None)).await?;
     if api.json {
         println!("{body}");
     } else {
@@ -167,7 +164,7 @@ pub async fn plugin_list(api: &ApiArgs) -> anyhow::Result<ExitCode> {
 /// `steward plugin upgrade TYPE`: switches the type's resources to its
 /// newest loaded version (online ones now, the others at their next online).
 pub async fn plugin_upgrade(api: &ApiArgs, type_name: &str) -> anyhow::Result<ExitCode> {
-    let body = post(api, &format!("/v1/plugins/{type_name}/upgrade")).await?;
+    let body = post(api, &api_path(&["v1", "plugins", type_name, "upgrade"], None)).await?;
     if api.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
@@ -239,6 +236,23 @@ pub async fn events(api: &ApiArgs, history: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An API path from its segments and an optional query pair, each
+/// percent-encoded: a name an operator types (a group, a node) can hold
+/// any character, and must stay one segment or one value.
+fn api_path(segments: &[&str], query: Option<(&str, &str)>) -> String {
+    let mut url = reqwest::Url::parse("http://steward.invalid/").expect("a constant, valid URL");
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.clear().extend(segments);
+    }
+    if let Some((key, value)) = query {
+        url.query_pairs_mut().append_pair(key, value);
+    }
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_string(),
+    }
 }
 
 fn base(api: &ApiArgs) -> String {
