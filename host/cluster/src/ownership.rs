@@ -221,6 +221,12 @@ impl Ownership {
         self.group_data(group, HANDOFF).await
     }
 
+    /// Clears `group`'s hand-over once its named node took it (as the
+    /// owner with `token`): the next loss is a failover again.
+    pub async fn clear_handoff(&self, group: &str, token: FencingToken) -> Result<()> {
+        self.guarded_put(group, token, HANDOFF, "").await
+    }
+
     /// What was written at `/steward/<cluster>/groups/<group>/<key>` (by
     /// [`Ownership::guarded_put`]); `None` for nothing or an empty value.
     pub async fn group_data(&self, group: &str, key: &str) -> Result<Option<String>> {

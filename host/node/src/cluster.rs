@@ -63,7 +63,8 @@ pub struct ClusterView {
     pub node: String,
     /// The nodes holding a lease, as last read from etcd.
     pub nodes: RwLock<Vec<ClusterNode>>,
-    /// Each owned group's owner, as the owners watch reports it.
+    /// Each owned group's owner, as the owners watch reports it (the
+    /// agent's own record too).
     pub owners: RwLock<BTreeMap<String, GroupOwner>>,
     /// `healthy`, `quorum-lost` or `expired` (rejoining).
     pub health: RwLock<&'static str>,
@@ -142,7 +143,6 @@ impl ClusterOwnership {
             events,
             wanted: BTreeSet::new(),
             owned: HashMap::new(),
-            owners: HashMap::new(),
             unowned_since: HashMap::new(),
             margins: Vec::new(),
             fenced: false,
@@ -187,8 +187,6 @@ struct Agent {
     wanted: BTreeSet<String>,
     /// Groups this node owns, reported or waiting for the safety margin.
     owned: HashMap<String, FencingToken>,
-    /// Each owned group's owner as the owners watch last said.
-    owners: HashMap<String, String>,
     /// When each group was last seen without an owner.
     unowned_since: HashMap<String, Instant>,
     /// Groups acquired and not yet reported: when to report them.
@@ -297,7 +295,9 @@ impl Agent {
         if self.fenced || !self.wanted.contains(group) || self.owned.contains_key(group) {
             return;
         }
-        if self.owners.get(group).is_some_and(|owner| *owner != self.node) {
+        let owned_elsewhere =
+            self.view.owners.read().is_ok_and(|owners| owners.get(group).is_some_and(|owner| owner.node != self.node));
+        if owned_elsewhere {
             return;
         }
         let now = Instant::now();
@@ -330,7 +330,7 @@ impl Agent {
             Ok(Some(token)) => {
                 if handoff.is_some() {
                     // The move is done: the next loss is a failover again.
-                    if let Err(error) = self.etcd.guarded_put(group, token, "handoff", "").await {
+                    if let Err(error) = self.etcd.clear_handoff(group, token).await {
                         tracing::warn!(%group, %error, "cannot clear the hand-over");
                     }
                     let from = self.last_owner.get(group).cloned();
@@ -343,7 +343,6 @@ impl Agent {
                     self.view.failovers.fetch_add(1, Ordering::Relaxed);
                 }
                 self.owned.insert(group.to_string(), token);
-                self.owners.insert(group.to_string(), self.node.clone());
                 self.unowned_since.remove(group);
                 self.margins.push((Instant::now() + self.safety_margin, group.to_string(), token));
             }
@@ -562,7 +561,6 @@ impl Agent {
                     tracing::warn!(%group, %owner, "another node owns the group now");
                     self.lose(&group);
                 }
-                self.owners.insert(group.clone(), owner);
                 self.unowned_since.remove(&group);
             }
             None => {
@@ -570,7 +568,6 @@ impl Agent {
                     tracing::warn!(%group, %token, "this node's owner key vanished");
                     self.lose(&group);
                 }
-                self.owners.remove(&group);
                 self.unowned_since.insert(group.clone(), Instant::now());
                 self.consider(&group).await;
             }

@@ -1012,8 +1012,7 @@ impl Node {
                 }
             }
             OwnershipEvent::FailedOver { group, to } => {
-                self.owned.remove(&group);
-                self.set_group_token(&group, None);
+                self.disown(&group);
                 let reason = format!("failed here past its restart threshold; moved to node `{to}`");
                 self.view.publish(NodeEvent {
                     kind: "group-failed-over".into(),
@@ -1022,8 +1021,7 @@ impl Node {
                     ..blank_event()
                 });
                 // Wanted online still: it may come back here later.
-                self.awaiting_ownership.insert(group.clone(), vec![Input::GroupOnline(group.clone())]);
-                self.ownership.acquire(&group);
+                self.await_reacquisition(&group);
             }
             OwnershipEvent::FailoverExhausted { group } => {
                 let reason = "failed on as many nodes as its failover threshold allows; it stays failed here".into();
@@ -1045,17 +1043,8 @@ impl Node {
                     _ => ("cluster", format!("{event:?}")),
                 };
                 self.view.publish(NodeEvent { kind: kind.into(), reason, ..blank_event() });
-                let live: Vec<String> = self
-                    .handles
-                    .keys()
-                    .filter(|resource| {
-                        matches!(
-                            self.engine.state(resource),
-                            Some(ResourceState::Online | ResourceState::OnlinePending | ResourceState::OfflinePending)
-                        )
-                    })
-                    .cloned()
-                    .collect();
+                let live: Vec<String> =
+                    self.handles.keys().filter(|resource| runs(self.engine.state(resource))).cloned().collect();
                 let event = Arc::new(event);
                 for resource in live {
                     self.notify(resource, event.clone());
@@ -1070,9 +1059,8 @@ impl Node {
             }
             OwnershipEvent::Lost { group } => {
                 tracing::warn!(%group, "group lost; taking it offline here");
-                self.owned.remove(&group);
+                self.disown(&group);
                 self.awaiting_ownership.remove(&group);
-                self.set_group_token(&group, None);
                 self.view.publish(NodeEvent {
                     kind: "group-lost".into(),
                     group: group.clone(),
@@ -1088,8 +1076,7 @@ impl Node {
                 let wanted =
                     self.view.groups.read().is_ok_and(|groups| groups.get(&group).is_some_and(|g| g.wanted_online));
                 if wanted {
-                    self.awaiting_ownership.insert(group.clone(), vec![Input::GroupOnline(group.clone())]);
-                    self.ownership.acquire(&group);
+                    self.await_reacquisition(&group);
                 }
             }
         }
@@ -1131,11 +1118,9 @@ impl Node {
         };
         for (group, to) in moved {
             self.moving.remove(&group);
-            self.owned.remove(&group);
-            self.set_group_token(&group, None);
+            self.disown(&group);
             self.ownership.hand_over(&group, to.as_deref());
-            self.awaiting_ownership.insert(group.clone(), vec![Input::GroupOnline(group.clone())]);
-            self.ownership.acquire(&group);
+            self.await_reacquisition(&group);
         }
         let idle: Vec<String> = match self.view.groups.read() {
             Ok(groups) => self
@@ -1147,10 +1132,22 @@ impl Node {
             Err(_) => return,
         };
         for group in idle {
-            self.owned.remove(&group);
-            self.set_group_token(&group, None);
+            self.disown(&group);
             self.ownership.release(&group);
         }
+    }
+
+    /// This node no longer owns `group`: its calls carry no token.
+    fn disown(&mut self, group: &str) {
+        self.owned.remove(group);
+        self.set_group_token(group, None);
+    }
+
+    /// `group` left this node but is still wanted online: it comes back
+    /// online here if the backend hands it to this node again.
+    fn await_reacquisition(&mut self, group: &str) {
+        self.awaiting_ownership.insert(group.to_string(), vec![Input::GroupOnline(group.to_string())]);
+        self.ownership.acquire(group);
     }
 
     fn set_group_token(&self, group: &str, token: Option<u64>) {
@@ -1226,11 +1223,8 @@ impl Node {
     /// on their way) of `event`, each in the order events happen.
     fn notify_peers(&mut self, resource: &str, event: ClusterEvent) {
         let Some(group) = self.group_of(resource) else { return };
-        let live = |state| {
-            matches!(state, Some(ResourceState::Online | ResourceState::OnlinePending | ResourceState::OfflinePending))
-        };
         let peers: Vec<String> =
-            group.resources.iter().filter(|peer| *peer != resource && live(self.engine.state(peer))).cloned().collect();
+            group.resources.iter().filter(|peer| *peer != resource && runs(self.engine.state(peer))).cloned().collect();
         // One event shared by every peer's queue, not a copy each.
         let event = Arc::new(event);
         for peer in peers {
@@ -1660,6 +1654,12 @@ impl Node {
         let group = self.group_name(&resource);
         self.view.publish(NodeEvent { kind: event.into(), resource: Some(resource), group, reason, ..blank_event() });
     }
+}
+
+/// Whether a resource in `state` runs (or is on its way up or down), and
+/// so hears of the events `notify` delivers.
+fn runs(state: Option<ResourceState>) -> bool {
+    matches!(state, Some(ResourceState::Online | ResourceState::OnlinePending | ResourceState::OfflinePending))
 }
 
 /// What the state store remembers of a resource.
