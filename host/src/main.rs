@@ -40,8 +40,26 @@ enum Command {
     },
     /// Show the cluster's nodes and which groups each owns.
     Nodes(ApiArgs),
+    /// Explain a group's recent history: each restart, failover, move, failback and failure, with its rule and inputs.
+    Why {
+        /// The group.
+        group: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Make a running daemon read its configuration again and add its new groups.
     Reload(ApiArgs),
+    /// Check files of groups and resources and make them the cluster's shared configuration.
+    Apply {
+        /// Files of [[resource]] and [[group]] tables, applied together.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The cluster's shared configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Follow a running daemon's events.
     Events {
         #[command(flatten)]
@@ -66,6 +84,12 @@ struct Target {
     name: String,
     #[command(flatten)]
     api: ApiArgs,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the shared configuration a node runs, with its revision.
+    Show(ApiArgs),
 }
 
 #[derive(Subcommand)]
@@ -129,7 +153,10 @@ fn main() -> ExitCode {
                 commands::client::plugin_upgrade(&api, &type_name).await
             }
             Command::Reload(api) => commands::client::reload(&api).await,
+            Command::Apply { files, api } => commands::client::apply(&api, &files).await,
+            Command::Config(ConfigCommand::Show(api)) => commands::client::config_show(&api).await,
             Command::Nodes(api) => commands::client::nodes(&api).await,
+            Command::Why { group, api } => commands::client::why(&api, &group).await,
             Command::Move { group, node, api } => commands::client::move_group(&api, &group, node.as_deref()).await,
             Command::Ocf(args) => commands::ocf::run(args).await,
             Command::Monitor(args) => commands::monitor::run(args).await,

@@ -45,6 +45,25 @@ fn node_file_with(
 /// name, `resource_keys`), probed every 50 ms, in group `g`, which prefers
 /// `node-a`, then `node-b`, then `node-c` (more keys: `group_keys`).
 fn cluster_node_file(node: &str, cluster: &str, etcd: &EtcdCluster, resource_keys: &str, group_keys: &str) -> String {
+    let node_tables = bare_node_file(node, cluster, etcd);
+    format!(
+        r#"{node_tables}
+[[resource]]
+name = "r"
+{resource_keys}
+looks_alive_interval = "50ms"
+
+[[group]]
+name = "g"
+resources = ["r"]
+preferred_owners = ["node-a", "node-b", "node-c"]
+{group_keys}
+"#
+    )
+}
+
+/// A node of cluster `cluster` with no groups of its own.
+fn bare_node_file(node: &str, cluster: &str, etcd: &EtcdCluster) -> String {
     let endpoints: Vec<String> = etcd.endpoints().iter().map(|url| format!("\"{url}\"")).collect();
     format!(
         r#"
@@ -59,17 +78,6 @@ name = "{cluster}"
 endpoints = [{endpoints}]
 lease_ttl = "1s"
 safety_margin = "100ms"
-
-[[resource]]
-name = "r"
-{resource_keys}
-looks_alive_interval = "50ms"
-
-[[group]]
-name = "g"
-resources = ["r"]
-preferred_owners = ["node-a", "node-b", "node-c"]
-{group_keys}
 "#,
         endpoints = endpoints.join(", ")
     )
@@ -304,6 +312,28 @@ async fn a_failing_group_moves_on_up_to_its_failover_threshold_then_stays_failed
     let seen = group_on(&[&a, &b, &c]).await;
     assert!(seen.iter().all(|(state, _)| state != "online"), "nobody runs it any more: {seen:?}");
     assert!(seen[2].1.is_some() && seen[0].1.is_none() && seen[1].1.is_none(), "node-c still owns g: {seen:?}");
+
+    // `steward why g`, asked of any node, reads the whole chain from every
+    // node in order: failed on node-a, moved on (node-a skipped as failed
+    // there), failed on node-b, moved on, failed on node-c, past the threshold.
+    let why = b.cli(&["why", "g"]);
+    let text = String::from_utf8_lossy(&why.stdout).to_string();
+    assert!(why.status.success(), "steward why: {why:?}");
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with(' '))
+        .filter_map(|line| line.split(' ').nth(2).map(|kind| kind.trim_end_matches(':')))
+        .filter(|kind| ["group-failed", "failover", "failover-exhausted"].contains(kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["group-failed", "failover", "group-failed", "failover", "group-failed", "failover-exhausted"],
+        "the chain in order: {text}"
+    );
+    assert!(
+        text.contains("node-a: skipped: the group failed there") && text.contains("failover_threshold (2)"),
+        "why names the skipped node and the rule: {text}"
+    );
 }
 
 /// `steward move`: the owner takes the group offline, hands it to the node
@@ -418,6 +448,14 @@ async fn with_etcd_gone_the_owner_fences_itself_and_the_group_comes_back_once() 
     let events = a.events().await;
     assert!(events.iter().any(|e| e["kind"] == "group-lost" && e["group"] == "g"), "node-a lost g: {events:#?}");
     assert!(events.iter().any(|e| e["kind"] == "quorum-lost"), "node-a says it lost etcd: {events:#?}");
+    // The fenced resource's graceful offline may take the host's 180 s
+    // default, far past what was left of the 1 s lease: it was terminated.
+    let why: Vec<serde_json::Value> =
+        a.get("/v1/groups/g/why").await.as_array().cloned().unwrap_or_default();
+    assert!(
+        why.iter().any(|d| d["kind"] == "fenced") && why.iter().any(|d| d["kind"] == "terminate"),
+        "node-a fenced g and terminated its resource rather than wait for a graceful offline: {why:#?}"
+    );
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(paused.elapsed())).await;
     etcd.resume_all();
     // Back: one node runs it again (whichever), and only one.
@@ -459,4 +497,191 @@ async fn a_node_name_taken_in_the_cluster_refuses_to_start() {
     }
     let log = second.log();
     assert!(log.contains("[cluster]") && log.contains("node-a"), "the refusal names the section and the node: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_groups_plugin_type_never_gets_the_group() {
+    let etcd = EtcdCluster::start().await;
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let file = |node: &str| node_file(node, "types", &etcd, journal.path());
+    // node-a, the most preferred, has no `fenced` plugin: it runs, and
+    // says why it will not run g, and placement passes it over.
+    let a = Daemon::start(&file("node-a"), &["dummy"]).await;
+    let mut b = Daemon::start(&file("node-b"), &["fenced"]).await;
+    let mut c = Daemon::start(&file("node-c"), &["fenced"]).await;
+    wait_owner(&[&a, &b, &c], 1, Duration::from_secs(30)).await;
+    let group = a.get("/v1/groups/g").await;
+    assert!(
+        group["reason"].as_str().is_some_and(|reason| reason.contains("no plugin of type `fenced`")),
+        "node-a says why it does not run g: {group}"
+    );
+    b.kill9();
+    wait_owner(&[&a, &c], 1, Duration::from_secs(30)).await;
+    let why = c.cli(&["why", "g"]);
+    let text = String::from_utf8_lossy(&why.stdout).to_string();
+    assert!(
+        text.contains("node-c acquired") && text.contains("node-a: skipped: lacks plugin type `fenced`"),
+        "why explains the takeover and the skipped node: {text}"
+    );
+    // With node-c gone too, g has no node that can run it: node-a, alone
+    // and willing, still never takes it.
+    c.kill9();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let seen = group_on(&[&a]).await;
+    assert_eq!(seen[0], ("offline".to_string(), None), "node-a never runs g");
+    let entries = checked_journal(journal.path());
+    assert!(entries.iter().all(|entry| entry.node != "node-a"), "node-a never ran g: {entries:?}");
+    assert!(entries.iter().any(|entry| entry.node == "node-c"), "node-c ran g: {entries:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steward_apply_shares_groups_with_every_node_and_a_bad_file_changes_nothing() {
+    let etcd = EtcdCluster::start().await;
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let file = |node: &str| node_file(node, "apply", &etcd, journal.path());
+    let a = Daemon::start(&file("node-a"), &["fenced"]).await;
+    let b = Daemon::start(&file("node-b"), &["fenced"]).await;
+    wait_owner(&[&a, &b], 0, Duration::from_secs(30)).await;
+    let shown = a.cli(&["config", "show"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("no shared configuration is applied"),
+        "before an apply, a node runs its node file: {shown:?}"
+    );
+
+    // g as the node files have it, and a new group g2 that prefers node-b.
+    let files = tempfile::tempdir().expect("a directory for the applied files");
+    let fenced = |name: &str, log: &str| {
+        format!(
+            "[[resource]]\nname = \"{name}\"\ntype = \"fenced\"\nproperties = {{ journal = \"/journal/{log}\" }}\n\
+             grants = {{ directories = [{{ host = \"{}\", guest = \"/journal\" }}] }}\nlooks_alive_interval = \"50ms\"\n",
+            journal.path().display()
+        )
+    };
+    let groups = files.path().join("groups.toml");
+    std::fs::write(
+        &groups,
+        format!(
+            "{}\n[[group]]\nname = \"g\"\nresources = [\"r\"]\npreferred_owners = [\"node-a\", \"node-b\"]\n\n{}\n\
+             [[group]]\nname = \"g2\"\nresources = [\"r2\"]\npreferred_owners = [\"node-b\", \"node-a\"]\n",
+            fenced("r", "log"),
+            fenced("r2", "log2")
+        ),
+    )
+    .expect("the applied file is written");
+    let applied = a.cli(&["apply", &groups.display().to_string()]);
+    let said = String::from_utf8_lossy(&applied.stdout).to_string();
+    assert!(applied.status.success() && said.contains("applied revision"), "apply: {applied:?}");
+    // Every node reconciles: node-b runs the new group, node-a knows it.
+    b.wait_group("g2", "online", Duration::from_secs(30)).await;
+    assert_eq!(a.group_state("g2").await, "offline", "node-a does not run g2");
+    wait_owner(&[&a, &b], 0, Duration::from_secs(5)).await;
+    let config = b.get("/v1/config").await;
+    let revision = config["revision"].as_i64().expect("a revision once applied");
+    assert_eq!(config["applied_by"], "node-a", "{config}");
+    let shown = b.cli(&["config", "show"]);
+    let text = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(
+        text.contains(&format!("revision {revision}")) && text.contains("groups.toml") && text.contains("name = \"g2\""),
+        "config show prints what is applied: {text}"
+    );
+
+    // Bad files: each is refused, naming the file, line and field, and
+    // nothing changes in etcd.
+    let bad = [
+        ("field.toml", "[[resource]]\nname = \"r3\"\ntype = \"fenced\"\npropertees = {}\n", "field.toml:4", "propertees"),
+        (
+            "type.toml",
+            "[[resource]]\nname = \"r3\"\ntype = \"no-such-type\"\n\n[[group]]\nname = \"g3\"\nresources = [\"r3\"]\n",
+            "type.toml:2",
+            "unknown type `no-such-type`",
+        ),
+        ("node.toml", "[node]\nname = \"x\"\n", "node.toml:1", "node-local settings"),
+        (
+            "group.toml",
+            "[[group]]\nname = \"g4\"\nresources = [\"missing\"]\n",
+            "group.toml:2",
+            "unknown resource `missing`",
+        ),
+    ];
+    for (name, text, location, what) in bad {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).expect("the bad file is written");
+        let refused = a.cli(&["apply", &groups.display().to_string(), &path.display().to_string()]);
+        let error = String::from_utf8_lossy(&refused.stderr).to_string();
+        assert!(!refused.status.success(), "{name} is refused: {refused:?}");
+        assert!(error.contains(location) && error.contains(what), "{name}: the error names {location} and {what}: {error}");
+        assert!(error.contains("nothing was applied"), "{name}: {error}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for node in [&a, &b] {
+        assert_eq!(node.get("/v1/config").await["revision"], revision, "nothing was written to etcd");
+    }
+
+    // A node that joins later with no groups of its own runs the shared ones.
+    let c = Daemon::start(&bare_node_file("node-c", "apply", &etcd), &["fenced"]).await;
+    assert_eq!(c.get("/v1/config").await["revision"], revision);
+    let groups: Vec<String> = c
+        .get("/v1/groups")
+        .await
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|group| group["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(groups, ["g", "g2"], "node-c has the shared groups");
+    checked_journal(journal.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_online_and_offline_hold_in_the_whole_cluster_and_sigterm_moves_or_keeps_groups_offline() {
+    let etcd = EtcdCluster::start().await;
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let file = |node: &str| node_file(node, "wishes", &etcd, journal.path());
+    // node-b, stopped, keeps its groups offline in the cluster; node-a
+    // (the default) lets them move.
+    let b_file = file("node-b").replace("safety_margin = \"100ms\"", "safety_margin = \"100ms\"\non_stop = \"offline\"");
+    let mut a = Daemon::start(&file("node-a"), &["fenced"]).await;
+    let mut b = Daemon::start(&b_file, &["fenced"]).await;
+    wait_owner(&[&a, &b], 0, Duration::from_secs(30)).await;
+
+    // Asked on node-b, which does not run it: g goes offline on node-a,
+    // and no node takes it.
+    let asked = b.cli(&["offline", "g"]);
+    assert!(asked.status.success(), "steward offline: {asked:?}");
+    a.wait_group("g", "offline", Duration::from_secs(10)).await;
+    let nobody = |seen: &[(String, Option<u64>)]| seen.iter().all(|(state, token)| state == "offline" && token.is_none());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = group_on(&[&a, &b]).await;
+    assert!(nobody(&seen), "offline in the whole cluster: {seen:?}");
+    // A node that restarts remembers it too.
+    a.kill9();
+    a.spawn().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = group_on(&[&a, &b]).await;
+    assert!(nobody(&seen), "still offline after node-a restarted: {seen:?}");
+
+    // Online again, asked on node-b: it runs on its preferred node.
+    let asked = b.cli(&["online", "g"]);
+    assert!(asked.status.success(), "steward online: {asked:?}");
+    let first = wait_owner(&[&a, &b], 0, Duration::from_secs(30)).await;
+
+    // SIGTERM on node-a (on_stop = "move"): g moves to node-b.
+    assert!(a.terminate().success(), "node-a stops cleanly: {}", a.log());
+    let second = wait_owner(&[&b], 0, Duration::from_secs(30)).await;
+    assert!(second > first, "a new ownership: {second} > {first}");
+    a.spawn().await;
+    // SIGTERM on node-b (on_stop = "offline"): g stays offline everywhere.
+    assert!(b.terminate().success(), "node-b stops cleanly: {}", b.log());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = group_on(&[&a]).await;
+    assert!(nobody(&seen), "node-a does not take g after node-b stopped with on_stop = offline: {seen:?}");
+    let events = a.events().await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "group-wanted" && e["group"] == "g"),
+        "node-a heard node-b's wish: {events:#?}"
+    );
+    let asked = a.cli(&["online", "g"]);
+    assert!(asked.status.success(), "steward online: {asked:?}");
+    wait_owner(&[&a], 0, Duration::from_secs(30)).await;
+    checked_journal(journal.path());
 }

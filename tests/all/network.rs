@@ -12,7 +12,7 @@ use std::time::Duration;
 use steward_monitor::bindings::{CheckLevel, PluginError};
 use steward_monitor::conformance;
 use steward_monitor::monitor::{CallError, Monitor};
-use steward_tests::{context, plugin, spec, workspace_root};
+use steward_tests::{context, plugin, spec};
 
 /// A `notepad` listening on a free loopback port, killed when dropped.
 struct Notepad {
@@ -26,7 +26,7 @@ struct Notepad {
 
 impl Notepad {
     fn start() -> Notepad {
-        let binary = workspace_root().join("target/debug/notepad");
+        let binary = steward_tests::target_dir().join("debug/notepad");
         assert!(binary.is_file(), "{} is missing: run `cargo build -p notepad` first", binary.display());
         let state = tempfile::tempdir().expect("tempdir");
         let note = state.path().join("note.txt");

@@ -300,7 +300,7 @@ pub fn free_address() -> String {
 
 /// The native binary `name` built in the workspace (by `cargo xtask test`).
 pub fn workspace_binary(name: &str) -> PathBuf {
-    let path = crate::workspace_root().join("target/debug").join(name);
+    let path = crate::target_dir().join("debug").join(name);
     assert!(path.is_file(), "{} is missing: run `cargo xtask test`", path.display());
     path
 }

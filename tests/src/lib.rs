@@ -24,9 +24,18 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
+/// Where cargo builds: `CARGO_TARGET_DIR` as these tests were built with,
+/// or the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    match option_env!("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
 /// The built component of guest crate `name` (underscores, as cargo names files).
 pub fn guest_wasm(name: &str) -> PathBuf {
-    let path = workspace_root().join("target/wasm32-wasip2/guest").join(format!("{name}.wasm"));
+    let path = target_dir().join("wasm32-wasip2/guest").join(format!("{name}.wasm"));
     assert!(path.is_file(), "{} is missing: run `cargo xtask guests` (or `cargo xtask test`) first", path.display());
     path
 }
@@ -34,14 +43,14 @@ pub fn guest_wasm(name: &str) -> PathBuf {
 /// An example plugin in another language, built by `cargo xtask examples`
 /// into `target/examples/` (`python_marker.wasm`, `js_marker.wasm`).
 pub fn example_wasm(file: &str) -> PathBuf {
-    let path = workspace_root().join("target/examples").join(file);
+    let path = target_dir().join("examples").join(file);
     assert!(path.is_file(), "{} is missing: run `cargo xtask examples` (or `cargo xtask test`)", path.display());
     path
 }
 
 /// The `steward` binary built by `cargo xtask test`.
 pub fn steward_binary() -> PathBuf {
-    let path = workspace_root().join("target/debug/steward");
+    let path = target_dir().join("debug/steward");
     assert!(
         path.is_file(),
         "{} is missing: run `cargo build -p steward` (or `cargo xtask test`) first",
@@ -58,7 +67,7 @@ pub fn runtime() -> Arc<Runtime> {
         .get_or_init(|| {
             let config = RuntimeConfig {
                 max_live_instances: 256,
-                cache_dir: Some(workspace_root().join("target/test-compile-cache")),
+                cache_dir: Some(target_dir().join("test-compile-cache")),
             };
             Runtime::new(&config).expect("the sandbox runtime starts")
         })

@@ -147,7 +147,11 @@ fn on_path(command: &str) -> bool {
 const EXAMPLES: &[&str] = &["python-marker", "js-marker"];
 
 fn build_examples() -> Result<(), String> {
-    let out = root().join("target/examples");
+    // Where the tests look: `CARGO_TARGET_DIR` when it is set.
+    let out = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root().join(dir).join("examples"),
+        _ => root().join("target/examples"),
+    };
     for example in EXAMPLES {
         let script = root().join("plugins/examples").join(example).join("build.sh");
         run(Command::new("bash").arg(&script).arg(&out))?;

@@ -4,7 +4,7 @@
 
 use steward_monitor::worker::WorkerView;
 use steward_node::cluster::ClusterView;
-use steward_node::{GroupView, NodeEvent, NodePhase, PluginView, ReloadReport, ResourceView, UpgradeReport};
+use steward_node::{GroupView, NodeEvent, NodePhase, NodeView, PluginView, ReloadReport, ResourceView, UpgradeReport};
 
 use crate::wire;
 
@@ -98,6 +98,39 @@ pub fn reload(report: ReloadReport) -> wire::ReloadReport {
         added_groups: report.added_groups,
         added_resources: report.added_resources,
         not_applied: report.not_applied,
+    }
+}
+
+pub fn decision(decision: steward_node::why::Decision) -> wire::Decision {
+    let steward_node::why::Decision { unix_ms, node, group, kind, rule, inputs, outcome } = decision;
+    wire::Decision { unix_ms, node, group, kind, rule, inputs, outcome }
+}
+
+pub fn shared_config(view: &NodeView) -> wire::Config {
+    let applied = view.shared_config.read().ok().and_then(|applied| applied.clone());
+    let node_file = view.node_file.display().to_string();
+    match applied {
+        Some(applied) => wire::Config {
+            source: "shared".into(),
+            node_file,
+            revision: Some(applied.revision),
+            applied_by: Some(applied.config.applied_by),
+            applied_at_ms: Some(applied.config.applied_at_ms),
+            files: applied
+                .config
+                .files
+                .into_iter()
+                .map(|file| wire::ConfigFile { name: file.name, text: file.text })
+                .collect(),
+        },
+        None => wire::Config {
+            source: "node-file".into(),
+            node_file,
+            revision: None,
+            applied_by: None,
+            applied_at_ms: None,
+            files: Vec::new(),
+        },
     }
 }
 

@@ -7,8 +7,15 @@
 //! - `GET  /v1/plugins`: every plugin file, with its type or why it was rejected
 //! - `POST /v1/plugins/{type}/upgrade`: switch a type's resources to its newest version
 //! - `POST /v1/reload`: read the configuration again and add its new groups
+//! - `GET  /v1/config`: where the groups and resources come from (the node
+//!   file, or the cluster's shared configuration with its revision and files)
+//! - `POST /v1/config`: check files of groups and resources against this
+//!   node's plugins and apply them to the cluster (`steward apply`)
 //! - `GET  /v1/workers`: the monitor workers, their pids and resources
 //! - `GET  /v1/cluster`: the cluster's nodes and group owners (404 alone)
+//! - `GET  /v1/groups/{name}/why`: this node's decisions for the group (restarts,
+//!   failures, acquisitions, failovers, moves, failbacks, fencing), with the
+//!   rule and inputs behind each
 //! - `POST /v1/groups/{name}/move[?to=NODE]`: move a group this node owns
 //!   to another node (offline here, handed over, online there)
 //! - `POST /v1/resources/{name}/online|offline`, `POST /v1/groups/{name}/online|offline`
@@ -61,11 +68,13 @@ pub fn router(view: Arc<NodeView>) -> Router {
         .route("/v1/groups", get(groups))
         .route("/v1/groups/{name}", get(group))
         .route("/v1/groups/{name}/move", post(move_group))
+        .route("/v1/groups/{name}/why", get(group_why))
         .route("/v1/groups/{name}/{action}", post(group_action))
         .route("/v1/targets/{name}/{action}", post(target_action))
         .route("/v1/plugins", get(plugins))
         .route("/v1/plugins/{type}/upgrade", post(upgrade_plugin))
         .route("/v1/reload", post(reload))
+        .route("/v1/config", get(shared_config).post(apply_config))
         .route("/v1/workers", get(workers))
         .route("/v1/cluster", get(cluster))
         .route("/v1/events", get(events))
@@ -178,6 +187,49 @@ async fn reload(State(view): State<Arc<NodeView>>) -> Result<Json<wire::ReloadRe
         message,
         field: Some("config"),
     })
+}
+
+async fn group_why(
+    State(view): State<Arc<NodeView>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<wire::Decision>>, ApiError> {
+    let known = view.groups.read().is_ok_and(|groups| groups.contains_key(&name));
+    let decisions = view.decisions.lock().map(|log| log.of(&name)).unwrap_or_default();
+    if !known && decisions.is_empty() {
+        return Err(ApiError::not_found("name", format!("no group named `{name}` on this node")));
+    }
+    Ok(Json(decisions.into_iter().map(from_view::decision).collect()))
+}
+
+async fn shared_config(State(view): State<Arc<NodeView>>) -> Json<wire::Config> {
+    Json(from_view::shared_config(&view))
+}
+
+async fn apply_config(
+    State(view): State<Arc<NodeView>>,
+    body: Result<Json<wire::ApplyRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<wire::ApplyReport>, ApiError> {
+    let Json(request) = body.map_err(|rejection| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("the body is not {{\"files\": [{{\"name\": ..., \"text\": ...}}]}}: {}", rejection.body_text()),
+        field: Some("body"),
+    })?;
+    if request.files.is_empty() {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: "name at least one file of groups and resources".into(),
+            field: Some("files"),
+        });
+    }
+    let files = request.files.into_iter().map(|file| (file.name, file.text)).collect();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    ask(&view, NodeRequest::ApplyConfig { files, reply })?;
+    let report = answer.await.map_err(|_| ApiError::internal("the node loop dropped the request".into()))?;
+    report
+        .map(|report| {
+            Json(wire::ApplyReport { revision: report.revision, groups: report.groups, resources: report.resources })
+        })
+        .map_err(|message| ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, message, field: Some("files") })
 }
 
 fn ask(view: &NodeView, request: NodeRequest) -> Result<(), ApiError> {

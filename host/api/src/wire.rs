@@ -177,6 +177,71 @@ pub struct ReloadReport {
     pub not_applied: Vec<String>,
 }
 
+/// `GET /v1/groups/{name}/why`: one decision a node made for the group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decision {
+    /// When, in Unix milliseconds.
+    pub unix_ms: u64,
+    /// The node that decided.
+    pub node: String,
+    /// The group.
+    pub group: String,
+    /// `restart`, `group-failed`, `acquired`, `lost-race`, `failover`,
+    /// `failover-exhausted`, `move`, `failback`, `lost`, `fenced`.
+    pub kind: String,
+    /// The rule applied.
+    pub rule: String,
+    /// What the rule was given, one line each (candidate nodes with their
+    /// verdicts, failures counted, ...).
+    pub inputs: Vec<String>,
+    /// What came of it.
+    pub outcome: String,
+}
+
+/// One file of a shared configuration, as applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigFile {
+    /// The name it was applied under (the operator's path).
+    pub name: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// `POST /v1/config`: files of groups and resources to check and apply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// The files, in order.
+    pub files: Vec<ConfigFile>,
+}
+
+/// `POST /v1/config`: what was applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// The shared configuration's new revision.
+    pub revision: i64,
+    /// Its groups.
+    pub groups: Vec<String>,
+    /// How many resources it has.
+    pub resources: usize,
+}
+
+/// `GET /v1/config`: where this node's groups and resources come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// `shared` (applied to the cluster) or `node-file`.
+    pub source: String,
+    /// The node file.
+    pub node_file: String,
+    /// The shared configuration's revision, when one was applied.
+    pub revision: Option<i64>,
+    /// The node that applied it.
+    pub applied_by: Option<String>,
+    /// When, in Unix milliseconds.
+    pub applied_at_ms: Option<u64>,
+    /// The applied files (empty for `node-file`).
+    pub files: Vec<ConfigFile>,
+}
+
 /// The answer to an accepted online or offline request (202).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Accepted {

@@ -50,6 +50,18 @@ pub enum Error {
     )]
     StaleFencingToken { group: String, token: FencingToken, current: String },
 
+    /// Another apply changed the shared configuration after this one was checked.
+    #[error(
+        "the shared configuration changed after these files were checked (they were checked against revision {checked_against}); nothing was written: run `steward apply` again"
+    )]
+    ConfigChanged { checked_against: i64 },
+
+    /// The applied files would not fit in one etcd request.
+    #[error(
+        "the configuration takes {bytes} bytes, over the {limit} etcd takes in one write; split large property values out, or apply fewer groups"
+    )]
+    ConfigTooLarge { bytes: usize, limit: usize },
+
     /// etcd did not answer within the configured deadline.
     #[error(
         "etcd did not answer {operation} within {timeout:?}; check that a quorum of etcd members is up and reachable"

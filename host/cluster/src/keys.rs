@@ -38,6 +38,18 @@ impl Keys {
         format!("{}owners/{group}", self.root)
     }
 
+    pub(crate) fn wishes_prefix(&self) -> String {
+        format!("{}wishes/", self.root)
+    }
+
+    pub(crate) fn wish(&self, group: &str) -> String {
+        format!("{}wishes/{group}", self.root)
+    }
+
+    pub(crate) fn shared_config(&self) -> String {
+        format!("{}config", self.root)
+    }
+
     pub(crate) fn group_data(&self, group: &str, key: &str) -> String {
         format!("{}groups/{group}/{key}", self.root)
     }

@@ -17,7 +17,11 @@
 //! - `owners/<group>`: JSON naming the owner node, bound to its lease; its
 //!   create revision is the group's [`FencingToken`];
 //! - `groups/<group>/<key>`: what a node writes on a group's behalf, only
-//!   through [`ownership::Ownership::guarded_put`].
+//!   through [`ownership::Ownership::guarded_put`];
+//! - `wishes/<group>`: JSON [`ownership::Wish`], the operator's last word
+//!   on whether the group runs anywhere (absent: the group's `autostart`);
+//! - `config`: the shared configuration, the files an operator applied
+//!   ([`shared_config`]).
 
 pub mod error;
 #[cfg(feature = "harness")]
@@ -27,6 +31,7 @@ pub mod lease;
 pub mod membership;
 pub mod ownership;
 pub mod placement;
+pub mod shared_config;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -36,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
 pub use membership::{ClusterConfig, LeaseHealth, LeaseState, Member, MembershipEvent, join};
-pub use ownership::{OwnerChanged, OwnerRecord, OwnersWatch, Ownership};
+pub use ownership::{OwnerChanged, OwnerRecord, OwnersWatch, Ownership, Wish, WishesWatch};
 
 /// A node's plugin types: type name to the version hash it runs.
 pub type PluginInventory = BTreeMap<String, String>;

@@ -92,6 +92,41 @@ impl Drop for OwnersWatch {
     }
 }
 
+/// An operator's word on whether a group runs anywhere in the cluster:
+/// `steward offline` on any node keeps it offline on every node until
+/// `steward online`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wish {
+    /// The group.
+    pub group: String,
+    /// Online (somewhere) or offline (everywhere).
+    pub online: bool,
+    /// The node the operator asked.
+    pub by: String,
+    /// When, in Unix milliseconds.
+    pub unix_ms: u64,
+}
+
+/// The wishes of the cluster, beginning with those that exist. Dropping
+/// it stops the watch.
+pub struct WishesWatch {
+    events: mpsc::UnboundedReceiver<Wish>,
+    task: JoinHandle<()>,
+}
+
+impl WishesWatch {
+    /// The next wish; `None` only if the watch task died.
+    pub async fn recv(&mut self) -> Option<Wish> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for WishesWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// The JSON value of an owner key.
 #[derive(Serialize, Deserialize)]
 struct OwnerValue {
@@ -244,6 +279,100 @@ impl Ownership {
             .filter(|node| !node.is_empty()))
     }
 
+    /// Publishes the plugin types this node can run in its node key, so
+    /// that placement on every node sees them. The node key is rewritten
+    /// only while it is bound to this node's current lease: a node key of
+    /// an earlier lease, or of another node, is left alone.
+    pub async fn publish_plugins(&self, plugins: &crate::PluginInventory) -> Result<()> {
+        let lease = self.healthy_lease()?;
+        let key = self.keys.node(&self.node);
+        let response = timed("node key read", self.request_timeout, || {
+            let mut kv = self.client.kv_client();
+            let key = key.clone();
+            async move { kv.get(key, None).await }
+        })
+        .await?;
+        let current = response.kvs().first().and_then(Entry::from_key_value);
+        let mut info: NodeInfo = match &current {
+            Some(entry) if entry.lease == lease.0 => serde_json::from_slice(&entry.value)
+                .map_err(|error| Error::CorruptValue { key: key.clone(), reason: error.to_string() })?,
+            _ => return Err(Error::NoLease { node: self.node.clone(), state: "without its node key" }),
+        };
+        if info.plugins == *plugins {
+            return Ok(());
+        }
+        info.plugins = plugins.clone();
+        let value = serde_json::to_vec(&info)
+            .map_err(|error| Error::CorruptValue { key: key.clone(), reason: error.to_string() })?;
+        let update = Txn::new()
+            .when([Compare::lease(key.clone(), CompareOp::Equal, lease.0)])
+            .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease.0)))]);
+        if self.txn("node key update", update).await?.succeeded() {
+            info!(node = %self.node, types = plugins.len(), "plugin inventory published");
+            Ok(())
+        } else {
+            Err(Error::NoLease { node: self.node.clone(), state: "without its node key" })
+        }
+    }
+
+    /// The cluster's shared configuration, through this node's clients.
+    pub fn shared_config(&self) -> crate::shared_config::SharedConfigStore {
+        crate::shared_config::SharedConfigStore {
+            client: self.client.clone(),
+            stream_clients: self.stream_clients.clone(),
+            keys: self.keys.clone(),
+            node: self.node.clone(),
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    /// Records the operator's wish for `wish.group`, for every node.
+    pub async fn set_wish(&self, wish: &Wish) -> Result<()> {
+        check_name("group", &wish.group)?;
+        let key = self.keys.wish(&wish.group);
+        let value =
+            serde_json::to_vec(wish).map_err(|error| Error::CorruptValue { key: key.clone(), reason: error.to_string() })?;
+        let put = Txn::new().and_then([TxnOp::put(key, value, None)]);
+        self.txn("wish write", put).await?;
+        info!(node = %self.node, group = %wish.group, online = wish.online, "wish recorded");
+        Ok(())
+    }
+
+    /// Follows the wishes: first every wish there is, then each new one,
+    /// without gaps across broken streams.
+    pub async fn watch_wishes(&self) -> Result<WishesWatch> {
+        let prefix = self.keys.wishes_prefix();
+        let (entries, revision) = self.read_prefix("wishes read", &prefix).await?;
+        let (sender, events) = mpsc::unbounded_channel();
+        for entry in &entries {
+            if let Some(wish) = wish_of(&prefix, entry) {
+                let _ = sender.send(wish);
+            }
+        }
+        let spec = WatchSpec {
+            key: prefix.clone(),
+            prefix: true,
+            start_revision: revision + 1,
+            request_timeout: self.request_timeout,
+            label: "wishes",
+        };
+        let span = info_span!("wishes_watch", node = %self.node);
+        let task = tokio::spawn(
+            resilient::run(self.stream_clients.clone(), spec, move |change| {
+                let entries = match change {
+                    Change::Put(entry) => vec![entry],
+                    // A resync hands every wish over again: the latest wins.
+                    Change::Resync(entries) => entries,
+                    Change::Delete { .. } => Vec::new(),
+                };
+                entries.iter().filter_map(|entry| wish_of(&prefix, entry)).all(|wish| sender.send(wish).is_ok())
+                    && !sender.is_closed()
+            })
+            .instrument(span),
+        );
+        Ok(WishesWatch { events, task })
+    }
+
     /// Every group's current owner, by group name.
     pub async fn list_owners(&self) -> Result<Vec<OwnerRecord>> {
         let prefix = self.keys.owners_prefix();
@@ -332,6 +461,17 @@ impl Ownership {
         .await?;
         let revision = response.header().map(|header| header.revision()).unwrap_or_default();
         Ok((response.kvs().iter().filter_map(Entry::from_key_value).collect(), revision))
+    }
+}
+
+fn wish_of(prefix: &str, entry: &Entry) -> Option<Wish> {
+    let group = name_under(prefix, &entry.key)?;
+    match serde_json::from_slice::<Wish>(&entry.value) {
+        Ok(wish) if wish.group == group => Some(wish),
+        _ => {
+            warn!(key = %entry.key, "skipping a wish that is not Steward's JSON");
+            None
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub(crate) struct Entry {
     pub(crate) key: String,
     pub(crate) value: Vec<u8>,
     pub(crate) create_revision: i64,
+    pub(crate) mod_revision: i64,
     pub(crate) lease: i64,
 }
 
@@ -45,6 +46,7 @@ impl Entry {
             key: key.to_string(),
             value: kv.value().to_vec(),
             create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
             lease: kv.lease(),
         })
     }

@@ -81,6 +81,20 @@ pub struct ClusterSettings {
     pub safety_margin: Duration,
     /// The deadline of each etcd request.
     pub request_timeout: Duration,
+    /// What SIGTERM does with the groups this node runs.
+    pub on_stop: OnStop,
+}
+
+/// What a node of a cluster does with its groups when it is stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnStop {
+    /// Offline here, then on the next node by placement (the default: a
+    /// node stopped for maintenance should not stop its services).
+    #[default]
+    Move,
+    /// Offline in the whole cluster, until an operator brings them online.
+    Offline,
 }
 
 /// When a group goes back to a more preferred owner that returned.
@@ -199,6 +213,8 @@ pub struct GroupConfig {
     /// In a cluster, whether it goes back to a more preferred node that
     /// comes back.
     pub failback: Failback,
+    /// The file and line it was defined at, for later errors.
+    pub defined_at: String,
 }
 
 pub use steward_policy::Policy;
@@ -245,6 +261,34 @@ pub fn load(file: &Path) -> Result<NodeConfig, ConfigError> {
 }
 
 impl NodeConfig {
+    /// This node with the cluster's shared groups and resources (the files
+    /// `steward apply` wrote to etcd, as `(name, text)`) in place of the
+    /// node file's own. Each file may hold `[[resource]]` and `[[group]]`
+    /// tables only: everything else is node-local and stays in the node
+    /// file. Paths in them are relative to this node file's directory, so
+    /// each node can keep its own. Errors name the applied file and line.
+    pub fn with_shared(&self, files: &[(String, String)]) -> Result<NodeConfig, ConfigError> {
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        let mut resources = Vec::new();
+        let mut groups = Vec::new();
+        for (name, text) in files {
+            let file = Path::new(name);
+            let raw: RawIncludedFile = parse(file, text).map_err(|mut error| {
+                if error.message.contains("unknown field") {
+                    error.message.push_str(
+                        "; an applied file holds [[resource]] and [[group]] tables only: node-local settings \
+                         ([node], [cluster]) stay in each node's own file",
+                    );
+                }
+                error
+            })?;
+            collect(file, text, raw.resource, raw.group, base, &mut resources, &mut groups)?;
+        }
+        let shared = NodeConfig { resources, groups, ..self.clone() };
+        check_structure(&shared)?;
+        Ok(shared)
+    }
+
     /// The resource named `name`.
     pub fn resource(&self, name: &str) -> Option<&ResourceConfig> {
         self.resources.iter().find(|resource| resource.name == name)
@@ -335,22 +379,24 @@ fn collect(
         });
     }
     for raw in raw_groups {
+        let defined_at = line_column(file, text, raw.name.span().start);
+        let name = raw.name.into_inner();
         let defaults = Policy::default();
         let policy = raw.policy.unwrap_or_default();
         let failback = match raw.failback.as_deref() {
             None => Failback::Never,
             Some(text) => Failback::parse(text).ok_or_else(|| {
-                at(
-                    file,
-                    format!(
-                        "group `{}`: failback: `{text}` is not \"never\", \"immediate\" or a window such as \"02:00-04:00\" (UTC)",
-                        raw.name
+                ConfigError {
+                    location: format!("{defined_at}: group `{name}`"),
+                    message: format!(
+                        "failback: `{text}` is not \"never\", \"immediate\" or a window such as \"02:00-04:00\" (UTC)"
                     ),
-                )
+                }
             })?,
         };
         groups.push(GroupConfig {
-            name: raw.name,
+            name,
+            defined_at,
             resources: raw.resources,
             autostart: raw.autostart.unwrap_or(true),
             preferred_owners: raw.preferred_owners,
@@ -396,18 +442,27 @@ fn check_structure(config: &NodeConfig) -> Result<(), ConfigError> {
             ));
         }
     }
+    let mut group_names = HashSet::new();
+    for group in &config.groups {
+        if !group_names.insert(group.name.as_str()) {
+            return Err(ConfigError {
+                location: format!("{}: group `{}`", group.defined_at, group.name),
+                message: "the name is used twice; give each group its own name".into(),
+            });
+        }
+    }
     let mut owner: HashMap<&str, &str> = HashMap::new();
     for group in &config.groups {
         for member in &group.resources {
             if config.resource(member).is_none() {
                 return Err(ConfigError {
-                    location: format!("{file}: group `{}`", group.name),
+                    location: format!("{}: group `{}`", group.defined_at, group.name),
                     message: format!("resources: unknown resource `{member}`; define it in a [[resource]] table"),
                 });
             }
             if let Some(other) = owner.insert(member, &group.name) {
                 return Err(ConfigError {
-                    location: format!("{file}: group `{}`", group.name),
+                    location: format!("{}: group `{}`", group.defined_at, group.name),
                     message: format!("resources: `{member}` is already in group `{other}`; a resource has one group"),
                 });
             }
@@ -616,7 +671,7 @@ struct RawDirectory {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGroup {
-    name: String,
+    name: Spanned<String>,
     resources: Vec<String>,
     policy: Option<RawPolicy>,
     autostart: Option<bool>,
@@ -635,6 +690,7 @@ struct RawCluster {
     lease_ttl: Option<TextDuration>,
     safety_margin: Option<TextDuration>,
     request_timeout: Option<TextDuration>,
+    on_stop: Option<OnStop>,
 }
 
 /// The `[cluster]` table, checked: a name, endpoints, and a lease etcd grants.
@@ -666,6 +722,7 @@ fn cluster_settings(file: &Path, raw: RawCluster) -> Result<ClusterSettings, Con
         lease_ttl,
         safety_margin,
         request_timeout: raw.request_timeout.map_or(Duration::from_secs(1), |d| d.0),
+        on_stop: raw.on_stop.unwrap_or_default(),
     })
 }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use steward_cluster::membership::LeaseGauge;
 use steward_cluster::membership::MembershipEvent;
-use steward_cluster::placement::{GroupPlacement, LiveNode, RecentFailure, choose_owner};
+use steward_cluster::placement::{Decision as Placement, GroupPlacement, LiveNode, RecentFailure, choose_owner};
 use steward_cluster::{FencingToken, Member, OwnerChanged, PluginInventory};
 use steward_monitor::bindings::ClusterEvent;
 use steward_monitor::worker::lease::monotonic_ns;
@@ -36,6 +36,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::why::{self, Decision, PLACEMENT_RULE};
 use crate::{Ownership, OwnershipEvent};
 
 /// Where a group may run, from the node file.
@@ -52,6 +53,46 @@ pub struct GroupOwners {
     pub failover_threshold: Option<u32>,
     /// The window failovers are counted in.
     pub failover_period: Duration,
+    /// The plugin types its resources use: a node lacking one never gets it.
+    pub plugin_types: BTreeSet<String>,
+}
+
+impl GroupOwners {
+    fn placement(&self) -> GroupPlacement<'_> {
+        GroupPlacement {
+            preferred_owners: &self.preferred,
+            possible_owners: &self.possible,
+            plugin_types: &self.plugin_types,
+            failover_period: self.failover_period,
+        }
+    }
+
+    /// Where each of `groups` (whose resources are among `resources`) may
+    /// run, by group name.
+    pub fn of(
+        groups: &[steward_config::GroupConfig],
+        resources: &[steward_config::ResourceConfig],
+    ) -> BTreeMap<String, GroupOwners> {
+        groups
+            .iter()
+            .map(|group| {
+                let plugin_types = resources
+                    .iter()
+                    .filter(|resource| group.resources.contains(&resource.name))
+                    .map(|resource| resource.type_name.clone())
+                    .collect();
+                let owners = GroupOwners {
+                    preferred: group.preferred_owners.clone(),
+                    possible: group.possible_owners.clone(),
+                    failback: group.failback,
+                    failover_threshold: group.policy.failover_threshold,
+                    failover_period: group.policy.failover_period,
+                    plugin_types,
+                };
+                (group.name.clone(), owners)
+            })
+            .collect()
+    }
 }
 
 /// The cluster as this node sees it, for the API, `steward status` and
@@ -108,6 +149,10 @@ enum Command {
     Release(String),
     HandOver(String, Option<String>),
     FailOver(String),
+    Place(BTreeMap<String, GroupOwners>),
+    Plugins(PluginInventory),
+    Wish(String, bool),
+    Settle(tokio::sync::oneshot::Sender<()>),
 }
 
 impl ClusterOwnership {
@@ -115,7 +160,6 @@ impl ClusterOwnership {
     /// channel the node loop hears it on.
     pub fn start(
         member: &Member,
-        groups: BTreeMap<String, GroupOwners>,
         lease_ttl: Duration,
         safety_margin: Duration,
     ) -> (ClusterOwnership, mpsc::UnboundedReceiver<OwnershipEvent>, Arc<ClusterView>) {
@@ -137,7 +181,7 @@ impl ClusterOwnership {
             node: member.node().to_string(),
             etcd: member.ownership(),
             gauge: member.gauge(),
-            groups,
+            groups: BTreeMap::new(),
             lease_ttl,
             safety_margin,
             events,
@@ -149,6 +193,9 @@ impl ClusterOwnership {
             last_owner: HashMap::new(),
             known_nodes: None,
             failing_back: HashMap::new(),
+            inventory: PluginInventory::new(),
+            inventory_published: false,
+            unwanted: BTreeSet::new(),
         };
         let span = tracing::info_span!("cluster_ownership", node = %member.node());
         tokio::spawn(agent.run(command_receiver, member.subscribe()).instrument(span));
@@ -171,6 +218,23 @@ impl Ownership for ClusterOwnership {
 
     fn fail_over(&mut self, group: &str) {
         let _ = self.commands.send(Command::FailOver(group.to_string()));
+    }
+
+    fn place(&mut self, groups: BTreeMap<String, GroupOwners>) {
+        let _ = self.commands.send(Command::Place(groups));
+    }
+
+    fn plugins_changed(&mut self, inventory: &PluginInventory) {
+        let _ = self.commands.send(Command::Plugins(inventory.clone()));
+    }
+
+    fn wish(&mut self, group: &str, online: bool) {
+        let _ = self.commands.send(Command::Wish(group.to_string(), online));
+    }
+
+    fn settled(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let (done, settled) = tokio::sync::oneshot::channel();
+        self.commands.send(Command::Settle(done)).ok().map(|()| settled)
     }
 }
 
@@ -200,6 +264,14 @@ struct Agent {
     /// Groups this node was asked to move back, and when: asked again
     /// only after a lease TTL (the node may have been unable to start it).
     failing_back: HashMap<String, Instant>,
+    /// The plugin types this node can run, and whether its node key says
+    /// so (published again after a failure and after a rejoin, which
+    /// writes the node key afresh).
+    inventory: PluginInventory,
+    inventory_published: bool,
+    /// Groups an operator wants offline in the whole cluster: no node
+    /// takes them until one wants them online again.
+    unwanted: BTreeSet<String>,
 }
 
 impl Agent {
@@ -217,6 +289,20 @@ impl Agent {
                 }
             }
         };
+        // Wishes are known before any group is taken: one an operator
+        // wanted offline is not brought back by a node that starts.
+        let mut wishes = loop {
+            match self.etcd.watch_wishes().await {
+                Ok(wishes) => break wishes,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the operators' wishes yet; trying again");
+                    tokio::time::sleep(self.lease_ttl / 4).await;
+                }
+            }
+        };
+        while let Ok(Some(wish)) = tokio::time::timeout(Duration::ZERO, wishes.recv()).await {
+            self.wished(wish);
+        }
         let mut tick = tokio::time::interval(self.lease_ttl / 4);
         loop {
             let next_margin = self.margins.iter().map(|(at, _, _)| *at).min();
@@ -239,10 +325,21 @@ impl Agent {
                     Some(Command::Release(group)) => self.release(&group).await,
                     Some(Command::HandOver(group, to)) => self.hand_over(&group, to).await,
                     Some(Command::FailOver(group)) => self.fail_over(&group).await,
+                    Some(Command::Place(groups)) => self.groups.extend(groups),
+                    Some(Command::Wish(group, online)) => self.set_wish(group, online).await,
+                    Some(Command::Settle(done)) => {
+                        let _ = done.send(());
+                    }
+                    Some(Command::Plugins(inventory)) => {
+                        self.inventory = inventory;
+                        self.inventory_published = false;
+                        self.publish_inventory().await;
+                    }
                     // The node stopped: its lease goes with the member.
                     None => return,
                 },
                 Some(change) = watch.recv() => self.owner_changed(change).await,
+                Some(wish) = wishes.recv() => self.wished(wish),
                 () = sleep_until(next_margin), if next_margin.is_some() => self.report_due(),
                 _ = tick.tick() => {
                     self.extend_lease();
@@ -251,6 +348,7 @@ impl Agent {
                     if self.keepalives_overdue() {
                         continue;
                     }
+                    self.publish_inventory().await;
                     self.refresh_nodes().await;
                     for group in self.wanted.clone() {
                         self.consider(&group).await;
@@ -289,10 +387,49 @@ impl Agent {
         }
     }
 
+    /// An operator's wish, from etcd: remembered, and passed to the node
+    /// loop when another node's operator made it (this node's own was
+    /// applied when it was asked).
+    fn wished(&mut self, wish: steward_cluster::Wish) {
+        if wish.online {
+            self.wanted_again(&wish.group);
+        } else {
+            self.unwanted.insert(wish.group.clone());
+        }
+        if wish.by != self.node {
+            let _ = self.events.send(OwnershipEvent::Wished { group: wish.group, online: wish.online, by: wish.by });
+        }
+    }
+
+    /// `group` may run again: the node placement names gets a lease TTL
+    /// to take it from now, not from when it went offline.
+    fn wanted_again(&mut self, group: &str) {
+        if self.unwanted.remove(group) {
+            self.unowned_since.insert(group.to_string(), Instant::now());
+        }
+    }
+
+    /// Records this node's operator's wish in etcd, for every node.
+    async fn set_wish(&mut self, group: String, online: bool) {
+        if online {
+            self.wanted_again(&group);
+        } else {
+            self.unwanted.insert(group.clone());
+        }
+        let wish = steward_cluster::Wish { group, online, by: self.node.clone(), unix_ms: unix_ms() };
+        if let Err(error) = self.etcd.set_wish(&wish).await {
+            tracing::warn!(group = %wish.group, %error, "cannot record the wish in etcd; other nodes do not know it");
+        }
+    }
+
     /// Takes `group` if the node wants it, nobody owns it, and this node
     /// is the one to take it.
     async fn consider(&mut self, group: &str) {
-        if self.fenced || !self.wanted.contains(group) || self.owned.contains_key(group) {
+        if self.fenced
+            || !self.wanted.contains(group)
+            || self.owned.contains_key(group)
+            || self.unwanted.contains(group)
+        {
             return;
         }
         let owned_elsewhere =
@@ -309,25 +446,53 @@ impl Agent {
                 return;
             }
         };
-        let named = match &handoff {
+        let (named, mut inputs) = match &handoff {
             // A planned move names the next owner.
-            Some(to) => Some(to.clone()),
+            Some(to) => (Some(to.clone()), vec![format!("the hand-over names node `{to}`")]),
             None => {
                 let failed = self.recent_failovers(group).await;
-                self.next_owner(group, None, &failed).await
+                match self.placement(group, None, &failed).await {
+                    Some(placement) => (placement.owner.clone(), why::candidates(&placement)),
+                    None => (None, Vec::new()),
+                }
             }
         };
-        let possible = self.groups.get(group).is_none_or(|o| o.possible.is_empty() || o.possible.contains(&self.node));
-        let chosen = match named {
-            Some(owner) if owner == self.node => true,
-            // The named node did not take it within a lease TTL.
-            _ => possible && now.duration_since(unowned_since) >= self.lease_ttl,
+        let (chosen, rule) = match &named {
+            Some(owner) if *owner == self.node => {
+                let rule = if handoff.is_some() {
+                    "a planned move or failback names the next owner".to_string()
+                } else {
+                    PLACEMENT_RULE.to_string()
+                };
+                (true, rule)
+            }
+            // The named node did not take it within a lease TTL: any node
+            // that may run it takes it.
+            _ => {
+                let rule = format!(
+                    "the node placement named ({}) did not take the group within a lease TTL ({:?}): any node that \
+                     may run it takes it",
+                    named.as_deref().unwrap_or("none"),
+                    self.lease_ttl
+                );
+                (now.duration_since(unowned_since) >= self.lease_ttl && self.may_run(group), rule)
+            }
         };
         if !chosen {
             return;
         }
+        if let Some(last) = self.last_owner.get(group) {
+            inputs.push(format!("last owner: node `{last}`"));
+        }
         match self.etcd.acquire(group).await {
             Ok(Some(token)) => {
+                self.decide(
+                    group,
+                    "acquired",
+                    rule,
+                    inputs,
+                    format!("this node owns the group, with fencing token {token}; online after the safety margin"),
+                );
                 if handoff.is_some() {
                     // The move is done: the next loss is a failover again.
                     if let Err(error) = self.etcd.clear_handoff(group, token).await {
@@ -346,8 +511,23 @@ impl Agent {
                 self.unowned_since.remove(group);
                 self.margins.push((Instant::now() + self.safety_margin, group.to_string(), token));
             }
-            Ok(None) => tracing::debug!(%group, "another node took the group first"),
+            Ok(None) => {
+                tracing::debug!(%group, "another node took the group first");
+                self.decide(group, "lost-race", rule, inputs, "another node won the owner key's transaction".into());
+            }
             Err(error) => tracing::warn!(%group, %error, "cannot acquire the group"),
+        }
+    }
+
+    /// Writes the node's plugin types into its node key, if they changed
+    /// since they were last written; a failure is tried again next tick.
+    async fn publish_inventory(&mut self) {
+        if self.inventory_published || self.fenced {
+            return;
+        }
+        match self.etcd.publish_plugins(&self.inventory).await {
+            Ok(()) => self.inventory_published = true,
+            Err(error) => tracing::warn!(%error, "cannot publish the plugin types; trying again"),
         }
     }
 
@@ -372,6 +552,13 @@ impl Agent {
     /// The node placement names for `group` among the live nodes, leaving
     /// out `except`.
     async fn next_owner(&self, group: &str, except: Option<&str>, failed: &[(String, u64)]) -> Option<String> {
+        self.placement(group, except, failed).await.and_then(|decision| decision.owner)
+    }
+
+    /// Placement's decision for `group` among the live nodes, leaving out
+    /// `except`, with its verdict on every node; `None` when etcd cannot
+    /// say which nodes are live.
+    async fn placement(&self, group: &str, except: Option<&str>, failed: &[(String, u64)]) -> Option<Placement> {
         let nodes = match self.etcd.live_nodes().await {
             Ok(nodes) => nodes,
             Err(error) => {
@@ -380,13 +567,7 @@ impl Agent {
             }
         };
         let owners = self.groups.get(group).cloned().unwrap_or_default();
-        let no_types = BTreeSet::new();
-        let placement = GroupPlacement {
-            preferred_owners: &owners.preferred,
-            possible_owners: &owners.possible,
-            plugin_types: &no_types,
-            failover_period: owners.failover_period,
-        };
+        let placement = owners.placement();
         // Failures are kept as wall-clock times (they outlive any one
         // node's clock); placement counts from a monotonic now.
         let now = std::time::Instant::now();
@@ -398,13 +579,34 @@ impl Agent {
                 at: now.checked_sub(Duration::from_millis(now_ms.saturating_sub(*at_ms))).unwrap_or(now),
             })
             .collect();
-        let empty = PluginInventory::new();
         let live: Vec<LiveNode<'_>> = nodes
             .iter()
             .filter(|node| Some(node.name.as_str()) != except)
-            .map(|node| LiveNode { name: &node.name, plugins: &empty })
+            .map(|node| LiveNode { name: &node.name, plugins: &node.info.plugins })
             .collect();
-        choose_owner(&placement, &live, &failures, now).owner
+        Some(choose_owner(&placement, &live, &failures, now))
+    }
+
+    /// Tells the node loop what was decided for `group`, for `steward why`.
+    fn decide(&self, group: &str, kind: &str, rule: String, inputs: Vec<String>, outcome: String) {
+        let decision = Decision {
+            unix_ms: unix_ms(),
+            node: self.node.clone(),
+            group: group.to_string(),
+            kind: kind.into(),
+            rule,
+            inputs,
+            outcome,
+        };
+        let _ = self.events.send(OwnershipEvent::Decided(decision));
+    }
+
+    /// Whether this node may run `group` at all: a possible owner holding
+    /// every plugin type it uses.
+    fn may_run(&self, group: &str) -> bool {
+        let owners = self.groups.get(group).cloned().unwrap_or_default();
+        let this = LiveNode { name: &self.node, plugins: &self.inventory };
+        steward_cluster::placement::ineligibility(&owners.placement(), &this, &[], std::time::Instant::now()).is_none()
     }
 
     /// Asks the node to move each group it runs back to a more preferred
@@ -428,6 +630,14 @@ impl Agent {
             let rank = |node: &str| preferred.iter().position(|p| p == node).unwrap_or(usize::MAX);
             if best != self.node && rank(&best) < rank(&self.node) {
                 tracing::info!(%group, to = %best, "failback: a more preferred owner is back");
+                let failback = self.groups[&group].failback;
+                self.decide(
+                    &group,
+                    "failback",
+                    format!("failback ({failback:?}) moves a group to a more preferred owner that is live again"),
+                    vec![format!("preferred_owners: {}", preferred.join(", ")), format!("this node: `{}`", self.node)],
+                    format!("moving to node `{best}`"),
+                );
                 self.failing_back.insert(group.clone(), Instant::now());
                 let _ = self.events.send(OwnershipEvent::FailBack { group, to: best });
             }
@@ -440,7 +650,17 @@ impl Agent {
         let Some(token) = self.owned.get(group).copied() else { return };
         let target = match to {
             Some(to) => Some(to),
-            None => self.next_owner(group, Some(&self.node), &[]).await,
+            None => {
+                let placement = self.placement(group, Some(&self.node), &[]).await;
+                let inputs = placement.as_ref().map(why::candidates).unwrap_or_default();
+                let owner = placement.and_then(|placement| placement.owner);
+                let outcome = match &owner {
+                    Some(owner) => format!("hand over to node `{owner}`"),
+                    None => "no other node may run it: it stays here".into(),
+                };
+                self.decide(group, "move", PLACEMENT_RULE.into(), inputs, outcome);
+                owner
+            }
         };
         let outcome = match &target {
             Some(target) => self.etcd.hand_over(group, token, target).await.map_err(|error| error.to_string()),
@@ -492,9 +712,28 @@ impl Agent {
             None => self.view.nodes.read().map_or(0, |nodes| nodes.len().saturating_sub(1)),
         };
         failed.push((self.node.clone(), unix_ms()));
-        let target =
-            if failed.len() > threshold { None } else { self.next_owner(group, Some(&self.node), &failed).await };
+        let period = self.groups.get(group).map_or(Duration::ZERO, |owners| owners.failover_period);
+        let rule = format!(
+            "a group that fails past its restart threshold moves to the next node by placement, at most \
+             failover_threshold ({threshold}) times within failover_period ({}); {PLACEMENT_RULE}",
+            humantime::format_duration(period)
+        );
+        let mut inputs: Vec<String> =
+            failed.iter().map(|(node, at)| format!("failed on node `{node}` at unix ms {at}")).collect();
+        let target = if failed.len() > threshold {
+            None
+        } else {
+            let placement = self.placement(group, Some(&self.node), &failed).await;
+            inputs.extend(placement.as_ref().map(why::candidates).unwrap_or_default());
+            placement.and_then(|placement| placement.owner)
+        };
         let Some(target) = target else {
+            let outcome = if failed.len() > threshold {
+                format!("{} failovers within the period is past the threshold: it stays failed here", failed.len())
+            } else {
+                "no other node may run it: it stays failed here".to_string()
+            };
+            self.decide(group, "failover-exhausted", rule, inputs, outcome);
             tracing::warn!(%group, failovers = failed.len() - 1, threshold, "the group stays failed here");
             let _ = self.events.send(OwnershipEvent::FailoverExhausted { group: group.to_string() });
             return;
@@ -506,6 +745,7 @@ impl Agent {
         }
         match self.etcd.hand_over(group, token, &target).await {
             Ok(()) => {
+                self.decide(group, "failover", rule, inputs, format!("handed over to node `{target}`"));
                 tracing::warn!(%group, to = %target, "the group failed here; failing over");
                 self.owned.remove(group);
                 self.unowned_since.insert(group.to_string(), Instant::now());
@@ -559,6 +799,13 @@ impl Agent {
             Some(owner) => {
                 if owner != self.node && self.owned.contains_key(&group) {
                     tracing::warn!(%group, %owner, "another node owns the group now");
+                    self.decide(
+                        &group,
+                        "lost",
+                        "a node runs a group only while its owner key names it".into(),
+                        vec![format!("the owner key names node `{owner}`, token {token}")],
+                        "offline here".into(),
+                    );
                     self.lose(&group);
                 }
                 self.unowned_since.remove(&group);
@@ -566,6 +813,13 @@ impl Agent {
             None => {
                 if self.owned.get(&group) == Some(&token) {
                     tracing::warn!(%group, %token, "this node's owner key vanished");
+                    self.decide(
+                        &group,
+                        "lost",
+                        "a node runs a group only while its owner key names it".into(),
+                        vec![format!("this node's owner key (token {token}) vanished while its lease lives")],
+                        "offline here; taken again by the normal path".into(),
+                    );
                     self.lose(&group);
                 }
                 self.unowned_since.insert(group.clone(), Instant::now());
@@ -585,6 +839,10 @@ impl Agent {
                 self.fence(&format!("the lease is gone ({reason:?})"));
             }
             MembershipEvent::LeaseHealthy { .. } | MembershipEvent::Rejoined { .. } => {
+                if matches!(event, MembershipEvent::Rejoined { .. }) {
+                    // The new node key carries what the node had at join.
+                    self.inventory_published = false;
+                }
                 self.set_health("healthy");
                 if self.fenced {
                     let _ = self.events.send(OwnershipEvent::Cluster(ClusterEvent::QuorumRegained));
@@ -615,6 +873,13 @@ impl Agent {
         }
         let owned: Vec<String> = self.owned.keys().cloned().collect();
         for group in owned {
+            self.decide(
+                &group,
+                "fenced",
+                "a node whose keepalives are not acknowledged takes its groups offline before its lease can end".into(),
+                vec![why.to_string()],
+                "offline here; back only once this node owns it again".into(),
+            );
             self.lose(&group);
         }
     }

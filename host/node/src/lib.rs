@@ -46,10 +46,11 @@ pub mod error;
 mod live;
 pub mod plugin_dir;
 pub mod state;
+pub mod why;
 
 pub use error::Error;
 
-pub use live::{NodeRequest, ReloadReport, UpgradeReport};
+pub use live::{ApplyReport, NodeRequest, ReloadReport, UpgradeReport};
 
 /// The probe intervals of the classic cluster service.
 pub const DEFAULT_LOOKS_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -218,6 +219,8 @@ pub enum NodePhase {
 pub struct NodeView {
     /// This node's name.
     pub node_name: String,
+    /// The node file it was started with.
+    pub node_file: PathBuf,
     /// Where the node is in its life.
     pub phase: RwLock<NodePhase>,
     /// Every resource.
@@ -232,6 +235,8 @@ pub struct NodeView {
     pub events: broadcast::Sender<NodeEvent>,
     /// The last events.
     pub recent: Mutex<VecDeque<NodeEvent>>,
+    /// Why each group restarted, moved or failed: this node's decisions.
+    pub decisions: Mutex<why::DecisionLog>,
     /// Requests to the node loop.
     pub requests: mpsc::UnboundedSender<Input>,
     /// Operator requests that are not the policy engine's: plugin upgrades
@@ -243,6 +248,9 @@ pub struct NodeView {
     pub runtime: Arc<Runtime>,
     /// The cluster, when the node is one of one.
     pub cluster: Option<Arc<cluster::ClusterView>>,
+    /// In a cluster, the shared configuration this node runs, once one
+    /// was applied (until then, the node file's groups and resources).
+    pub shared_config: RwLock<Option<steward_cluster::shared_config::Applied>>,
     started: Instant,
     next_seq: AtomicU64,
 }
@@ -256,6 +264,21 @@ impl NodeView {
     /// Where the node is in its life.
     pub fn phase(&self) -> NodePhase {
         self.phase.read().map_or(NodePhase::Stopping, |phase| *phase)
+    }
+
+    /// Records a decision for `steward why`.
+    pub fn record_decision(&self, decision: why::Decision) {
+        tracing::info!(
+            group = %decision.group,
+            kind = %decision.kind,
+            rule = %decision.rule,
+            inputs = ?decision.inputs,
+            outcome = %decision.outcome,
+            "decision"
+        );
+        if let Ok(mut log) = self.decisions.lock() {
+            log.record(decision);
+        }
     }
 
     fn set_phase(&self, phase: NodePhase) {
@@ -349,6 +372,18 @@ pub enum OwnershipEvent {
         /// The deadline.
         until_ns: u64,
     },
+    /// The backend decided something for a group (took it, passed it on,
+    /// fenced it): recorded for `steward why`.
+    Decided(why::Decision),
+    /// An operator on another node wants `group` online or offline.
+    Wished {
+        /// The group.
+        group: String,
+        /// Online (somewhere) or offline (everywhere).
+        online: bool,
+        /// The node the operator asked.
+        by: String,
+    },
 }
 
 /// The seam a cluster backend takes over: which groups this node runs.
@@ -377,6 +412,25 @@ pub trait Ownership: Send {
     /// node if the backend has one (answered with `FailedOver` or
     /// `FailoverExhausted`). A node alone keeps it failed here.
     fn fail_over(&mut self, _group: &str) {}
+
+    /// Where these groups may run (they joined the node). A node alone
+    /// runs every group itself.
+    fn place(&mut self, _groups: BTreeMap<String, cluster::GroupOwners>) {}
+
+    /// The plugin types this node can run now, by name, with their version
+    /// hash: a backend placing groups among nodes publishes them.
+    fn plugins_changed(&mut self, _inventory: &BTreeMap<String, String>) {}
+
+    /// An operator wants `group` online (somewhere) or offline
+    /// (everywhere): a cluster backend tells every node, which hear it as
+    /// [`OwnershipEvent::Wished`]. A node alone keeps the wish itself.
+    fn wish(&mut self, _group: &str, _online: bool) {}
+
+    /// Resolves once what was asked of the backend so far is done (wishes
+    /// written), for a node about to stop; `None`: nothing is pending.
+    fn settled(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        None
+    }
 }
 
 /// A node running alone: every group is acquired at once, each time with
@@ -522,6 +576,34 @@ pub async fn check_config(config: &NodeConfig, plugins: &BTreeMap<String, Arc<Pl
     errors
 }
 
+/// Takes out of `config` each group with a resource whose type is not in
+/// `plugins`, with its resources: in a cluster, such a group runs on a node
+/// that has the type. Returns each group taken out with the first type it
+/// lacks.
+pub fn set_aside_lacking(config: &mut NodeConfig, plugins: &BTreeMap<String, Arc<Plugin>>) -> Vec<(String, String)> {
+    let mut lacking = Vec::new();
+    for group in &config.groups {
+        let missing = group
+            .resources
+            .iter()
+            .filter_map(|member| config.resource(member))
+            .find(|resource| !plugins.contains_key(&resource.type_name));
+        if let Some(resource) = missing {
+            lacking.push((group.name.clone(), resource.type_name.clone()));
+        }
+    }
+    let set_aside: Vec<&str> = lacking.iter().map(|(group, _)| group.as_str()).collect();
+    let members: std::collections::HashSet<String> = config
+        .groups
+        .iter()
+        .filter(|group| set_aside.contains(&group.name.as_str()))
+        .flat_map(|group| group.resources.iter().cloned())
+        .collect();
+    config.groups.retain(|group| !set_aside.contains(&group.name.as_str()));
+    config.resources.retain(|resource| !members.contains(&resource.name));
+    lacking
+}
+
 fn strip_resource(message: &str, resource: &str) -> String {
     message.strip_prefix(&format!("resource `{resource}`: ")).unwrap_or(message).to_string()
 }
@@ -572,6 +654,14 @@ pub struct Node {
     /// search of 10,000 resources per input made start-up quadratic.
     resource_index: HashMap<String, usize>,
     group_index: HashMap<String, usize>,
+    /// In a cluster, where the shared configuration is kept.
+    shared_config: Option<steward_cluster::shared_config::SharedConfigStore>,
+    /// Until when the cluster lease is valid, on the monotonic clock
+    /// (`steward_monitor::worker::lease`), as the backend last said.
+    lease_until_ns: Option<u64>,
+    /// Resources whose graceful offline would outlast the lease: they are
+    /// terminated instead.
+    hurried: std::collections::HashSet<String>,
 }
 
 impl Node {
@@ -611,15 +701,18 @@ impl Node {
         let (requests, node_requests) = mpsc::unbounded_channel();
         let view = Arc::new(NodeView {
             node_name: config.name.clone(),
+            node_file: config.file.clone(),
             phase: RwLock::new(NodePhase::LoadingPlugins),
             resources: RwLock::new(waiting_resources(&config)),
             groups: RwLock::new(waiting_groups(&config)),
             plugins: RwLock::new(Vec::new()),
             runtime: runtime.clone(),
             cluster,
+            shared_config: RwLock::new(None),
             metrics: RwLock::new(BTreeMap::new()),
             events,
             recent: Mutex::new(VecDeque::new()),
+            decisions: Mutex::new(why::DecisionLog::default()),
             requests: inputs.clone(),
             node_requests: requests,
             workers: workers.clone(),
@@ -657,7 +750,24 @@ impl Node {
             notifiers: HashMap::new(),
             resource_index: HashMap::new(),
             group_index: HashMap::new(),
+            shared_config: None,
+            lease_until_ns: None,
+            hurried: std::collections::HashSet::new(),
         })
+    }
+
+    /// In a cluster: the node runs the shared configuration `applied`
+    /// (already merged into its configuration by the daemon, if any),
+    /// follows later applies from `store`, and accepts `steward apply`.
+    pub fn share_config(
+        &mut self,
+        store: steward_cluster::shared_config::SharedConfigStore,
+        applied: Option<steward_cluster::shared_config::Applied>,
+    ) {
+        if let Ok(mut view) = self.view.shared_config.write() {
+            *view = applied;
+        }
+        self.shared_config = Some(store);
     }
 
     /// Loads every plugin file of the directory, one at a time, each shown
@@ -796,6 +906,7 @@ impl Node {
             views.extend(new_views);
         }
         self.engine.add_groups(group_specs(&groups, &resources));
+        self.ownership.place(cluster::GroupOwners::of(&groups, &resources));
         for group in &groups {
             let view = GroupView {
                 name: group.name.clone(),
@@ -810,6 +921,30 @@ impl Node {
             }
         }
         opening
+    }
+
+    /// The plugin types this node runs: name to version hash.
+    fn inventory(&self) -> BTreeMap<String, String> {
+        self.plugins.iter().map(|(name, plugin)| (name.clone(), plugin.hash().to_string())).collect()
+    }
+
+    /// Says, in the view and the log, that this node cannot run `group`.
+    fn lacks_type(&self, group: &str, type_name: &str) {
+        let reason = format!(
+            "this node has no plugin of type `{type_name}`, which the group uses; a node that has it runs the group"
+        );
+        tracing::warn!(%group, r#type = %type_name, "{reason}");
+        if let Ok(mut groups) = self.view.groups.write() {
+            let view = groups.entry(group.to_string()).or_insert_with(|| GroupView {
+                name: group.to_string(),
+                state: "offline".into(),
+                reason: String::new(),
+                wanted_online: false,
+                fencing_token: None,
+                resources: Vec::new(),
+            });
+            view.reason = reason;
+        }
     }
 
     /// The view the API serves.
@@ -837,6 +972,9 @@ impl Node {
                 (None, mpsc::unbounded_channel().1)
             }
         };
+        if let Some(store) = self.shared_config.clone() {
+            self.follow_shared_config(store);
+        }
         let stopped = tokio::select! {
             () = self.load_plugin_dir() => false,
             () = &mut shutdown => true,
@@ -845,6 +983,14 @@ impl Node {
             tracing::info!("stopping before the plugins were loaded");
             self.workers.shutdown(false).await;
             return Ok(());
+        }
+        self.ownership.plugins_changed(&self.inventory());
+        if self.configured.cluster.is_some() {
+            // Another node runs what this one lacks a type for; a node
+            // alone has nowhere else to run it, so there it is an error.
+            for (group, type_name) in set_aside_lacking(&mut self.configured, &self.plugins) {
+                self.lacks_type(&group, &type_name);
+            }
         }
         let errors = check_config(&self.configured, &self.plugins).await;
         if !errors.is_empty() {
@@ -864,12 +1010,12 @@ impl Node {
         loop {
             tokio::select! {
                 Some(input) = self.receiver.recv(), if started => {
-                    self.apply(input);
+                    self.requested(input);
                     // A burst (10,000 resources coming online) is applied
                     // in one go, and recorded below in one durable write.
                     for _ in 0..INPUT_BURST {
                         let Ok(input) = self.receiver.try_recv() else { break };
-                        self.apply(input);
+                        self.requested(input);
                     }
                 }
                 Some(event) = self.worker_events.recv(), if started => self.on_worker_event(event),
@@ -903,6 +1049,17 @@ impl Node {
             self.workers.shutdown(true).await;
             return;
         }
+        if self.config.cluster.as_ref().is_some_and(|cluster| cluster.on_stop == steward_config::OnStop::Offline) {
+            // Offline in the whole cluster, as configured, not moved away.
+            let owned: Vec<String> = self.owned.keys().cloned().collect();
+            for group in &owned {
+                self.ownership.wish(group, false);
+            }
+            if let Some(settled) = self.ownership.settled() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), settled).await;
+            }
+            tracing::info!(groups = ?owned, "stopping; the groups stay offline in the cluster, as configured");
+        }
         tracing::info!("stopping; taking groups offline in reverse dependency order");
         for group in self.config.groups.clone() {
             let actions = self.engine.handle(Input::GroupOffline(group.name.clone()), Instant::now());
@@ -923,6 +1080,18 @@ impl Node {
         }
         self.flush_records();
         self.workers.shutdown(false).await;
+    }
+
+    /// An input from the request channel (operators, through the API, and
+    /// the engine's own timers): a group an operator wants online or
+    /// offline is wanted so in the whole cluster.
+    fn requested(&mut self, input: Input) {
+        match &input {
+            Input::GroupOnline(group) => self.ownership.wish(group, true),
+            Input::GroupOffline(group) => self.ownership.wish(group, false),
+            _ => {}
+        }
+        self.apply(input);
     }
 
     /// Feeds an input to the engine and carries out what it decides; an
@@ -995,7 +1164,23 @@ impl Node {
                 }
                 self.release_idle_groups();
             }
-            OwnershipEvent::LeaseValid { until_ns } => self.workers.extend_lease(until_ns),
+            OwnershipEvent::LeaseValid { until_ns } => {
+                self.lease_until_ns = Some(until_ns);
+                self.workers.extend_lease(until_ns);
+            }
+            OwnershipEvent::Decided(decision) => self.view.record_decision(decision),
+            OwnershipEvent::Wished { group, online, by } => {
+                if self.group_config(&group).is_some() {
+                    let wanted = if online { "online" } else { "offline" };
+                    self.view.publish(NodeEvent {
+                        kind: "group-wanted".into(),
+                        group: group.clone(),
+                        reason: format!("an operator on node `{by}` wants the group {wanted} in the cluster"),
+                        ..blank_event()
+                    });
+                    self.apply(if online { Input::GroupOnline(group) } else { Input::GroupOffline(group) });
+                }
+            }
             OwnershipEvent::Moved { group, from, fencing_token } => {
                 let reason = format!("moved here by an operator, with fencing token {fencing_token}");
                 self.view.publish(NodeEvent {
@@ -1059,6 +1244,7 @@ impl Node {
             }
             OwnershipEvent::Lost { group } => {
                 tracing::warn!(%group, "group lost; taking it offline here");
+                self.hurry_if_lease_short(&group);
                 self.disown(&group);
                 self.awaiting_ownership.remove(&group);
                 self.view.publish(NodeEvent {
@@ -1184,6 +1370,13 @@ impl Node {
             }
         }
         let target = to.clone().unwrap_or_else(|| "the next node by placement".into());
+        self.decide(
+            &group,
+            "move",
+            "a move takes the group offline here in dependency order, then hands it over with a new token".into(),
+            vec![format!("asked to move to {target}")],
+            format!("moving to {target}"),
+        );
         let moving = GroupMove {
             group: group.clone(),
             from_node: Some(self.config.name.clone()),
@@ -1204,6 +1397,94 @@ impl Node {
         self.execute(actions);
         self.release_idle_groups();
         Ok(format!("group `{group}` is moving to {target}"))
+    }
+
+    /// `group` was lost while its members run: those whose graceful
+    /// offline could take longer than what is left of the lease are
+    /// terminated instead, so nothing of them runs once another node may
+    /// take the group.
+    fn hurry_if_lease_short(&mut self, group: &str) {
+        let Some(until_ns) = self.lease_until_ns else { return };
+        let left = Duration::from_nanos(until_ns.saturating_sub(steward_monitor::worker::lease::monotonic_ns()));
+        let mut hurried = Vec::new();
+        for member in self.group_members(group) {
+            if !runs(self.engine.state(&member)) {
+                continue;
+            }
+            let deadline = self.offline_deadline(&member);
+            if deadline > left {
+                hurried.push(format!("`{member}`: offline may take {deadline:?}"));
+                self.hurried.insert(member);
+            }
+        }
+        if !hurried.is_empty() {
+            self.decide(
+                group,
+                "terminate",
+                "a lost group's resources whose graceful offline could outlast the lease are terminated".into(),
+                std::iter::once(format!("the lease is valid for {left:?} more at most")).chain(hurried).collect(),
+                "terminate instead of offline".into(),
+            );
+        }
+    }
+
+    /// How long `resource`'s offline may take: its own pending timeout, its
+    /// type's proposal, or the host's default.
+    fn offline_deadline(&self, resource: &str) -> Duration {
+        let Some(config) = self.config.resource(resource) else { return Duration::ZERO };
+        let type_timeouts = self
+            .plugins
+            .get(&config.type_name)
+            .map(|plugin| steward_monitor::monitor::Timeouts::for_type(&plugin.metadata().timing))
+            .unwrap_or_default();
+        config.timing.pending_timeout.unwrap_or(type_timeouts.pending)
+    }
+
+    /// Records a decision this node made for `group`.
+    fn decide(&self, group: &str, kind: &str, rule: String, inputs: Vec<String>, outcome: String) {
+        self.view.record_decision(why::Decision {
+            unix_ms: unix_ms(),
+            node: self.config.name.clone(),
+            group: group.to_string(),
+            kind: kind.into(),
+            rule,
+            inputs,
+            outcome,
+        });
+    }
+
+    /// Records why `resource` restarts: what failed, and the count
+    /// against its group's threshold.
+    fn decide_restart(&self, resource: &str, restarts_in_period: u32) {
+        let group = self.group_name(resource);
+        let policy = self.group_config(&group).map(|g| g.policy.clone()).unwrap_or_default();
+        let failure = self
+            .view
+            .resources
+            .read()
+            .ok()
+            .and_then(|views| views.get(resource).map(|view| (view.reason.clone(), view.last_failure_kind)))
+            .map(|(reason, kind)| match kind {
+                Some(kind) => format!("resource `{resource}` failed ({}): {reason}", kind.as_str()),
+                None => format!("resource `{resource}` failed: {reason}"),
+            })
+            .unwrap_or_default();
+        self.decide(
+            &group,
+            "restart",
+            format!(
+                "a failed resource restarts while its group counts at most restart_threshold ({}) restarts within \
+                 restart_period ({})",
+                policy.restart_threshold,
+                humantime::format_duration(policy.restart_period)
+            ),
+            vec![failure, format!("restarts within the period, this one included: {restarts_in_period}")],
+            format!("restart `{resource}` (delay from restart_delay, with backoff)"),
+        );
+    }
+
+    fn group_config(&self, group: &str) -> Option<&GroupConfig> {
+        self.config.groups.iter().find(|known| known.name == group)
     }
 
     /// The context of a call made for `resource`: this node, the fencing
@@ -1293,6 +1574,29 @@ impl Node {
                     self.transition(resource, from, to, reason, failure)
                 }
                 Action::GroupState { group, failed, reason } => {
+                    if failed {
+                        let policy = self.group_config(&group).map(|g| g.policy.clone()).unwrap_or_default();
+                        let in_cluster = self.config.cluster.is_some() && self.owned.contains_key(&group);
+                        self.decide(
+                            &group,
+                            "group-failed",
+                            format!(
+                                "a group whose resource fails more than restart_threshold ({}) times within \
+                                 restart_period ({}) fails",
+                                policy.restart_threshold,
+                                humantime::format_duration(policy.restart_period)
+                            ),
+                            vec![reason.clone()],
+                            if in_cluster {
+                                "failed here: it fails over to another node once offline".into()
+                            } else {
+                                format!(
+                                    "failed: retried after retry_period ({}) or `steward online`",
+                                    humantime::format_duration(policy.retry_period)
+                                )
+                            },
+                        );
+                    }
                     if failed && self.owned.contains_key(&group) {
                         // Handed on once nothing of it runs here any more.
                         self.failing_over.insert(group.clone());
@@ -1313,6 +1617,7 @@ impl Node {
                     });
                 }
                 Action::RestartCounted { resource, restarts_in_period } => {
+                    self.decide_restart(&resource, restarts_in_period);
                     let total = self
                         .view
                         .metrics_of(&resource)
@@ -1497,14 +1802,22 @@ impl Node {
         });
     }
 
-    fn call_offline(&self, resource: String) {
+    fn call_offline(&mut self, resource: String) {
         let Some(handle) = self.handles.get(&resource).cloned() else { return };
         let internal = self.internal_sender.clone();
         let metrics = self.view.metrics_of(&resource);
         let context = self.call_context(&resource);
+        let hurried = self.hurried.remove(&resource);
         tokio::spawn(async move {
             let started = Instant::now();
-            let running = match handle.offline(&context).await {
+            let graceful = if hurried {
+                // The lease ends before a graceful offline could: stop now.
+                tracing::warn!(resource = %resource, "terminating: a graceful offline would outlast the lease");
+                handle.terminate().await.map(|()| Vec::new())
+            } else {
+                handle.offline(&context).await
+            };
+            let running = match graceful {
                 Ok(processes) => live::Running::answered(&handle, processes),
                 Err(error) => {
                     // Offline must end offline: what the plugin could not stop, terminate stops.

@@ -21,6 +21,7 @@ use steward_monitor::monitor::CallError;
 use steward_monitor::plugin::Plugin;
 use steward_monitor::process::TrackedProcess;
 use steward_monitor::worker::RemoteResource;
+use steward_cluster::shared_config::{Applied, SharedConfig, SharedConfigStore, SharedFile};
 use steward_policy::{Input, ResourceState};
 
 /// An operator's request that is not the policy engine's.
@@ -37,6 +38,15 @@ pub enum NodeRequest {
     Reload {
         /// What was added, or why nothing was.
         reply: oneshot::Sender<Result<ReloadReport, String>>,
+    },
+    /// Check files of groups and resources against this node's plugins,
+    /// as `steward validate` does, and make them the cluster's shared
+    /// configuration (`steward apply`): every node then runs them.
+    ApplyConfig {
+        /// Each file's name (as the operator gave it) and text.
+        files: Vec<(String, String)>,
+        /// The revision written, or every reason nothing was.
+        reply: oneshot::Sender<Result<ApplyReport, String>>,
     },
     /// Move a group this node owns to another node of the cluster: offline
     /// here in dependency order, then ownership handed over (the next
@@ -68,6 +78,24 @@ pub struct UpgradeReport {
     pub current: Vec<String>,
 }
 
+/// What `steward apply` wrote.
+#[derive(Debug, Clone)]
+pub struct ApplyReport {
+    /// The shared configuration's new revision.
+    pub revision: i64,
+    /// Its groups.
+    pub groups: Vec<String>,
+    /// How many resources it has.
+    pub resources: usize,
+}
+
+/// Who hears how a reload went: the operator who asked, or nobody when a
+/// new shared configuration arrived from etcd (the node publishes an event).
+pub(super) enum ReloadReply {
+    Operator(oneshot::Sender<Result<ReloadReport, String>>),
+    Shared(Applied),
+}
+
 /// What `steward reload` did.
 #[derive(Debug, Clone)]
 pub struct ReloadReport {
@@ -91,7 +119,9 @@ pub(super) enum Internal {
     /// applied, so whoever sees the resource online sees its processes.
     CallDone { running: Running, done: Input },
     /// A reload's additions were read and checked (or why not).
-    ReloadChecked { plan: Result<ReloadPlan, String>, reply: oneshot::Sender<Result<ReloadReport, String>> },
+    ReloadChecked { plan: Result<ReloadPlan, String>, reply: ReloadReply },
+    /// An operator applied a shared configuration (from the etcd watch).
+    SharedChanged(Applied),
     /// Resources a reload added are open in their workers: what each runs,
     /// and the inputs that then bring their groups online (or not).
     Opened { running: Vec<Running>, then: Vec<Input> },
@@ -112,6 +142,11 @@ pub(super) struct Running {
 /// node knows, so the task borrows nothing of it.
 struct ReloadPlanner {
     file: PathBuf,
+    /// The shared configuration's files, which take the place of the node
+    /// file's groups and resources.
+    shared: Option<Vec<(String, String)>>,
+    /// In a cluster, groups of a type this node lacks are left to others.
+    in_cluster: bool,
     groups: Vec<steward_config::GroupConfig>,
     resources: std::collections::HashSet<String>,
     plugins: std::collections::BTreeMap<String, Arc<Plugin>>,
@@ -126,13 +161,20 @@ pub(super) struct ReloadPlan {
     /// (a thousand reads would hold it up).
     stored: HashMap<String, super::Stored>,
     not_applied: Vec<String>,
+    /// Groups left to nodes that have a type this one lacks, with the type.
+    lacking: Vec<(String, String)>,
 }
 
 impl ReloadPlanner {
     /// Reads the file again and checks the groups it adds and their
     /// resources, as `steward validate` would; every error at once.
     async fn plan(self) -> Result<ReloadPlan, String> {
-        let fresh = steward_config::load(&self.file).map_err(|e| format!("{e}; nothing was changed"))?;
+        let mut fresh = steward_config::load(&self.file).map_err(|e| format!("{e}; nothing was changed"))?;
+        if let Some(files) = &self.shared {
+            fresh = fresh.with_shared(files).map_err(|e| format!("{e}; nothing was changed"))?;
+        }
+        let lacking =
+            if self.in_cluster { super::set_aside_lacking(&mut fresh, &self.plugins) } else { Vec::new() };
         let known = |name: &str| self.groups.iter().any(|g| g.name == name);
         let groups: Vec<_> = fresh.groups.iter().filter(|g| !known(&g.name)).cloned().collect();
         let members: std::collections::HashSet<&str> =
@@ -154,9 +196,10 @@ impl ReloadPlanner {
             return Err(format!("{}; nothing was changed", errors.join("; ")));
         }
         let mut not_applied = Vec::new();
+        let source = if self.shared.is_some() { "the shared configuration" } else { "the file" };
         for group in &self.groups {
             match fresh.groups.iter().find(|g| g.name == group.name) {
-                None => not_applied.push(format!("group `{}` was removed from the file", group.name)),
+                None => not_applied.push(format!("group `{}` was removed from {source}", group.name)),
                 Some(now) if now.resources != group.resources => {
                     not_applied.push(format!("group `{}` has other resources now", group.name))
                 }
@@ -167,7 +210,43 @@ impl ReloadPlanner {
             not_applied.push("a reload only adds groups; restart the daemon to apply the rest".into());
         }
         let stored = super::read_stored(&self.store, &resources);
-        Ok(ReloadPlan { groups, resources, stored, not_applied })
+        Ok(ReloadPlan { groups, resources, stored, not_applied, lacking })
+    }
+}
+
+impl ReloadReply {
+    /// Tells the operator, or, for a shared configuration, publishes how
+    /// it went and records what the node now runs.
+    fn answer(self, view: &super::NodeView, outcome: Result<ReloadReport, String>) {
+        match self {
+            ReloadReply::Operator(reply) => {
+                let _ = reply.send(outcome);
+            }
+            ReloadReply::Shared(applied) => {
+                let revision = applied.revision;
+                let (kind, reason) = match outcome {
+                    Ok(report) => {
+                        if let Ok(mut current) = view.shared_config.write() {
+                            *current = Some(applied);
+                        }
+                        let mut reason = format!(
+                            "shared configuration revision {revision}: added groups [{}], resources [{}]",
+                            report.added_groups.join(", "),
+                            report.added_resources.join(", ")
+                        );
+                        if !report.not_applied.is_empty() {
+                            reason.push_str(&format!("; not applied: {}", report.not_applied.join("; ")));
+                        }
+                        ("config-applied", reason)
+                    }
+                    Err(error) => {
+                        tracing::error!(revision, %error, "the shared configuration does not fit this node");
+                        ("config-not-applied", format!("shared configuration revision {revision}: {error}"))
+                    }
+                };
+                view.publish(NodeEvent { kind: kind.into(), reason, ..blank_event() });
+            }
+        }
     }
 }
 
@@ -205,6 +284,7 @@ impl super::Node {
             Internal::Loaded { file, plugin, view } => self.plugin_loaded(file, plugin, view),
             Internal::Running(running) => self.record_running(running),
             Internal::ReloadChecked { plan, reply } => self.reload_checked(plan, reply),
+            Internal::SharedChanged(applied) => self.shared_changed(applied),
             Internal::Opened { running, then } => {
                 for running in running {
                     self.record_running(running);
@@ -247,7 +327,8 @@ impl super::Node {
             NodeRequest::Upgrade { type_name, reply } => {
                 let _ = reply.send(self.upgrade(&type_name));
             }
-            NodeRequest::Reload { reply } => self.reload(reply),
+            NodeRequest::Reload { reply } => self.reload(ReloadReply::Operator(reply)),
+            NodeRequest::ApplyConfig { files, reply } => self.apply_config(files, reply),
             NodeRequest::Move { group, to, reply } => {
                 let _ = reply.send(self.start_move(group, to));
             }
@@ -296,6 +377,7 @@ impl super::Node {
         tracing::info!(file = %shown, r#type = %type_name, %version, "{reason}");
         self.publish_node_event("plugin-loaded", reason);
         self.plugins.insert(type_name, plugin);
+        self.ownership.plugins_changed(&self.inventory());
     }
 
     fn plugin_removed(&mut self, file: PathBuf) {
@@ -316,6 +398,7 @@ impl super::Node {
             );
             tracing::warn!("{reason}");
             self.publish_node_event("plugin-removed", reason);
+            self.ownership.plugins_changed(&self.inventory());
         }
     }
 
@@ -364,9 +447,17 @@ impl super::Node {
     /// Starts a reload: the file is read and its additions checked (their
     /// plugins' `validate` calls included) in a task of their own, so the
     /// loop goes on meanwhile; [`Internal::ReloadChecked`] brings them back.
-    fn reload(&mut self, reply: oneshot::Sender<Result<ReloadReport, String>>) {
+    fn reload(&mut self, reply: ReloadReply) {
+        let shared = match &reply {
+            ReloadReply::Shared(applied) => Some(applied.config.files.clone()),
+            ReloadReply::Operator(_) => self.view.shared_config.read().ok().and_then(|applied| {
+                applied.as_ref().map(|applied| applied.config.files.clone())
+            }),
+        };
         let plan = ReloadPlanner {
             file: self.config.file.clone(),
+            shared: shared.map(|files| files.into_iter().map(|file| (file.name, file.text)).collect()),
+            in_cluster: self.config.cluster.is_some(),
             groups: self.config.groups.clone(),
             resources: self.handles.keys().cloned().collect(),
             plugins: self.plugins.clone(),
@@ -382,15 +473,11 @@ impl super::Node {
     /// A checked reload: its groups and resources join the node at once;
     /// their instances open in the workers in a task, and the new groups
     /// are brought online (or not) once they are open.
-    fn reload_checked(
-        &mut self,
-        plan: Result<ReloadPlan, String>,
-        reply: oneshot::Sender<Result<ReloadReport, String>>,
-    ) {
+    fn reload_checked(&mut self, plan: Result<ReloadPlan, String>, reply: ReloadReply) {
         let plan = match plan {
             Ok(plan) => plan,
             Err(error) => {
-                let _ = reply.send(Err(error));
+                reply.answer(&self.view, Err(error));
                 return;
             }
         };
@@ -404,8 +491,11 @@ impl super::Node {
             .collect();
         if !taken.is_empty() {
             let taken = taken.join(", ");
-            let _ = reply.send(Err(format!("{taken} were added meanwhile; nothing was changed (reload again)")));
+            reply.answer(&self.view, Err(format!("{taken} were added meanwhile; nothing was changed (reload again)")));
             return;
+        }
+        for (group, type_name) in &plan.lacking {
+            self.lacks_type(group, type_name);
         }
         let report = ReloadReport {
             added_groups: plan.groups.iter().map(|g| g.name.clone()).collect(),
@@ -431,7 +521,81 @@ impl super::Node {
                 report.added_resources.join(", ")
             ),
         );
-        let _ = reply.send(Ok(report));
+        reply.answer(&self.view, Ok(report));
+    }
+
+    /// Follows the cluster's shared configuration: each apply after the
+    /// one the node started with is reconciled like a reload.
+    pub(super) fn follow_shared_config(&self, store: SharedConfigStore) {
+        let internal = self.internal_sender.clone();
+        tokio::spawn(async move {
+            loop {
+                match store.watch().await {
+                    Ok(mut watch) => {
+                        while let Some(applied) = watch.recv().await {
+                            if internal.send(Internal::SharedChanged(applied)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot watch the shared configuration; trying again"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// A shared configuration arrived from etcd: one newer than what the
+    /// node runs is reconciled (its new groups join; what a reload cannot
+    /// change is reported).
+    fn shared_changed(&mut self, applied: Applied) {
+        let current = self.view.shared_config.read().ok().and_then(|view| view.as_ref().map(|a| a.revision));
+        if current.is_some_and(|current| current >= applied.revision) {
+            return;
+        }
+        tracing::info!(revision = applied.revision, by = %applied.config.applied_by, "a shared configuration was applied");
+        self.reload(ReloadReply::Shared(applied));
+    }
+
+    /// `steward apply`: checks the files against this node's plugins in a
+    /// task (the loop goes on), then writes them to etcd in one
+    /// transaction, if nobody applied anything since they were checked.
+    fn apply_config(&mut self, files: Vec<(String, String)>, reply: oneshot::Sender<Result<ApplyReport, String>>) {
+        let Some(store) = self.shared_config.clone() else {
+            let _ = reply.send(Err(format!(
+                "this node runs alone: its groups and resources are in its node file {}; edit it and run `steward reload`",
+                self.config.file.display()
+            )));
+            return;
+        };
+        let (node, plugins) = (self.config.clone(), self.plugins.clone());
+        tokio::spawn(async move {
+            let outcome = async {
+                let current = store.read().await.map_err(|error| error.to_string())?;
+                let candidate = node.with_shared(&files).map_err(|error| format!("{error}\nnothing was applied"))?;
+                let errors = check_config(&candidate, &plugins).await;
+                if !errors.is_empty() {
+                    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    return Err(format!("{}\nnothing was applied", lines.join("\n")));
+                }
+                let config = SharedConfig {
+                    files: files.into_iter().map(|(name, text)| SharedFile { name, text }).collect(),
+                    applied_by: node.name.clone(),
+                    applied_at_ms: super::unix_ms(),
+                };
+                let revision = store
+                    .apply(&config, current.map(|applied| applied.revision))
+                    .await
+                    .map_err(|error| error.to_string())?;
+                Ok(ApplyReport {
+                    revision,
+                    groups: candidate.groups.iter().map(|group| group.name.clone()).collect(),
+                    resources: candidate.resources.len(),
+                })
+            }
+            .await;
+            let _ = reply.send(outcome);
+        });
     }
 
     /// Records what a resource runs: its processes in the store (only when

@@ -1,6 +1,6 @@
 //! The operator's commands that talk to a running daemon over its HTTP API:
-//! `status`, `nodes`, `online`, `offline`, `events`, `reload`,
-//! `plugin list`, `plugin upgrade`.
+//! `status`, `nodes`, `why`, `online`, `offline`, `events`, `reload`, `apply`,
+//! `config show`, `plugin list`, `plugin upgrade`.
 
 use std::process::ExitCode;
 
@@ -196,6 +196,134 @@ pub async fn reload(api: &ApiArgs) -> anyhow::Result<ExitCode> {
     println!("added resources: {}", safe(&report.added_resources.join(", ")));
     for note in &report.not_applied {
         println!("not applied: {}", safe(note));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `steward why GROUP`: the decisions behind the group's recent history,
+/// from every node of the cluster (each keeps its own), merged by time;
+/// a node alone answers for itself.
+pub async fn why(api: &ApiArgs, group: &str) -> anyhow::Result<ExitCode> {
+    let path = api_path(&["v1", "groups", group, "why"], None);
+    let mut decisions: Vec<wire::Decision> = read(get(api, &path).await?, "decisions")?;
+    let mut unreachable_nodes = Vec::new();
+    let cluster = reqwest::get(format!("{}/v1/cluster", base(api))).await.with_context(|| unreachable(api))?;
+    if cluster.status().is_success() {
+        let cluster: wire::Cluster = read(cluster.json().await?, "cluster")?;
+        for node in cluster.nodes.iter().filter(|node| node.name != cluster.node) {
+            let other = ApiArgs { api: node.api.clone(), json: api.json };
+            match get(&other, &path).await.and_then(|body| read::<Vec<wire::Decision>>(body, "decisions")) {
+                Ok(theirs) => decisions.extend(theirs),
+                Err(_) => unreachable_nodes.push(node.name.clone()),
+            }
+        }
+    }
+    decisions.sort_by(|a, b| a.unix_ms.cmp(&b.unix_ms).then_with(|| a.node.cmp(&b.node)));
+    if api.json {
+        println!("{}", serde_json::to_string_pretty(&decisions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if decisions.is_empty() {
+        println!("no decisions recorded for `{}` yet", safe(group));
+    }
+    for decision in &decisions {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(decision.unix_ms);
+        println!(
+            "{} {} {}: {}",
+            humantime::format_rfc3339_millis(at),
+            safe(&decision.node),
+            safe(&decision.kind),
+            safe(&decision.outcome)
+        );
+        println!("    rule: {}", safe(&decision.rule));
+        for input in &decision.inputs {
+            println!("    - {}", safe(input));
+        }
+    }
+    for node in unreachable_nodes {
+        println!("(node {} did not answer: its decisions are missing)", safe(&node));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `steward apply FILE...`: sends files of groups and resources to the
+/// daemon, which checks them against its plugins and makes them the
+/// cluster's shared configuration in one write. A refusal lists every
+/// problem, one per line, naming file, line and field; nothing is applied.
+pub async fn apply(api: &ApiArgs, paths: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+    let limit = steward_cluster::shared_config::MAX_SHARED_CONFIG_BYTES;
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let metadata = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if !metadata.is_file() {
+            bail!("{} is not a regular file; name files of [[resource]] and [[group]] tables", path.display());
+        }
+        if metadata.len() > limit as u64 {
+            bail!("{} has {} bytes, over the {limit} a shared configuration may take", path.display(), metadata.len());
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        files.push(wire::ConfigFile { name: path.display().to_string(), text });
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/config", base(api)))
+        .json(&wire::ApplyRequest { files })
+        .send()
+        .await
+        .with_context(|| unreachable(api))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let error = response.json::<wire::ErrorBody>().await.map(|body| body.error).unwrap_or_default();
+        eprintln!("error: the daemon refused the configuration ({status}):");
+        for line in error.lines() {
+            eprintln!("  {}", safe(line));
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let body: Value = response.json().await?;
+    if api.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report: wire::ApplyReport = read(body, "apply report")?;
+    println!(
+        "applied revision {}: {} group(s) ({}), {} resource(s); every node reconciles",
+        report.revision,
+        report.groups.len(),
+        safe(&report.groups.join(", ")),
+        report.resources
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `steward config show`: the shared configuration this node runs, with
+/// its revision, file by file; or that it runs its own node file.
+pub async fn config_show(api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let body = get(api, "/v1/config").await?;
+    if api.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config: wire::Config = read(body, "configuration")?;
+    let Some(revision) = config.revision else {
+        println!(
+            "# no shared configuration is applied: this node runs the groups of its node file {}",
+            safe(&config.node_file)
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let by = config.applied_by.unwrap_or_default();
+    let at = config.applied_at_ms.map_or_else(String::new, |ms| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        format!(" at {}", humantime::format_rfc3339_seconds(at))
+    });
+    println!("# shared configuration, revision {revision}, applied by {}{at}", safe(&by));
+    for file in &config.files {
+        println!("\n# --- {} ---", safe(&file.name));
+        // Line by line: newlines are the text's own; anything else that
+        // could steer a terminal is escaped.
+        for line in file.text.lines() {
+            println!("{}", safe(line));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

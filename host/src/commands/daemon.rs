@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use steward_monitor::runtime::{Runtime, RuntimeConfig};
 use steward_monitor::text::escape_control;
-use steward_node::cluster::{ClusterOwnership, GroupOwners};
+use steward_node::cluster::ClusterOwnership;
 use steward_node::state::StateStore;
 use steward_node::{Node, Ownership, SingleNode};
 
@@ -26,7 +26,7 @@ pub struct Args {
 
 /// Runs the daemon until it is told to stop.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match steward_config::load(&args.config) {
+    let mut config = match steward_config::load(&args.config) {
         Ok(config) => config,
         Err(error) => {
             crate::init_tracing(false, "info");
@@ -56,22 +56,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Some(cluster) => match join_cluster(&config, cluster, api).await {
             Ok(member) => {
-                let groups = config
-                    .groups
-                    .iter()
-                    .map(|group| {
-                        let owners = GroupOwners {
-                            preferred: group.preferred_owners.clone(),
-                            possible: group.possible_owners.clone(),
-                            failback: group.failback,
-                            failover_threshold: group.policy.failover_threshold,
-                            failover_period: group.policy.failover_period,
-                        };
-                        (group.name.clone(), owners)
-                    })
-                    .collect();
                 let (ownership, events, view) =
-                    ClusterOwnership::start(&member, groups, cluster.lease_ttl, cluster.safety_margin);
+                    ClusterOwnership::start(&member, cluster.lease_ttl, cluster.safety_margin);
                 (Box::new(ownership), events, Some(member), Some(view))
             }
             Err(error) => {
@@ -80,7 +66,48 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let node = Node::start(config.clone(), runtime, store, ownership, ownership_events, cluster_view)?;
+    // In a cluster, an applied shared configuration takes the place of the
+    // node file's groups and resources.
+    let mut shared = None;
+    if let Some(member) = &member {
+        let shared_store = member.ownership().shared_config();
+        let applied = match shared_store.read().await {
+            Ok(applied) => applied,
+            Err(error) => {
+                eprintln!("error: cannot read the cluster's shared configuration: {error}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        if let Some(applied) = &applied {
+            let files: Vec<(String, String)> =
+                applied.config.files.iter().map(|file| (file.name.clone(), file.text.clone())).collect();
+            match config.with_shared(&files) {
+                Ok(merged) => {
+                    if !config.groups.is_empty() {
+                        tracing::warn!(
+                            file = %args.config.display(),
+                            revision = applied.revision,
+                            "the node file's groups are not used: the cluster runs its shared configuration"
+                        );
+                    }
+                    config = merged;
+                }
+                Err(error) => {
+                    eprintln!(
+                        "error: the cluster's shared configuration (revision {}, applied by {}) does not fit this node: {error}",
+                        applied.revision,
+                        escape_control(&applied.config.applied_by)
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        shared = Some((shared_store, applied));
+    }
+    let mut node = Node::start(config.clone(), runtime, store, ownership, ownership_events, cluster_view)?;
+    if let Some((shared_store, applied)) = shared {
+        node.share_config(shared_store, applied);
+    }
     forward_hangups(node.view());
     let view = node.view();
     tokio::spawn(async move {
