@@ -6,7 +6,9 @@
 //! stopped meanwhile); a planned move hands it to the node named, with a
 //! new token; with all of etcd gone the owner fences itself, and the
 //! group runs once again when etcd is back; a node name already taken in
-//! the cluster refuses to start.
+//! the cluster refuses to start. Over TLS (`[cluster] tls`), nodes join
+//! and run the group, and a node that does not trust etcd's certificate
+//! refuses to start.
 //!
 //! The group's resource is the `fenced` fixture, which appends (fencing
 //! token, node, time) to a journal the nodes share on every online and
@@ -684,4 +686,74 @@ async fn an_operators_online_and_offline_hold_in_the_whole_cluster_and_sigterm_m
     assert!(asked.status.success(), "steward online: {asked:?}");
     wait_owner(&[&a], 0, Duration::from_secs(30)).await;
     checked_journal(journal.path());
+
+/// As [`node_file`], its `[cluster]` table with `tls = TLS`.
+fn tls_node_file(node: &str, cluster: &str, etcd: &EtcdCluster, journal_dir: &std::path::Path, tls: &str) -> String {
+    let file = node_file(node, cluster, etcd, journal_dir);
+    // `[cluster]`'s last key is followed by the first `[[resource]]`.
+    file.replacen("\n[[resource]]", &format!("tls = {tls}\n\n[[resource]]"), 1)
+}
+
+/// Nodes whose `[cluster] tls` names the CA and their client certificate,
+/// relative to the node's file, join an etcd that serves its clients over
+/// TLS and checks client certificates, and run the group on one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_cluster_tls_join_an_etcd_over_tls_and_run_the_group() {
+    let etcd = EtcdCluster::start_tls().await;
+    let files = etcd.tls_files().expect("a TLS cluster").clone();
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let tls = r#"{ ca = "tls/etcd-ca.pem", cert = "tls/node.pem", key = "tls/node-key.pem" }"#;
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b"] {
+        let file = tls_node_file(name, "over-tls", &etcd, journal.path(), tls);
+        assert!(file.contains("\"https://127.0.0.1:"), "the endpoints are https: {file}");
+        let mut node = Daemon::prepare(&file, &[steward_tests::guest_wasm("fenced")]);
+        std::fs::create_dir_all(node.path("tls")).expect("a tls directory");
+        for (from, to) in [
+            (&files.ca, "tls/etcd-ca.pem"),
+            (&files.client_cert, "tls/node.pem"),
+            (&files.client_key, "tls/node-key.pem"),
+        ] {
+            std::fs::copy(from, node.path(to)).expect("a PEM file copied");
+        }
+        node.spawn().await;
+        nodes.push(node);
+    }
+    let token = wait_owner(&[&nodes[0], &nodes[1]], 0, Duration::from_secs(30)).await;
+    let cluster = nodes[1].get("/v1/cluster").await;
+    let names: Vec<&str> =
+        cluster["nodes"].as_array().into_iter().flatten().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(names, ["node-a", "node-b"], "{cluster}");
+    assert_eq!(cluster["owners"][0]["fencing_token"], token, "{cluster}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let entries = checked_journal(journal.path());
+    assert!(entries.iter().any(|e| e.node == "node-a" && e.token == token), "node-a journaled: {entries:?}");
+}
+
+/// A node whose CA did not sign etcd's certificate refuses to start,
+/// naming its node file's `[cluster]`, the endpoint and what to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_trust_etcd_s_certificate_refuses_to_start_naming_the_endpoint() {
+    let etcd = EtcdCluster::start_tls().await;
+    let files = etcd.tls_files().expect("a TLS cluster").clone();
+    let journal = tempfile::tempdir().expect("a journal directory");
+    let tls = format!(
+        "{{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}",
+        files.stranger_ca.display(),
+        files.client_cert.display(),
+        files.client_key.display()
+    );
+    let file = tls_node_file("node-a", "untrusted", &etcd, journal.path(), &tls);
+    let mut node = Daemon::prepare(&file, &[steward_tests::guest_wasm("fenced")]);
+    node.launch();
+    let until = Instant::now() + Duration::from_secs(20);
+    while node.running() {
+        assert!(Instant::now() < until, "a node that trusts another CA kept running: {}", node.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = node.log();
+    let config = node.path("steward.toml").display().to_string();
+    assert!(log.contains(&format!("{config}: [cluster]")), "the refusal names the node file's [cluster]: {log}");
+    assert!(etcd.endpoints().iter().any(|endpoint| log.contains(endpoint.as_str())), "it names the endpoint: {log}");
+    assert!(log.contains("UnknownIssuer") && log.contains("CA"), "it says the CA did not sign it: {log}");
 }

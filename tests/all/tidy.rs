@@ -43,6 +43,13 @@ fn every_module_opens_with_a_module_doc() {
 fn the_configuration_reference_lists_every_key_the_parser_knows() {
     let doc = ConfigDoc::read();
     let scratch = tempfile::tempdir().expect("a scratch directory");
+    // The files `[cluster] tls` names are read with the node's file: its
+    // examples are there, each with the PEM block its key asks for.
+    for row in doc.rows("tls") {
+        let block = if row.key == "key" { "PRIVATE KEY" } else { "CERTIFICATE" };
+        let pem = format!("-----BEGIN {block}-----\nAA==\n-----END {block}-----\n");
+        std::fs::write(scratch.path().join(row.example.trim_matches('"')), pem).expect("a PEM file");
+    }
 
     // Each table the parser reads, found through its error for an unknown key.
     for (section, _) in TABLES {
@@ -110,9 +117,10 @@ fn the_configuration_reference_lists_every_key_the_parser_knows() {
 
 /// Each table of the configuration and where its keys are written: a
 /// top-level table, or inline in the table of its parent.
-const TABLES: [(&str, Option<&str>); 7] = [
+const TABLES: [(&str, Option<&str>); 8] = [
     ("node", None),
     ("cluster", None),
+    ("tls", Some("cluster")),
     ("resource", None),
     ("grants", Some("resource")),
     ("directories", Some("grants")),
@@ -143,6 +151,12 @@ struct Row {
 impl Row {
     fn required(&self) -> bool {
         self.default == "required"
+    }
+
+    /// The key this one is only given with, as its default says
+    /// (`none; needs `key``): a client certificate and its key.
+    fn needs(&self) -> Option<&str> {
+        self.default.split_once("needs `").and_then(|(_, rest)| rest.split('`').next())
     }
 }
 
@@ -202,7 +216,11 @@ impl ConfigDoc {
         for row in self.rows(section) {
             let wanted = match change {
                 _ if section != target => row.required(),
-                Change::Add(key) => row.required() || row.key == key,
+                Change::Add(key) => {
+                    row.required()
+                        || row.key == key
+                        || self.rows(section).iter().any(|added| added.key == key && added.needs() == Some(&row.key))
+                }
                 Change::Omit(key) => row.required() && row.key != key,
                 Change::None | Change::Unknown => row.required(),
             };
@@ -239,10 +257,18 @@ impl ConfigDoc {
     /// A node file whose table `target` is changed by `change`, every other
     /// table holding only its required keys. A second resource, `marker`,
     /// is there for the doc's examples that name it. `[cluster]` is there
-    /// only when it is the target: a node file may leave it out.
+    /// only when it or a table in it is the target: a node file may leave
+    /// it out.
     fn file(&self, target: &str, change: Change) -> String {
         let table = |section: &str| self.assignments(section, target, change).join("\n");
-        let cluster = if target == "cluster" { format!("[cluster]\n{}\n\n", table("cluster")) } else { String::new() };
+        let cluster = if self.leads_to("cluster", target) {
+            let cluster = table("cluster");
+            // The endpoints' example is plain http, which `tls` refuses.
+            let cluster = if cluster.contains("\ntls = ") { cluster.replace("http://", "https://") } else { cluster };
+            format!("[cluster]\n{cluster}\n\n")
+        } else {
+            String::new()
+        };
         format!(
             "[node]\n{}\n\n{cluster}[[resource]]\n{}\n\n[[resource]]\nname = \"marker\"\ntype = \"file-marker\"\n\n[[group]]\n{}\n",
             table("node"),

@@ -32,6 +32,30 @@ pub enum Error {
     #[error("no etcd endpoint configured for cluster {cluster:?}; list at least one in `endpoints`")]
     NoEndpoints { cluster: String },
 
+    /// An endpoint whose scheme does not match whether TLS is configured.
+    #[error(
+        "etcd endpoint {endpoint:?} {}",
+        if *tls {
+            "is not https:// but TLS is configured; write it as https://HOST:PORT, or drop the TLS settings to talk to etcd unencrypted"
+        } else {
+            "is https:// but no TLS is configured; give the CA that signed etcd's certificates (and a client certificate and key if etcd checks them), or write it as http://"
+        }
+    )]
+    EndpointScheme { endpoint: String, tls: bool },
+
+    /// The TLS material could not be made into a TLS configuration.
+    #[error(
+        "the TLS certificates and key for etcd are not usable: {reason}; give PEM files: the CA's certificate, and the node's certificate with its own private key"
+    )]
+    TlsSetup { reason: String },
+
+    /// The TLS handshake with an etcd member failed: its certificate is not
+    /// one the configured CA signed for that address, or it refused ours.
+    #[error(
+        "TLS with etcd endpoint {endpoint:?} failed: {reason}; check that the CA the node trusts signed that member's server certificate for the host in the URL and, where etcd checks client certificates (--client-cert-auth), that the node's certificate is signed by a CA etcd trusts (--trusted-ca-file)"
+    )]
+    Tls { endpoint: String, reason: String },
+
     /// Another live node already holds this node's name.
     #[error(
         "node name {node:?} is already taken in cluster {cluster:?} by the node at {holder_address}; give this node another name, or stop that node first"

@@ -5,15 +5,20 @@
 //! SIGCONT, restart, and finding the leader. Members are killed when the
 //! cluster is dropped. A missing `etcd` fails the test: `cargo xtask test`
 //! installs it.
+//!
+//! [`EtcdCluster::start_tls`] serves the client port over TLS instead,
+//! checking client certificates, with a CA, server and client certificates
+//! made by the `openssl` command line in the cluster's directory (peers
+//! talk plain HTTP among themselves: only what nodes see changes).
 
 use std::fs::File;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{ClusterConfig, NodeInfo, PluginInventory};
-use etcd_client::{Client, ConnectOptions};
+use crate::{ClientIdentity, ClusterConfig, EtcdTls, NodeInfo, PluginInventory};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use tokio::time::{Instant, sleep, timeout};
 
 /// The heartbeat and election timeout of the benchmark set-up.
@@ -31,6 +36,34 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
+    tls: Option<TlsFiles>,
+}
+
+/// The PEM files of a TLS cluster, in its directory.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA that signed the server and client certificates.
+    pub ca: PathBuf,
+    /// The members' server certificate (SAN 127.0.0.1 and localhost) and key.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// A client certificate the members accept, and its key.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// Another CA, which signed none of these: a node trusting it must
+    /// refuse the members.
+    pub stranger_ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// What a node trusting `ca` and presenting the client certificate uses.
+    pub fn etcd_tls(&self, ca: &Path) -> EtcdTls {
+        let read = |path: &Path| std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        EtcdTls {
+            ca_pem: read(ca),
+            client: Some(ClientIdentity { cert_pem: read(&self.client_cert), key_pem: read(&self.client_key) }),
+        }
+    }
 }
 
 struct Member {
@@ -45,6 +78,17 @@ struct Member {
 impl EtcdCluster {
     /// Starts three members and waits until they have a leader.
     pub async fn start() -> EtcdCluster {
+        EtcdCluster::start_with(false).await
+    }
+
+    /// As [`EtcdCluster::start`], with the client port on TLS
+    /// (`--client-cert-auth`: a client must present a certificate the CA
+    /// signed); see [`EtcdCluster::tls_files`].
+    pub async fn start_tls() -> EtcdCluster {
+        EtcdCluster::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> EtcdCluster {
         let etcd_found =
             Command::new("etcd").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
         assert!(etcd_found, "`etcd` is not on the PATH; run `cargo xtask test`, which installs etcd-server");
@@ -56,11 +100,13 @@ impl EtcdCluster {
             tempfile::Builder::new().prefix("steward-etcd-").tempdir()
         }
         .expect("temporary directory for etcd");
+        let tls = tls.then(|| make_certificates(dir.path()));
+        let client_scheme = if tls.is_some() { "https" } else { "http" };
         let ports = free_ports(6);
         let members: Vec<Member> = (0..3)
             .map(|index| Member {
                 name: format!("m{index}"),
-                client_url: format!("http://127.0.0.1:{}", ports[index * 2]),
+                client_url: format!("{client_scheme}://127.0.0.1:{}", ports[index * 2]),
                 peer_url: format!("http://127.0.0.1:{}", ports[index * 2 + 1]),
                 data_dir: dir.path().join(format!("m{index}")),
                 log: dir.path().join(format!("m{index}.log")),
@@ -70,7 +116,7 @@ impl EtcdCluster {
         let initial_cluster =
             members.iter().map(|member| format!("{}={}", member.name, member.peer_url)).collect::<Vec<_>>().join(",");
         let token = dir.path().file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut cluster = EtcdCluster { _dir: dir, members, initial_cluster, token };
+        let mut cluster = EtcdCluster { _dir: dir, members, initial_cluster, token, tls };
         for index in 0..3 {
             cluster.spawn(index, "new");
         }
@@ -81,6 +127,11 @@ impl EtcdCluster {
     /// The client URLs of all members.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|member| member.client_url.clone()).collect()
+    }
+
+    /// The certificates of a cluster started by [`EtcdCluster::start_tls`].
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// kill -9 of member `index`.
@@ -124,7 +175,7 @@ impl EtcdCluster {
                 if member.child.is_none() {
                     continue;
                 }
-                if let Some((id, leader)) = member_status(&member.client_url).await
+                if let Some((id, leader)) = self.member_status(&member.client_url).await
                     && id == leader
                 {
                     return index;
@@ -144,13 +195,25 @@ impl EtcdCluster {
         };
         let mut config = ClusterConfig::new(cluster, self.endpoints(), node, info);
         config.lease_ttl = ttl;
+        config.tls = self.tls.as_ref().map(|files| files.etcd_tls(&files.ca));
         config
     }
 
     fn spawn(&mut self, index: usize, state: &str) {
         let member = &mut self.members[index];
         let log = File::create(&member.log).expect("etcd log file");
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&member.data_dir)
@@ -179,7 +242,7 @@ impl EtcdCluster {
         let deadline = Instant::now() + START_DEADLINE;
         for member in self.members.iter().filter(|member| member.child.is_some()) {
             loop {
-                if let Some((_, leader)) = member_status(&member.client_url).await
+                if let Some((_, leader)) = self.member_status(&member.client_url).await
                     && leader != 0
                 {
                     break;
@@ -217,12 +280,92 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// This member's id and the leader it knows (0 for none).
-async fn member_status(url: &str) -> Option<(u64, u64)> {
-    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
-    let mut client = timeout(Duration::from_secs(2), Client::connect([url], Some(options))).await.ok()?.ok()?;
-    let status = timeout(Duration::from_secs(2), client.status()).await.ok()?.ok()?;
-    Some((status.header()?.member_id(), status.leader()))
+impl EtcdCluster {
+    /// This member's id and the leader it knows (0 for none).
+    async fn member_status(&self, url: &str) -> Option<(u64, u64)> {
+        let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
+        if let Some(tls) = &self.tls {
+            let read = |path: &Path| std::fs::read(path).ok();
+            let identity = Identity::from_pem(read(&tls.client_cert)?, read(&tls.client_key)?);
+            options = options
+                .with_tls(TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?)).identity(identity));
+        }
+        let mut client = timeout(Duration::from_secs(2), Client::connect([url], Some(options))).await.ok()?.ok()?;
+        let status = timeout(Duration::from_secs(2), client.status()).await.ok()?.ok()?;
+        Some((status.header()?.member_id(), status.leader()))
+    }
+}
+
+/// A CA, a server certificate for loopback signed by it, a client
+/// certificate signed by it, and a second CA that signed nothing, by the
+/// `openssl` command line. P-256 keys: quick to make, and both etcd and
+/// rustls take them.
+fn make_certificates(dir: &Path) -> TlsFiles {
+    let path = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("`openssl` does not run ({e}); install it (Debian: openssl)"));
+        assert!(
+            output.status.success(),
+            "openssl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for (name, subject) in [("ca", "/CN=steward test CA"), ("stranger-ca", "/CN=steward stranger CA")] {
+        let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
+        let mut args = vec!["req", "-x509"];
+        args.extend(new_key);
+        args.extend(["-keyout", &key, "-out", &cert, "-days", "2", "-subj", subject]);
+        args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+        openssl(&args);
+    }
+    // The leaf certificates, each from a request signed by the CA with
+    // its extensions (what rustls and Go's TLS insist on).
+    let leaves = [
+        ("server", "/CN=etcd", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
+        ("client", "/CN=steward-node", "extendedKeyUsage=clientAuth"),
+    ];
+    for (name, subject, extensions) in leaves {
+        let (key, request, cert, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        let extensions = format!("{extensions}\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n");
+        std::fs::write(path(&ext), extensions).expect("an openssl extensions file");
+        let mut args = vec!["req"];
+        args.extend(new_key);
+        args.extend(["-keyout", &key, "-out", &request, "-subj", subject]);
+        openssl(&args);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &request,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+    TlsFiles {
+        ca: path("ca.pem"),
+        server_cert: path("server.pem"),
+        server_key: path("server.key"),
+        client_cert: path("client.pem"),
+        client_key: path("client.key"),
+        stranger_ca: path("stranger-ca.pem"),
+    }
 }
 
 /// `count` loopback ports free now, below Linux's ephemeral range

@@ -40,7 +40,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
-pub use membership::{ClusterConfig, LeaseHealth, LeaseState, Member, MembershipEvent, join};
+pub use membership::{ClientIdentity, ClusterConfig, EtcdTls, LeaseHealth, LeaseState, Member, MembershipEvent, join};
 pub use ownership::{OwnerChanged, OwnerRecord, OwnersWatch, Ownership, Wish, WishesWatch};
 
 /// A node's plugin types: type name to the version hash it runs.

@@ -22,17 +22,22 @@
 //! The node key is watched too: etcd 3.4 can drop a lease's keys while
 //! still acknowledging its keepalives, and a node whose key is gone is not
 //! a member whatever its lease says, so that is a loss like any other.
+//!
+//! With [`EtcdTls`] every connection is TLS (rustls, through etcd-client's
+//! `tls` feature), trusting only the CA given, and [`join`] first shakes
+//! hands with each member, so a certificate either side refuses is an
+//! error naming the endpoint rather than a member that seems down.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, LeaseKeepAliveResponse, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, Identity, LeaseKeepAliveResponse, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::keys::{Keys, check_name};
@@ -67,6 +72,48 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     /// The deadline of opening a connection to one etcd member.
     pub connect_timeout: Duration,
+    /// TLS towards etcd's client port; `None` talks plain HTTP/2. With it,
+    /// every endpoint is `https://`, without it every one is `http://`.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS towards etcd's client port: whom to trust, and who this node is.
+/// PEM text, as read from the files the node's configuration names.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The certificate(s) of the CA that signs the members' server
+    /// certificates: only a server it signed is talked to.
+    pub ca_pem: Vec<u8>,
+    /// This node's client certificate and key, for members started with
+    /// `--client-cert-auth`.
+    pub client: Option<ClientIdentity>,
+}
+
+/// A client certificate and its private key, PEM.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+// By hand: a private key has no business in a log line or a panic message.
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
+            .field("client", &self.client.as_ref().map(|_| "certificate and key"))
+            .finish()
+    }
+}
+
+impl EtcdTls {
+    fn options(&self) -> TlsOptions {
+        let options = TlsOptions::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        match &self.client {
+            Some(client) => options.identity(Identity::from_pem(&client.cert_pem, &client.key_pem)),
+            None => options,
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -85,6 +132,7 @@ impl ClusterConfig {
             lease_ttl: DEFAULT_LEASE_TTL,
             request_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 
@@ -185,12 +233,14 @@ pub async fn join(config: ClusterConfig) -> Result<Member> {
     if config.endpoints.is_empty() {
         return Err(Error::NoEndpoints { cluster: config.cluster.clone() });
     }
+    check_endpoint_schemes(&config)?;
     let span = info_span!("cluster", cluster = %config.cluster, node = %config.node);
     let client = connect(&config, &config.endpoints).instrument(span.clone()).await?;
     let mut per_member = Vec::with_capacity(config.endpoints.len());
     for endpoint in &config.endpoints {
         per_member.push(connect(&config, std::slice::from_ref(endpoint)).await?);
     }
+    check_handshakes(&config, &per_member).instrument(span.clone()).await?;
     let shared = Arc::new(Shared {
         keys,
         client,
@@ -339,6 +389,16 @@ fn check_lease_ttl(ttl: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Every endpoint `https://` with TLS and `http://` without: etcd-client
+/// would refuse the one and, for the other, try TLS with no CA to trust.
+fn check_endpoint_schemes(config: &ClusterConfig) -> Result<()> {
+    let scheme = if config.tls.is_some() { "https://" } else { "http://" };
+    match config.endpoints.iter().find(|endpoint| !endpoint.starts_with(scheme)) {
+        Some(endpoint) => Err(Error::EndpointScheme { endpoint: endpoint.clone(), tls: config.tls.is_some() }),
+        None => Ok(()),
+    }
+}
+
 /// A client over `endpoints` (connections are made on first use).
 async fn connect(config: &ClusterConfig, endpoints: &[String]) -> Result<Client> {
     // HTTP/2 pings find a connection to a frozen member (whose socket stays
@@ -348,16 +408,121 @@ async fn connect(config: &ClusterConfig, endpoints: &[String]) -> Result<Client>
     // GOAWAY, and the keepalive and watch streams are what needs watching.
     // Requiring a leader makes a member cut off from the others refuse
     // requests and cancel streams instead of serving stale reads.
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(config.connect_timeout)
         .with_keep_alive(Duration::from_millis(500), Duration::from_millis(500))
         .with_keep_alive_while_idle(false)
         .with_require_leader(true);
+    if let Some(tls) = &config.tls {
+        options = options.with_tls(tls.options());
+    }
     match timeout(config.connect_timeout, Client::connect(endpoints, Some(options))).await {
         Ok(Ok(client)) => Ok(client),
+        // Connections are made on first use: a transport error here is
+        // the TLS configuration itself (a certificate or key that does
+        // not parse, a key that is not the certificate's).
+        Ok(Err(etcd_client::Error::TransportError(source))) if config.tls.is_some() => {
+            Err(Error::TlsSetup { reason: error_chain(&source) })
+        }
         Ok(Err(source)) => Err(Error::Etcd { operation: "connect", source }),
         Err(_) => Err(Error::Timeout { operation: "connect", timeout: config.connect_timeout }),
     }
+}
+
+/// With TLS, shakes hands with every member before joining, all at once.
+/// A member whose certificate the CA did not sign, or that refuses the
+/// node's, is a configuration error to name now: to the balanced client it
+/// only looks down, so joining would report a timeout, and a node that
+/// joined through the other members would find it out in an outage, when
+/// its streams move there. A member that is down or does not answer is
+/// left to joining, which needs only a quorum.
+async fn check_handshakes(config: &ClusterConfig, per_member: &[Client]) -> Result<()> {
+    if config.tls.is_none() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + config.connect_timeout + config.request_timeout;
+    let mut checks = tokio::task::JoinSet::new();
+    for (endpoint, client) in config.endpoints.iter().zip(per_member) {
+        let (endpoint, client) = (endpoint.clone(), client.clone());
+        checks.spawn(
+            async move { handshake_failure(client, deadline).await.map(|reason| Error::Tls { endpoint, reason }) },
+        );
+    }
+    while let Some(checked) = checks.join_next().await {
+        if let Ok(Some(error)) = checked {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// Why the TLS handshake with the one member `client` talks to fails, if
+/// it does. With TLS 1.3 the client's side of the handshake ends before
+/// the server has checked the client's certificate, so a server refusing
+/// it may show as a broken pipe or a reset rather than its alert: those
+/// are asked again, until the alert is read, a request succeeds, or the
+/// deadline passes. A refused connection is a member down: no verdict.
+async fn handshake_failure(mut client: Client, deadline: Instant) -> Option<String> {
+    loop {
+        match timeout_at(deadline, client.status()).await {
+            Ok(Err(error)) => {
+                if let Some(reason) = tls_failure(&error) {
+                    return Some(reason);
+                }
+                if io_error_kind(&error) == Some(std::io::ErrorKind::ConnectionRefused) {
+                    return None;
+                }
+            }
+            Ok(Ok(_)) | Err(_) => return None,
+        }
+        if timeout_at(deadline, sleep(HANDSHAKE_RETRY)).await.is_err() {
+            return None;
+        }
+    }
+}
+
+/// Pause between handshake checks of one member.
+const HANDSHAKE_RETRY: Duration = Duration::from_millis(50);
+
+/// What went wrong in a TLS handshake, if that is what `error` is: rustls
+/// reports a refused certificate, its own verdict or the peer's alert, as
+/// an I/O error of kind `InvalidData` among the error's sources (so this
+/// crate names no rustls type).
+fn tls_failure(error: &etcd_client::Error) -> Option<String> {
+    let io = io_error(error).filter(|io| io.kind() == std::io::ErrorKind::InvalidData)?;
+    Some(io.get_ref().map_or_else(|| io.to_string(), ToString::to_string))
+}
+
+fn io_error_kind(error: &etcd_client::Error) -> Option<std::io::ErrorKind> {
+    io_error(error).map(std::io::Error::kind)
+}
+
+/// The first I/O error among `error`'s sources.
+fn io_error(error: &etcd_client::Error) -> Option<&std::io::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = match error {
+        etcd_client::Error::GRpcStatus(status) => Some(status),
+        etcd_client::Error::TransportError(transport) => Some(transport),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// An error and its sources, `: `-separated (tonic's own text is terse).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        text.push_str(&format!(": {current}"));
+        cause = current.source();
+    }
+    text
 }
 
 /// Makes an etcd call under a deadline, naming it in the error.

@@ -83,6 +83,40 @@ pub struct ClusterSettings {
     pub request_timeout: Duration,
     /// What SIGTERM does with the groups this node runs.
     pub on_stop: OnStop,
+    /// TLS towards etcd's client port; `None`: plain HTTP/2.
+    pub tls: Option<ClusterTls>,
+}
+
+/// TLS towards etcd (`[cluster] tls`), its files read when the node file is,
+/// so a missing one stops `steward validate` and the daemon's start alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// The certificate(s) of the CA that signs etcd's server certificates.
+    pub ca: PemFile,
+    /// This node's client certificate and its key, where etcd checks
+    /// client certificates (`--client-cert-auth`).
+    pub client: Option<ClientCertificate>,
+}
+
+/// A client certificate and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub cert: PemFile,
+    pub key: PemFile,
+}
+
+/// A PEM file as read: where from, and its text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemFile {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+// By hand: a private key's text has no place in a log line or a panic.
+impl std::fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PemFile").field("path", &self.path).field("bytes", &self.pem.len()).finish()
+    }
 }
 
 /// What a node of a cluster does with its groups when it is stopped.
@@ -254,7 +288,7 @@ pub fn load(file: &Path) -> Result<NodeConfig, ConfigError> {
         max_instances_per_worker: raw.node.max_instances_per_worker,
         resources,
         groups,
-        cluster: raw.cluster.map(|cluster| cluster_settings(file, cluster)).transpose()?,
+        cluster: raw.cluster.map(|cluster| cluster_settings(file, base, cluster)).transpose()?,
     };
     check_structure(&config)?;
     Ok(config)
@@ -691,10 +725,20 @@ struct RawCluster {
     safety_margin: Option<TextDuration>,
     request_timeout: Option<TextDuration>,
     on_stop: Option<OnStop>,
+    tls: Option<RawClusterTls>,
 }
 
-/// The `[cluster]` table, checked: a name, endpoints, and a lease etcd grants.
-fn cluster_settings(file: &Path, raw: RawCluster) -> Result<ClusterSettings, ConfigError> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterTls {
+    ca: PathBuf,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// The `[cluster]` table, checked: a name, endpoints whose scheme says
+/// whether TLS is used, readable TLS files, and a lease etcd grants.
+fn cluster_settings(file: &Path, base: &Path, raw: RawCluster) -> Result<ClusterSettings, ConfigError> {
     let fail = |message: String| ConfigError { location: format!("{}: [cluster]", file.display()), message };
     if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(fail(format!("name: `{}` is not a cluster name; use letters, digits, `-` and `_`", raw.name)));
@@ -702,9 +746,29 @@ fn cluster_settings(file: &Path, raw: RawCluster) -> Result<ClusterSettings, Con
     if raw.endpoints.is_empty() {
         return Err(fail("endpoints: name at least one etcd client URL, for example \"http://10.0.0.1:2379\"".into()));
     }
+    let scheme = if raw.tls.is_some() { "https" } else { "http" };
     if let Some(bad) = raw.endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
-        return Err(fail(format!("endpoints: `{bad}` is not a URL; write it as http://HOST:PORT")));
+        return Err(fail(format!("endpoints: `{bad}` is not a URL; write it as {scheme}://HOST:PORT")));
     }
+    // etcd serves its clients either plain or over TLS, and the node
+    // speaks to every member alike: the scheme must agree with `tls`.
+    match (&raw.tls, raw.endpoints.iter().find(|e| !e.starts_with(&format!("{scheme}://")))) {
+        (Some(_), Some(plain)) => {
+            return Err(fail(format!(
+                "endpoints: `{plain}` is plain http, but tls is set; write it as https://HOST:PORT (etcd's TLS client port), \
+                 or remove tls to talk to etcd unencrypted"
+            )));
+        }
+        (None, Some(secure)) => {
+            return Err(fail(format!(
+                "endpoints: `{secure}` is https, but [cluster] has no tls; add tls = {{ ca = \"FILE\" }} naming the PEM \
+                 certificate of the CA that signed etcd's certificates (with cert and key if etcd checks client \
+                 certificates), or write it as http://HOST:PORT"
+            )));
+        }
+        (_, None) => {}
+    }
+    let tls = raw.tls.map(|tls| cluster_tls(file, base, tls)).transpose()?;
     let lease_ttl = raw.lease_ttl.map_or(DEFAULT_LEASE_TTL, |d| d.0);
     if lease_ttl < MIN_LEASE_TTL || lease_ttl.subsec_nanos() != 0 {
         return Err(fail(format!(
@@ -723,7 +787,57 @@ fn cluster_settings(file: &Path, raw: RawCluster) -> Result<ClusterSettings, Con
         safety_margin,
         request_timeout: raw.request_timeout.map_or(Duration::from_secs(1), |d| d.0),
         on_stop: raw.on_stop.unwrap_or_default(),
+        tls,
     })
+}
+
+/// `[cluster] tls`, its files read: a CA, and a client certificate with its
+/// key or neither.
+fn cluster_tls(file: &Path, base: &Path, raw: RawClusterTls) -> Result<ClusterTls, ConfigError> {
+    let ca = read_pem(file, base, "ca", &raw.ca)?;
+    let client = match (raw.cert, raw.key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(ClientCertificate {
+            cert: read_pem(file, base, "cert", &cert)?,
+            key: read_pem(file, base, "key", &key)?,
+        }),
+        (cert, _) => {
+            let (given, missing) = if cert.is_some() { ("cert", "key") } else { ("key", "cert") };
+            return Err(ConfigError {
+                location: format!("{}: [cluster]", file.display()),
+                message: format!(
+                    "tls: {given} without {missing}; a client certificate goes with its private key: give both \
+                     cert and key (where etcd checks client certificates), or neither"
+                ),
+            });
+        }
+    };
+    Ok(ClusterTls { ca, client })
+}
+
+/// Reads `cluster.tls.<field>`, relative to the node file's directory, and
+/// checks it holds the PEM block the field needs: a certificate for `ca`
+/// and `cert`, a private key for `key` (so swapped files are named here,
+/// not found out in a handshake).
+fn read_pem(file: &Path, base: &Path, field: &str, path: &Path) -> Result<PemFile, ConfigError> {
+    let path = base.join(path);
+    const CERTIFICATE: (&str, &str) = ("certificate (`-----BEGIN CERTIFICATE-----`)", "-----BEGIN CERTIFICATE-----");
+    const KEY: (&str, &str) = ("private key (`-----BEGIN ... PRIVATE KEY-----`)", "PRIVATE KEY-----");
+    let (wanted, (block, marker)) = match field {
+        "key" => ("the private key of the node's client certificate", KEY),
+        "cert" => ("the node's client certificate", CERTIFICATE),
+        _ => ("the certificate of the CA that signed etcd's server certificates", CERTIFICATE),
+    };
+    let pem = std::fs::read(&path).map_err(|e| {
+        at(file, format!("cluster.tls.{field}: cannot read {}: {e}; give the PEM file of {wanted}", path.display()))
+    })?;
+    if !String::from_utf8_lossy(&pem).contains(marker) {
+        return Err(at(
+            file,
+            format!("cluster.tls.{field}: {} holds no PEM {block}; give the PEM file of {wanted}", path.display()),
+        ));
+    }
+    Ok(PemFile { path, pem })
 }
 
 #[derive(Deserialize, Default)]
@@ -741,6 +855,8 @@ struct RawPolicy {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::Failback;
 
     #[test]
@@ -757,5 +873,104 @@ mod tests {
             assert_eq!(Failback::parse(bad), None, "{bad}");
         }
         assert!(!Failback::Never.allows(0));
+    }
+
+    /// A scratch directory of this test process, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("steward-config-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a scratch directory");
+            Scratch(dir)
+        }
+
+        /// Writes a node file with `cluster` as its `[cluster]` table; its path.
+        fn node_file(&self, cluster: &str) -> PathBuf {
+            let text = format!(
+                "[node]\nname = \"n\"\nplugin_dir = \"p\"\ndata_dir = \"d\"\n\n[cluster]\nname = \"c\"\n{cluster}\n"
+            );
+            let file = self.0.join("steward.toml");
+            std::fs::write(&file, text).expect("a node file");
+            file
+        }
+
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).expect("a scratch file");
+            path
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn refusal(file: &Path) -> String {
+        match super::load(file) {
+            Ok(config) => panic!("{} loads: {:?}", file.display(), config.cluster),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    const CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn cluster_tls_files_are_read_relative_to_the_node_file() {
+        let scratch = Scratch::new("tls-read");
+        scratch.write("ca.pem", CERTIFICATE);
+        scratch.write("client.pem", CERTIFICATE);
+        let key = scratch.write("client.key", KEY);
+        let file = scratch.node_file(&format!(
+            "endpoints = [\"https://127.0.0.1:2379\"]\ntls = {{ ca = \"ca.pem\", cert = \"client.pem\", key = \"{}\" }}",
+            key.display()
+        ));
+        let config = super::load(&file).expect("the node file loads");
+        let tls = config.cluster.and_then(|cluster| cluster.tls).expect("tls is read");
+        assert_eq!(tls.ca.path, scratch.0.join("ca.pem"));
+        assert_eq!(tls.ca.pem, CERTIFICATE.as_bytes());
+        let client = tls.client.expect("a client certificate");
+        assert!(!format!("{:?}", client.key).contains("PRIVATE"), "Debug shows no key text");
+        assert_eq!((client.cert.path, client.key.path), (scratch.0.join("client.pem"), key));
+
+        // Without cert and key: only the server is checked.
+        let file = scratch.node_file("endpoints = [\"https://127.0.0.1:2379\"]\ntls = { ca = \"ca.pem\" }");
+        let tls = super::load(&file).expect("loads").cluster.and_then(|cluster| cluster.tls).expect("tls");
+        assert!(tls.client.is_none());
+    }
+
+    #[test]
+    fn cluster_tls_problems_name_the_file_the_field_and_what_to_do() {
+        let scratch = Scratch::new("tls-refused");
+        scratch.write("ca.pem", CERTIFICATE);
+        scratch.write("client.pem", CERTIFICATE);
+        let https = "endpoints = [\"https://127.0.0.1:2379\"]";
+
+        let file = scratch.node_file(&format!("{https}\ntls = {{ ca = \"missing.pem\" }}"));
+        let error = refusal(&file);
+        let missing = scratch.0.join("missing.pem");
+        assert!(error.starts_with(&file.display().to_string()), "{error}");
+        assert!(error.contains("cluster.tls.ca") && error.contains(&missing.display().to_string()), "{error}");
+
+        let file = scratch.node_file(&format!("{https}\ntls = {{ ca = \"ca.pem\", cert = \"client.pem\" }}"));
+        let error = refusal(&file);
+        assert!(error.contains("[cluster]") && error.contains("cert without key"), "{error}");
+
+        // A certificate given as the key (files swapped) is named here.
+        let file = scratch
+            .node_file(&format!("{https}\ntls = {{ ca = \"ca.pem\", cert = \"client.pem\", key = \"client.pem\" }}"));
+        let error = refusal(&file);
+        assert!(error.contains("cluster.tls.key") && error.contains("no PEM private key"), "{error}");
+
+        let file = scratch.node_file("endpoints = [\"http://127.0.0.1:2379\"]\ntls = { ca = \"ca.pem\" }");
+        let error = refusal(&file);
+        assert!(error.contains("`http://127.0.0.1:2379` is plain http") && error.contains("https://"), "{error}");
+
+        let file = scratch.node_file(https);
+        let error = refusal(&file);
+        assert!(error.contains("is https, but [cluster] has no tls") && error.contains("tls = { ca"), "{error}");
     }
 }

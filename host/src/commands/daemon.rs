@@ -139,8 +139,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Joins the cluster `[cluster]` names; a node name taken by another live
-/// node, an unreachable etcd or a lease etcd refuses is an error.
+/// Joins the cluster `[cluster]` names, over TLS when it says so; a node
+/// name taken by another live node, an unreachable etcd, a certificate
+/// either side refuses or a lease etcd refuses is an error.
 async fn join_cluster(
     config: &steward_config::NodeConfig,
     cluster: &steward_config::ClusterSettings,
@@ -155,8 +156,15 @@ async fn join_cluster(
         steward_cluster::ClusterConfig::new(cluster.name.clone(), cluster.endpoints.clone(), config.name.clone(), info);
     settings.lease_ttl = cluster.lease_ttl;
     settings.request_timeout = cluster.request_timeout;
+    settings.tls = cluster.tls.as_ref().map(|tls| steward_cluster::EtcdTls {
+        ca_pem: tls.ca.pem.clone(),
+        client: tls.client.as_ref().map(|client| steward_cluster::ClientIdentity {
+            cert_pem: client.cert.pem.clone(),
+            key_pem: client.key.pem.clone(),
+        }),
+    });
     let member = steward_cluster::join(settings).await?;
-    tracing::info!(cluster = %cluster.name, node = %config.name, "joined the cluster");
+    tracing::info!(cluster = %cluster.name, node = %config.name, tls = cluster.tls.is_some(), "joined the cluster");
     Ok(member)
 }
 

@@ -189,3 +189,72 @@ async fn a_stopped_etcd_follower_costs_no_lease_and_a_stopped_leader_at_most_a_r
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_node_joins_an_etcd_that_serves_its_clients_over_tls() {
+    let mut etcd = EtcdCluster::start_tls().await;
+    assert!(etcd.endpoints().iter().all(|endpoint| endpoint.starts_with("https://")), "{:?}", etcd.endpoints());
+    let member = join(etcd.node_config("tls", "n1", Duration::from_secs(1))).await.expect("join over TLS");
+    let mut events = member.subscribe();
+    let token = member.ownership().acquire("g").await.expect("acquire over TLS");
+    assert!(token.is_some(), "the group was free");
+    // Keepalives go over TLS too: the lease outlives its TTL twice over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(member.state().health, LeaseHealth::Healthy);
+    assert!(events.try_recv().is_err(), "no membership event while keepalives are acknowledged");
+    member.leave().await.expect("leave");
+    // A member down is no TLS verdict: the handshake checks do not wait
+    // out their deadline (2 s) for it. A follower, so that no election
+    // holds up the join.
+    let follower = (etcd.leader().await + 1) % 3;
+    etcd.kill(follower);
+    let started = std::time::Instant::now();
+    let member = join(etcd.node_config("tls", "n2", Duration::from_secs(1))).await.expect("join with a member down");
+    assert!(started.elapsed() < Duration::from_millis(1500), "joined in {:?}", started.elapsed());
+    member.leave().await.expect("leave");
+}
+
+/// A CA that did not sign the members' certificate, a missing client
+/// certificate where etcd checks them, and a key that is not the
+/// certificate's are each refused at once, naming what to fix; an
+/// endpoint's scheme must say whether TLS is used.
+#[tokio::test]
+async fn tls_that_etcd_or_the_node_refuses_is_an_error_naming_the_endpoint() {
+    let etcd = EtcdCluster::start_tls().await;
+    let files = etcd.tls_files().expect("a TLS cluster").clone();
+    let config = || etcd.node_config("refused", "n1", Duration::from_secs(1));
+    let refused = |config: steward_cluster::ClusterConfig| async move {
+        let started = std::time::Instant::now();
+        let error = join(config).await.err().expect("joining is refused");
+        assert!(started.elapsed() < Duration::from_secs(2), "refused at once, not after a deadline: {error}");
+        error
+    };
+
+    let mut untrusting = config();
+    untrusting.tls = Some(files.etcd_tls(&files.stranger_ca));
+    let error = refused(untrusting).await;
+    let Error::Tls { endpoint, reason } = &error else { panic!("expected a TLS error, got {error}") };
+    assert!(etcd.endpoints().contains(endpoint), "{error}");
+    assert!(reason.contains("UnknownIssuer"), "{error}");
+    assert!(error.to_string().contains("CA"), "the error says what to check: {error}");
+
+    let mut anonymous = config();
+    if let Some(tls) = anonymous.tls.as_mut() {
+        tls.client = None;
+    }
+    let error = refused(anonymous).await;
+    assert!(matches!(&error, Error::Tls { reason, .. } if reason.contains("BadCertificate")), "{error}");
+
+    let mut mismatched = config();
+    if let Some(client) = mismatched.tls.as_mut().and_then(|tls| tls.client.as_mut()) {
+        client.key_pem = std::fs::read(&files.server_key).expect("the server's key");
+    }
+    let error = refused(mismatched).await;
+    assert!(matches!(error, Error::TlsSetup { .. }), "{error}");
+
+    let mut plain = config();
+    plain.endpoints[1] = plain.endpoints[1].replace("https://", "http://");
+    let error = refused(plain).await;
+    assert!(matches!(&error, Error::EndpointScheme { tls: true, .. }), "{error}");
+    assert!(error.to_string().contains("https://"), "{error}");
+}
