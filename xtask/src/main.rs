@@ -176,25 +176,23 @@ const DEMO_PLUGINS: &[&str] = &["dummy", "file_marker", "generic_app", "http_che
 /// foreground; its state survives between runs, so a second run adopts what
 /// the first left running.
 fn demo() -> Result<(), String> {
-    run(cargo().args(["build", "-p", "steward", "-p", "notepad"]))?;
+    build_demo_binaries()?;
     let root = root();
-    let guests = root.join("target").join(GUEST_TARGET).join(GUEST_PROFILE);
     let demo = root.join("target/demo");
     let plugins = demo.join("plugins");
     for dir in [&plugins, &demo.join("state")] {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    for plugin in DEMO_PLUGINS {
-        let from = guests.join(format!("{plugin}.wasm"));
-        std::fs::copy(&from, plugins.join(format!("{plugin}.wasm"))).map_err(|e| format!("{}: {e}", from.display()))?;
-    }
-    let template = root.join("demo/steward.toml.in");
-    let config = std::fs::read_to_string(&template)
-        .map_err(|e| format!("{}: {e}", template.display()))?
-        .replace("{dir}", &demo.display().to_string())
-        .replace("{api}", DEMO_API)
-        .replace("{notepad}", &root.join("target/debug/notepad").display().to_string())
-        .replace("{notepad_addr}", DEMO_NOTEPAD);
+    install_demo_plugins(&plugins)?;
+    let config = fill_template(
+        &root.join("demo/steward.toml.in"),
+        &[
+            ("{dir}", &demo.display().to_string()),
+            ("{api}", DEMO_API),
+            ("{notepad}", &root.join("target/debug/notepad").display().to_string()),
+            ("{notepad_addr}", DEMO_NOTEPAD),
+        ],
+    )?;
     let config_file = demo.join("steward.toml");
     std::fs::write(&config_file, config).map_err(|e| format!("{}: {e}", config_file.display()))?;
     let steward = root.join("target/debug/steward");
@@ -205,6 +203,28 @@ fn demo() -> Result<(), String> {
     println!("  target/debug/steward events --history");
     println!("Stop it with Ctrl-C (SIGTERM/SIGINT take the group offline).\n");
     run(Command::new(steward).args(["daemon", "--config"]).arg(&config_file))
+}
+
+/// The native binaries both demos run: the daemon and the notepad.
+fn build_demo_binaries() -> Result<(), String> {
+    run(cargo().args(["build", "-p", "steward", "-p", "notepad"]))
+}
+
+/// Copies the demo's plugins, as `guests` built them, into `plugins`.
+fn install_demo_plugins(plugins: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(plugins).map_err(|e| format!("{}: {e}", plugins.display()))?;
+    let guests = root().join("target").join(GUEST_TARGET).join(GUEST_PROFILE);
+    for plugin in DEMO_PLUGINS {
+        let from = guests.join(format!("{plugin}.wasm"));
+        std::fs::copy(&from, plugins.join(format!("{plugin}.wasm"))).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
+    Ok(())
+}
+
+/// The text of `template` with each placeholder replaced by its value.
+fn fill_template(template: &Path, values: &[(&str, &str)]) -> Result<String, String> {
+    let text = std::fs::read_to_string(template).map_err(|e| format!("{}: {e}", template.display()))?;
+    Ok(values.iter().fold(text, |text, (placeholder, value)| text.replace(placeholder, value)))
 }
 
 /// The daemon and workers benches start the release `steward` binary
