@@ -208,6 +208,21 @@ async fn a_group_runs_on_its_preferred_node_and_fails_over_when_that_node_is_kil
     checked_journal(journal.path());
 }
 
+/// Waits until `node` sees `count` nodes, each with its plugin types published.
+async fn all_publish_types(node: &Daemon, count: usize) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let cluster = node.get("/v1/cluster").await;
+        let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();
+        let published = nodes.iter().filter(|n| n["plugins"].as_object().is_some_and(|p| !p.is_empty())).count();
+        if published == count {
+            return;
+        }
+        assert!(Instant::now() < until, "not every node published its types: {cluster}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until the journal has a line starting with `line`.
 async fn journaled(dir: &std::path::Path, line: &str) {
     let until = Instant::now() + Duration::from_secs(10);
@@ -286,12 +301,17 @@ async fn a_failing_group_moves_on_up_to_its_failover_threshold_then_stays_failed
             "failing",
             &etcd,
             "type = \"dummy\"\nproperties = { fail-after-probes = 3 }",
-            "policy = { restart_threshold = 0, failover_threshold = 2, failover_period = \"1h\" }",
+            "policy = { restart_threshold = 0, failover_threshold = 2, failover_period = \"1h\" }\nautostart = false",
         )
     };
     let a = Daemon::start(&file("node-a"), &["dummy"]).await;
     let b = Daemon::start(&file("node-b"), &["dummy"]).await;
     let c = Daemon::start(&file("node-c"), &["dummy"]).await;
+    // Started once every node says it has the type: a node that has not
+    // published its types yet is passed over, as one lacking them.
+    all_publish_types(&a, 3).await;
+    let asked = a.cli(&["online", "g"]);
+    assert!(asked.status.success(), "steward online: {asked:?}");
     // a, then b, then c: each fails it and hands it on; c keeps it failed.
     let until = Instant::now() + Duration::from_secs(40);
     loop {
@@ -299,7 +319,12 @@ async fn a_failing_group_moves_on_up_to_its_failover_threshold_then_stays_failed
         if events.iter().any(|e| e["kind"] == "failover-exhausted" && e["group"] == "g") {
             break;
         }
-        assert!(Instant::now() < until, "node-c never kept g failed: {events:#?}");
+        assert!(
+            Instant::now() < until,
+            "node-c never kept g failed: {events:#?}\nnode-a: {}\nnode-b: {}",
+            a.log(),
+            b.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for (node, name) in [(&a, "node-a"), (&b, "node-b")] {
@@ -686,6 +711,7 @@ async fn an_operators_online_and_offline_hold_in_the_whole_cluster_and_sigterm_m
     assert!(asked.status.success(), "steward online: {asked:?}");
     wait_owner(&[&a], 0, Duration::from_secs(30)).await;
     checked_journal(journal.path());
+}
 
 /// As [`node_file`], its `[cluster]` table with `tls = TLS`.
 fn tls_node_file(node: &str, cluster: &str, etcd: &EtcdCluster, journal_dir: &std::path::Path, tls: &str) -> String {
@@ -756,4 +782,33 @@ async fn a_node_that_does_not_trust_etcd_s_certificate_refuses_to_start_naming_t
     assert!(log.contains(&format!("{config}: [cluster]")), "the refusal names the node file's [cluster]: {log}");
     assert!(etcd.endpoints().iter().any(|endpoint| log.contains(endpoint.as_str())), "it names the endpoint: {log}");
     assert!(log.contains("UnknownIssuer") && log.contains("CA"), "it says the CA did not sign it: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_programs_are_terminated_before_the_next_node_runs_the_group() {
+    let etcd = EtcdCluster::start().await;
+    let file = |node: &str| {
+        cluster_node_file(
+            node,
+            "orphans",
+            &etcd,
+            "type = \"generic-app\"\nproperties = { program = \"/bin/sleep\", args = \"300\" }\n\
+             grants = { programs = [\"/bin/sleep\"] }",
+            "",
+        )
+    };
+    let mut a = Daemon::start(&file("node-a"), &["generic_app"]).await;
+    let b = Daemon::start(&file("node-b"), &["generic_app"]).await;
+    wait_owner(&[&a, &b], 0, Duration::from_secs(30)).await;
+    let program = a.program_pid("r").await;
+    // Alone, a node's workers leave programs running for the next daemon
+    // to adopt; in a cluster, the next owner is another node, so the
+    // orphaned worker terminates them.
+    a.kill9();
+    wait_owner(&[&b], 0, Duration::from_secs(30)).await;
+    assert!(!steward_tests::process_running(program), "node-a's program ended before node-b ran the group");
+    // A daemon started again at once finds its old node key still on the
+    // old lease, and waits it out rather than refuse its own name.
+    a.spawn().await;
+    wait_owner(&[&a, &b], 1, Duration::from_secs(5)).await;
 }

@@ -152,6 +152,7 @@ pub fn cluster(view: &ClusterView) -> wire::Cluster {
                         name: node.name.clone(),
                         api: node.api_address.clone(),
                         version: node.version.clone(),
+                        plugins: node.plugins.clone(),
                     })
                     .collect()
             })

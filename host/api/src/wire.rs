@@ -288,6 +288,10 @@ pub struct ClusterNode {
     pub api: String,
     /// The `steward` version it runs.
     pub version: String,
+    /// The plugin types it can run, with their version hashes (empty until
+    /// it loaded its plugin directory).
+    #[serde(default)]
+    pub plugins: std::collections::BTreeMap<String, String>,
 }
 
 /// A group's owner.

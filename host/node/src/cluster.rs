@@ -128,6 +128,8 @@ pub struct ClusterNode {
     pub api_address: String,
     /// The `steward` version it runs.
     pub version: String,
+    /// The plugin types it can run, with their version hashes.
+    pub plugins: PluginInventory,
 }
 
 /// A group's owner and the fencing token of its ownership.
@@ -379,6 +381,7 @@ impl Agent {
                     name: node.name,
                     api_address: node.info.api_address,
                     version: node.info.version,
+                    plugins: node.info.plugins,
                 })
                 .collect();
             if let Ok(mut view) = self.view.nodes.write() {

@@ -96,7 +96,7 @@ fn print_cluster(cluster: &wire::Cluster) {
         safe(&cluster.node),
         safe(&cluster.lease)
     );
-    println!("{:<16} {:<22} {:<10} GROUPS (TOKEN)", "NODE", "API", "VERSION");
+    println!("{:<16} {:<22} {:<10} {:<24} GROUPS (TOKEN)", "NODE", "API", "VERSION", "TYPES");
     for node in &cluster.nodes {
         let owned: Vec<String> = cluster
             .owners
@@ -104,11 +104,13 @@ fn print_cluster(cluster: &wire::Cluster) {
             .filter(|owner| owner.node == node.name)
             .map(|owner| format!("{} ({})", owner.group, owner.fencing_token))
             .collect();
+        let types: Vec<&str> = node.plugins.keys().map(String::as_str).collect();
         println!(
-            "{:<16} {:<22} {:<10} {}",
+            "{:<16} {:<22} {:<10} {:<24} {}",
             safe(&node.name),
             safe(&node.api),
             safe(&node.version),
+            safe(&types.join(",")),
             safe(&owned.join(", "))
         );
     }

@@ -4,6 +4,7 @@
 //! or SIGINT.
 
 use std::path::PathBuf;
+use std::time::Duration;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -163,7 +164,25 @@ async fn join_cluster(
             key_pem: client.key.pem.clone(),
         }),
     });
-    let member = steward_cluster::join(settings).await?;
+    // A node key holding this very API address is this node's own, left by
+    // a daemon that died within the last lease TTL (this one holds the
+    // address now, so that one is gone): its lease runs out by itself.
+    let mut waits = 0;
+    let member = loop {
+        match steward_cluster::join(settings.clone()).await {
+            Err(steward_cluster::Error::NodeNameTaken { holder_address, .. })
+                if holder_address == settings.info.api_address && waits < 2 =>
+            {
+                waits += 1;
+                tracing::warn!(
+                    node = %config.name,
+                    "the node key is still held by this node's previous daemon; waiting for its lease to run out"
+                );
+                tokio::time::sleep(cluster.lease_ttl + Duration::from_millis(250)).await;
+            }
+            outcome => break outcome?,
+        }
+    };
     tracing::info!(cluster = %cluster.name, node = %config.name, tls = cluster.tls.is_some(), "joined the cluster");
     Ok(member)
 }

@@ -44,6 +44,11 @@ impl WorkerLease {
         self.until.send_replace(Some(until_ns));
     }
 
+    /// Whether the daemon ever gave a deadline: the node is in a cluster.
+    pub fn is_held(&self) -> bool {
+        self.until.borrow().is_some()
+    }
+
     /// Whether the deadline passed and was not extended since.
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)

@@ -99,7 +99,16 @@ pub async fn serve(runtime: Arc<Runtime>, node_name: &str, cluster_name: &str) -
             }
         }
     }
-    // Orphaned: leave the instances' processes running for the next daemon.
+    if worker.lease.is_held() {
+        // Orphaned in a cluster: the node's lease runs out within its TTL
+        // and another node takes the groups over, so nothing may run here
+        // any more. Each resource is terminated and its sandbox closed
+        // (killing what it spawned) before the worker goes.
+        tracing::warn!("the daemon closed the pipe; terminating every resource before another node takes them");
+        worker.terminate_all().await;
+        std::process::exit(0)
+    }
+    // Orphaned, alone: leave the instances' processes running for the next daemon.
     tracing::info!("the daemon closed the pipe; exiting and leaving resources running");
     std::process::exit(0)
 }
@@ -255,6 +264,18 @@ impl Worker {
         for handle in handles {
             handle.close().await;
         }
+    }
+
+    /// Terminates every resource (stop now, no graceful wait) and closes
+    /// its sandbox, all at once.
+    async fn terminate_all(&self) {
+        let handles: Vec<ResourceHandle> =
+            self.handles.lock().map(|mut handles| handles.drain().map(|(_, h)| h).collect()).unwrap_or_default();
+        futures_util::future::join_all(handles.into_iter().map(|handle| async move {
+            let _ = handle.terminate().await;
+            handle.close().await;
+        }))
+        .await;
     }
 
     async fn shutdown(&self, release: bool) {
