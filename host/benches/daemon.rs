@@ -58,11 +58,6 @@ impl Drop for Daemon {
     }
 }
 
-fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").to_string()
-}
-
 async fn start(guests: &Path, plugins: &[&str], body: &str) -> Daemon {
     start_logging(guests, plugins, body, None).await
 }
@@ -75,9 +70,9 @@ async fn start_logging(guests: &Path, plugins: &[&str], body: &str, log: Option<
         std::fs::copy(guests.join(format!("{plugin}.wasm")), dir.path().join(format!("plugins/{plugin}.wasm")))
             .unwrap_or_else(|e| panic!("{plugin}.wasm: {e} (run `cargo xtask guests` first)"));
     }
-    let api = free_address();
-    let config =
-        format!("[node]\nname = \"bench\"\nplugin_dir = \"plugins\"\ndata_dir = \"data\"\napi = \"{api}\"\n\n{body}");
+    // The bench talks to the daemon over its Unix socket, which needs no token.
+    let api = dir.path().join("data").join(steward_config::API_SOCKET).display().to_string();
+    let config = format!("[node]\nname = \"bench\"\nplugin_dir = \"plugins\"\ndata_dir = \"data\"\n\n{body}");
     std::fs::write(dir.path().join("steward.toml"), config).expect("config");
     let child = Command::new(env!("CARGO_BIN_EXE_steward"))
         .args(["daemon", "--config"])
@@ -91,7 +86,12 @@ async fn start_logging(guests: &Path, plugins: &[&str], body: &str, log: Option<
 }
 
 async fn get(daemon: &Daemon, path: &str) -> Option<Value> {
-    reqwest::get(format!("http://{}{path}", daemon.api)).await.ok()?.json().await.ok()
+    client(daemon).get(format!("http://localhost{path}")).send().await.ok()?.json().await.ok()
+}
+
+/// A client of the daemon's Unix socket.
+fn client(daemon: &Daemon) -> reqwest::Client {
+    reqwest::Client::builder().unix_socket(std::path::PathBuf::from(&daemon.api)).build().expect("an HTTP client")
 }
 
 async fn wait_online(daemon: &Daemon, count: usize) -> Duration {
@@ -229,7 +229,7 @@ async fn restarts_during_a_reload(guests: &Path) -> Vec<(&'static str, Value)> {
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(&config, text + &more).expect("append 1,000 resources");
     let asked = steward_tests::since_midnight_us(std::time::SystemTime::now());
-    let reloaded = reqwest::Client::new().post(format!("http://{}/v1/reload", daemon.api)).send().await;
+    let reloaded = client(&daemon).post("http://localhost/v1/reload").send().await;
     assert!(reloaded.is_ok_and(|answer| answer.status().is_success()), "the reload is accepted");
     let added_online = |resources: &Value| {
         let each = resources.as_array().into_iter().flatten();

@@ -282,7 +282,6 @@ async fn probe_latency(guests: &Path) -> Value {
 /// A release `steward daemon` in a temporary directory.
 struct Daemon {
     child: Child,
-    api: String,
     client: reqwest::Client,
     dir: tempfile::TempDir,
 }
@@ -296,10 +295,9 @@ impl Daemon {
             std::fs::copy(guests.join(format!("{plugin}.wasm")), dir.path().join(format!("plugins/{plugin}.wasm")))
                 .unwrap_or_else(|e| panic!("{plugin}.wasm: {e} (run `cargo xtask guests` first)"));
         }
-        let api = free_address();
-        let config = format!(
-            "[node]\nname = \"bench\"\nplugin_dir = \"plugins\"\ndata_dir = \"data\"\napi = \"{api}\"\n\n{body}"
-        );
+        // Over the daemon's Unix socket, which needs no token.
+        let api = dir.path().join("data").join(steward_config::API_SOCKET).display().to_string();
+        let config = format!("[node]\nname = \"bench\"\nplugin_dir = \"plugins\"\ndata_dir = \"data\"\n\n{body}");
         std::fs::write(dir.path().join("steward.toml"), config).expect("the configuration can be written");
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("the log can be created");
         let child = Command::new(env!("CARGO_BIN_EXE_steward"))
@@ -310,11 +308,13 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("the release steward binary starts");
-        Daemon { child, api, client: reqwest::Client::new(), dir }
+        let client =
+            reqwest::Client::builder().unix_socket(std::path::PathBuf::from(&api)).build().expect("an HTTP client");
+        Daemon { child, client, dir }
     }
 
     async fn get(&self, path: &str) -> Option<Value> {
-        self.client.get(format!("http://{}{path}", self.api)).send().await.ok()?.json().await.ok()
+        self.client.get(format!("http://localhost{path}")).send().await.ok()?.json().await.ok()
     }
 
     fn log(&self) -> String {
@@ -344,7 +344,7 @@ impl Daemon {
 
     /// `steward_probes_total` of every resource, from `/metrics`.
     async fn probes(&self) -> HashMap<String, f64> {
-        let response = self.client.get(format!("http://{}/metrics", self.api)).send().await;
+        let response = self.client.get("http://localhost/metrics").send().await;
         let text = match response {
             Ok(response) => response.text().await.unwrap_or_default(),
             Err(_) => String::new(),
@@ -408,11 +408,6 @@ fn send_signal(pid: u32, signal: rustix::process::Signal) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(pid, signal);
     }
-}
-
-fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free local port");
-    listener.local_addr().expect("the listener's address").to_string()
 }
 
 /// The `N` of "... N ms after the loss" in a `worker-restarted` reason.

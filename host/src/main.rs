@@ -68,6 +68,9 @@ enum Command {
         #[arg(long)]
         history: bool,
     },
+    /// API tokens for a node's TCP listener.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Work with plugins (resource types).
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -84,6 +87,12 @@ struct Target {
     name: String,
     #[command(flatten)]
     api: ApiArgs,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token, add its hash to a tokens file and print it once.
+    Create(commands::token::CreateArgs),
 }
 
 #[derive(Subcommand)]
@@ -159,6 +168,7 @@ fn main() -> ExitCode {
             Command::Why { group, api } => commands::client::why(&api, &group).await,
             Command::Move { group, node, api } => commands::client::move_group(&api, &group, node.as_deref()).await,
             Command::Ocf(args) => commands::ocf::run(args).await,
+            Command::Token(TokenCommand::Create(args)) => commands::token::create(args),
             Command::Monitor(args) => commands::monitor::run(args).await,
         }
     });

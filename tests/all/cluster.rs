@@ -477,8 +477,7 @@ async fn with_etcd_gone_the_owner_fences_itself_and_the_group_comes_back_once() 
     assert!(events.iter().any(|e| e["kind"] == "quorum-lost"), "node-a says it lost etcd: {events:#?}");
     // The fenced resource's graceful offline may take the host's 180 s
     // default, far past what was left of the 1 s lease: it was terminated.
-    let why: Vec<serde_json::Value> =
-        a.get("/v1/groups/g/why").await.as_array().cloned().unwrap_or_default();
+    let why: Vec<serde_json::Value> = a.get("/v1/groups/g/why").await.as_array().cloned().unwrap_or_default();
     assert!(
         why.iter().any(|d| d["kind"] == "fenced") && why.iter().any(|d| d["kind"] == "terminate"),
         "node-a fenced g and terminated its resource rather than wait for a graceful offline: {why:#?}"
@@ -608,14 +607,21 @@ async fn steward_apply_shares_groups_with_every_node_and_a_bad_file_changes_noth
     let shown = b.cli(&["config", "show"]);
     let text = String::from_utf8_lossy(&shown.stdout).to_string();
     assert!(
-        text.contains(&format!("revision {revision}")) && text.contains("groups.toml") && text.contains("name = \"g2\""),
+        text.contains(&format!("revision {revision}"))
+            && text.contains("groups.toml")
+            && text.contains("name = \"g2\""),
         "config show prints what is applied: {text}"
     );
 
     // Bad files: each is refused, naming the file, line and field, and
     // nothing changes in etcd.
     let bad = [
-        ("field.toml", "[[resource]]\nname = \"r3\"\ntype = \"fenced\"\npropertees = {}\n", "field.toml:4", "propertees"),
+        (
+            "field.toml",
+            "[[resource]]\nname = \"r3\"\ntype = \"fenced\"\npropertees = {}\n",
+            "field.toml:4",
+            "propertees",
+        ),
         (
             "type.toml",
             "[[resource]]\nname = \"r3\"\ntype = \"no-such-type\"\n\n[[group]]\nname = \"g3\"\nresources = [\"r3\"]\n",
@@ -636,7 +642,10 @@ async fn steward_apply_shares_groups_with_every_node_and_a_bad_file_changes_noth
         let refused = a.cli(&["apply", &groups.display().to_string(), &path.display().to_string()]);
         let error = String::from_utf8_lossy(&refused.stderr).to_string();
         assert!(!refused.status.success(), "{name} is refused: {refused:?}");
-        assert!(error.contains(location) && error.contains(what), "{name}: the error names {location} and {what}: {error}");
+        assert!(
+            error.contains(location) && error.contains(what),
+            "{name}: the error names {location} and {what}: {error}"
+        );
         assert!(error.contains("nothing was applied"), "{name}: {error}");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -666,7 +675,8 @@ async fn an_operators_online_and_offline_hold_in_the_whole_cluster_and_sigterm_m
     let file = |node: &str| node_file(node, "wishes", &etcd, journal.path());
     // node-b, stopped, keeps its groups offline in the cluster; node-a
     // (the default) lets them move.
-    let b_file = file("node-b").replace("safety_margin = \"100ms\"", "safety_margin = \"100ms\"\non_stop = \"offline\"");
+    let b_file =
+        file("node-b").replace("safety_margin = \"100ms\"", "safety_margin = \"100ms\"\non_stop = \"offline\"");
     let mut a = Daemon::start(&file("node-a"), &["fenced"]).await;
     let mut b = Daemon::start(&b_file, &["fenced"]).await;
     wait_owner(&[&a, &b], 0, Duration::from_secs(30)).await;
@@ -676,7 +686,8 @@ async fn an_operators_online_and_offline_hold_in_the_whole_cluster_and_sigterm_m
     let asked = b.cli(&["offline", "g"]);
     assert!(asked.status.success(), "steward offline: {asked:?}");
     a.wait_group("g", "offline", Duration::from_secs(10)).await;
-    let nobody = |seen: &[(String, Option<u64>)]| seen.iter().all(|(state, token)| state == "offline" && token.is_none());
+    let nobody =
+        |seen: &[(String, Option<u64>)]| seen.iter().all(|(state, token)| state == "offline" && token.is_none());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let seen = group_on(&[&a, &b]).await;
     assert!(nobody(&seen), "offline in the whole cluster: {seen:?}");

@@ -183,7 +183,7 @@ async fn bad_requests_get_4xx_naming_the_field() {
         ("GET", "/v1/nothing-here", 404, "path"),
     ];
     for (method, path, expected, field) in cases {
-        let client = reqwest::Client::new();
+        let client = daemon.client();
         let request = if method == "POST" { client.post(daemon.url(path)) } else { client.get(daemon.url(path)) };
         let response = request.send().await.expect("request");
         let status = response.status().as_u16();

@@ -121,7 +121,8 @@ async fn progress_and_capability_denials_reach_the_operator() {
         let series = format!("{online},le=\"{le}\"}}");
         assert_eq!(daemon.metric(&series).await, Some(count), "{series}");
     }
-    let metrics = reqwest::get(daemon.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    let metrics = daemon.client().get(daemon.url("/metrics")).send().await.expect("metrics");
+    let metrics = metrics.text().await.expect("text");
     assert!(metrics.contains("# TYPE steward_probe_seconds histogram"), "{metrics}");
     assert!(metrics.contains("# TYPE steward_probes_total counter"), "{metrics}");
 }
@@ -193,6 +194,7 @@ async fn a_large_reload_does_not_hold_up_a_failing_groups_restarts() {
     let asked = steward_tests::since_midnight_us(std::time::SystemTime::now());
     let reloaded = tokio::process::Command::new(steward_tests::steward_binary())
         .args(["reload", "--api", &daemon.api])
+        .env("STEWARD_TOKEN", daemon.token("operate"))
         .output()
         .await
         .expect("steward reload runs");

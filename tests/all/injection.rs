@@ -63,6 +63,7 @@ async fn plugin_text_is_escaped_in_the_log_the_event_stream_and_the_status() {
 
     let mut events = Command::new(steward_binary())
         .args(["events", "--history", "--api", &daemon.api])
+        .env("STEWARD_TOKEN", daemon.token("operate"))
         .stdout(Stdio::piped())
         .spawn()
         .expect("steward events runs");

@@ -356,7 +356,7 @@ async fn files_published_while_the_daemon_starts_are_not_lost() {
     // The API answers long before the Python component is compiled.
     let mut status = Value::Null;
     let answered = eventually(Duration::from_secs(5), async || {
-        match reqwest::get(daemon.url("/v1/status")).await {
+        match daemon.client().get(daemon.url("/v1/status")).send().await {
             Ok(response) => status = response.json().await.unwrap_or_default(),
             Err(_) => return false,
         }

@@ -45,11 +45,14 @@ fn the_configuration_reference_lists_every_key_the_parser_knows() {
     let scratch = tempfile::tempdir().expect("a scratch directory");
     // The files `[cluster] tls` names are read with the node's file: its
     // examples are there, each with the PEM block its key asks for.
-    for row in doc.rows("tls") {
+    for row in doc.rows("tls").iter().chain(doc.rows("api_tls")) {
         let block = if row.key == "key" { "PRIVATE KEY" } else { "CERTIFICATE" };
         let pem = format!("-----BEGIN {block}-----\nAA==\n-----END {block}-----\n");
         std::fs::write(scratch.path().join(row.example.trim_matches('"')), pem).expect("a PEM file");
     }
+    // So is the tokens file `api_tokens` names: one with no token is valid.
+    let tokens = doc.rows("node").iter().find(|row| row.key == "api_tokens").expect("the api_tokens row");
+    std::fs::write(scratch.path().join(tokens.example.trim_matches('"')), "").expect("a tokens file");
 
     // Each table the parser reads, found through its error for an unknown key.
     for (section, _) in TABLES {
@@ -117,8 +120,9 @@ fn the_configuration_reference_lists_every_key_the_parser_knows() {
 
 /// Each table of the configuration and where its keys are written: a
 /// top-level table, or inline in the table of its parent.
-const TABLES: [(&str, Option<&str>); 8] = [
+const TABLES: [(&str, Option<&str>); 9] = [
     ("node", None),
+    ("api_tls", Some("node")),
     ("cluster", None),
     ("tls", Some("cluster")),
     ("resource", None),

@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use steward_config::tokens::{self, Role};
+
 use crate::{guest_wasm, steward_binary};
+
+/// The tokens file each test daemon's node file names.
+const API_TOKENS: &str = "api-tokens";
 
 /// How long a daemon may take to start answering its API.
 const STARTUP_LIMIT: Duration = Duration::from_secs(180);
@@ -22,6 +27,9 @@ pub struct Daemon {
     pub api: String,
     /// The `steward` binary it runs.
     pub binary: PathBuf,
+    /// Its API tokens: operate, then read (in `api-tokens`, which its
+    /// node file names).
+    tokens: [String; 2],
     child: Option<Child>,
 }
 
@@ -73,7 +81,7 @@ impl Daemon {
         // JavaScript component takes seconds to compile on a busy machine.
         let until = Instant::now() + STARTUP_LIMIT;
         while Instant::now() < until {
-            if let Ok(response) = reqwest::get(self.url("/v1/status")).await
+            if let Ok(response) = self.client().get(self.url("/v1/status")).send().await
                 && response.status().is_success()
                 && response.json::<Value>().await.is_ok_and(|status| status["phase"] == "running")
             {
@@ -105,9 +113,48 @@ impl Daemon {
             std::fs::copy(file, dir.path().join("plugins").join(name)).expect("copy plugin");
         }
         let api = free_address();
-        let config = config.replace("{dir}", &dir.path().display().to_string()).replace("{api}", &api);
+        // Every TCP request presents a token: the daemon gets a tokens file
+        // with one operate and one read token, which the helpers send.
+        let tokens_file = dir.path().join(API_TOKENS);
+        let mut tokens = Vec::new();
+        for (name, role) in [("test-operator", Role::Operate), ("test-reader", Role::Read)] {
+            let (token, entry) = tokens::generate(name, role).expect("random bytes for a token");
+            tokens::append(&tokens_file, &entry).expect("the tokens file is written");
+            tokens.push(token);
+        }
+        let config = config
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("api = \"{api}\"", &format!("api = \"{api}\"\napi_tokens = \"{API_TOKENS}\""))
+            .replace("{api}", &api);
         std::fs::write(dir.path().join("steward.toml"), config).expect("write config");
-        Daemon { dir, api, binary, child: None }
+        let tokens = [tokens[0].clone(), tokens[1].clone()];
+        Daemon { dir, api, binary, tokens, child: None }
+    }
+
+    /// A token of `role` (`operate` or `read`) for this daemon's API.
+    pub fn token(&self, role: &str) -> String {
+        match role {
+            "read" => self.tokens[1].clone(),
+            _ => self.tokens[0].clone(),
+        }
+    }
+
+    /// `request` with this daemon's operate token.
+    pub fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.bearer_auth(&self.tokens[0])
+    }
+
+    /// A client that sends the operate token on every request.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.tokens[0])).expect("a token");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        reqwest::Client::builder().default_headers(headers).build().expect("an HTTP client")
+    }
+
+    /// The daemon's Unix socket (in its data directory).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("data").join(steward_config::API_SOCKET)
     }
 
     /// The daemon's log so far.
@@ -127,14 +174,14 @@ impl Daemon {
 
     /// GETs a JSON document.
     pub async fn get(&self, path: &str) -> Value {
-        let response = reqwest::get(self.url(path)).await.expect("GET");
+        let response = self.client().get(self.url(path)).send().await.expect("GET");
         assert!(response.status().is_success(), "GET {path}: {}", response.status());
         response.json().await.expect("JSON")
     }
 
     /// POSTs and returns the status and JSON body.
     pub async fn post(&self, path: &str) -> (u16, Value) {
-        let response = reqwest::Client::new().post(self.url(path)).send().await.expect("POST");
+        let response = self.client().post(self.url(path)).send().await.expect("POST");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -147,7 +194,8 @@ impl Daemon {
     /// The value of the first Prometheus series whose line starts with
     /// `series` (a name, with labels or the start of them), if any.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let metrics = reqwest::get(self.url("/metrics")).await.expect("metrics").text().await.expect("metrics text");
+        let metrics = self.client().get(self.url("/metrics")).send().await.expect("metrics");
+        let metrics = metrics.text().await.expect("metrics text");
         let line = metrics.lines().find(|line| line.starts_with(series))?;
         line.rsplit(' ').next()?.parse().ok()
     }
@@ -197,7 +245,12 @@ impl Daemon {
 
     /// Runs the CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(steward_binary()).args(args).args(["--api", &self.api]).output().expect("the CLI runs")
+        Command::new(steward_binary())
+            .args(args)
+            .args(["--api", &self.api])
+            .env("STEWARD_TOKEN", &self.tokens[0])
+            .output()
+            .expect("the CLI runs")
     }
 
     /// Every event so far (the daemon's recent history), in order.
@@ -208,7 +261,7 @@ impl Daemon {
     /// Collects events from the SSE stream (history first) until `done`
     /// returns true for one, or `limit` passes.
     pub async fn follow_events(&self, limit: Duration, mut done: impl FnMut(&Value) -> bool) -> Vec<Value> {
-        let response = reqwest::get(self.url("/v1/events?history=true")).await.expect("events");
+        let response = self.client().get(self.url("/v1/events?history=true")).send().await.expect("events");
         let mut stream = response.bytes_stream();
         let mut buffer = String::new();
         let mut events = Vec::new();

@@ -65,10 +65,8 @@ pub fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            let config = RuntimeConfig {
-                max_live_instances: 256,
-                cache_dir: Some(target_dir().join("test-compile-cache")),
-            };
+            let config =
+                RuntimeConfig { max_live_instances: 256, cache_dir: Some(target_dir().join("test-compile-cache")) };
             Runtime::new(&config).expect("the sandbox runtime starts")
         })
         .clone()

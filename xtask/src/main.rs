@@ -208,11 +208,12 @@ fn demo() -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     install_demo_plugins(&plugins)?;
+    let tokens = demo_tokens(&demo)?;
     let config = fill_template(
         &root.join("demo/steward.toml.in"),
         &[
             ("{dir}", &demo.display().to_string()),
-            ("{api}", DEMO_API),
+            ("api = \"{api}\"", &format!("api = \"{DEMO_API}\"\napi_tokens = \"{}\"", tokens.display())),
             ("{notepad}", &root.join("target/debug/notepad").display().to_string()),
             ("{notepad_addr}", DEMO_NOTEPAD),
         ],
@@ -221,12 +222,36 @@ fn demo() -> Result<(), String> {
     std::fs::write(&config_file, config).map_err(|e| format!("{}: {e}", config_file.display()))?;
     let steward = root.join("target/debug/steward");
     println!("Starting the demo node; in another terminal try:");
+    println!("  export STEWARD_API=unix:target/demo/data/api.sock   # the node's socket: no token needed");
     println!("  target/debug/steward status");
     println!("  curl http://{DEMO_NOTEPAD}/ ; curl -X PUT --data 'hello' http://{DEMO_NOTEPAD}/");
     println!("  kill $(pgrep -f 'notepad --listen')      # and watch it come back");
     println!("  target/debug/steward events --history");
+    println!("The API on http://{DEMO_API}/ takes the token in target/demo/operator.token (STEWARD_TOKEN).");
     println!("Stop it with Ctrl-C (SIGTERM/SIGINT take the group offline).\n");
     run(Command::new(steward).args(["daemon", "--config"]).arg(&config_file))
+}
+
+/// The demo's API tokens file in `dir`, with one operate token kept in
+/// `dir/operator.token` for the operator; made on the first run, kept after.
+fn demo_tokens(dir: &Path) -> Result<PathBuf, String> {
+    let (tokens, token) = (dir.join("api-tokens"), dir.join("operator.token"));
+    if tokens.is_file() && token.is_file() {
+        return Ok(tokens);
+    }
+    for stale in [&tokens, &token] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let output = Command::new(root().join("target/debug/steward"))
+        .args(["token", "create", "--name", "demo-operator", "--role", "operate", "--file"])
+        .arg(&tokens)
+        .output()
+        .map_err(|e| format!("steward token create: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("steward token create failed: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    std::fs::write(&token, &output.stdout).map_err(|e| format!("{}: {e}", token.display()))?;
+    Ok(tokens)
 }
 
 /// The native binaries both demos run: the daemon and the notepad.
@@ -306,6 +331,9 @@ fn cluster_demo() -> Result<(), String> {
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     std::fs::create_dir_all(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
+    // One tokens file for the three nodes: an operator's token (and
+    // `steward why`, which asks every node) works on each.
+    let tokens = demo_tokens(&dir)?;
     let endpoints: Vec<String> = CLUSTER_ETCD.iter().map(|(client, _)| format!("\"http://{client}\"")).collect();
     let notepad = root.join("target/debug/notepad");
     let mut configs = Vec::new();
@@ -316,7 +344,7 @@ fn cluster_demo() -> Result<(), String> {
             &root.join("demo/cluster.toml.in"),
             &[
                 ("{node}", node),
-                ("{api}", api),
+                ("api = \"{api}\"", &format!("api = \"{api}\"\napi_tokens = \"{}\"", tokens.display())),
                 ("{endpoints}", &endpoints.join(", ")),
                 ("{shared}", &shared.display().to_string()),
                 ("{notepad}", &notepad.display().to_string()),
@@ -380,9 +408,10 @@ fn cluster_demo() -> Result<(), String> {
     }
     let (first_api, second_api) = (CLUSTER_NODES[0].1, CLUSTER_NODES[1].1);
     let try_these = [
+        ("export STEWARD_TOKEN=$(cat target/cluster-demo/operator.token)".to_string(), "the nodes' API token"),
         (format!("target/debug/steward status --api {first_api}"), "the owner, with its fencing token"),
         (format!("curl -X PUT --data 'hello' http://{CLUSTER_NOTEPAD}/ ; curl http://{CLUSTER_NOTEPAD}/"), ""),
-        (format!("kill -9 PID $(pgrep -f 'notepad --listen {CLUSTER_NOTEPAD}')"), "PID: the owner's, above"),
+        ("kill -9 PID".to_string(), "PID: the owner's, above"),
         (format!("target/debug/steward status --api {second_api}"), "seconds later: another owner, a larger token"),
         (format!("curl http://{CLUSTER_NOTEPAD}/"), "the same note, served from there"),
     ];
@@ -394,8 +423,7 @@ fn cluster_demo() -> Result<(), String> {
             println!("  {command:<57}  # {comment}");
         }
     }
-    println!("Kill the owner's notepad with it, as the loss of its machine would: a daemon killed alone leaves");
-    println!("its notepad running for its next start to adopt, and the next owner finds {CLUSTER_NOTEPAD} taken.");
+    println!("The killed daemon's worker terminates its notepad; `steward why ha-notepad` explains the move.");
     println!("Stop it all with Ctrl-C.\n");
     running.supervise();
     running.stop();

@@ -79,6 +79,7 @@ pub fn event(event: &NodeEvent) -> wire::Event {
         to: event.to.map(|state| state.as_str().to_string()),
         failure_kind: event.failure_kind.map(|kind| kind.as_str().to_string()),
         reason: event.reason.clone(),
+        by: event.by.clone(),
     }
 }
 

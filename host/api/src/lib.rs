@@ -24,6 +24,11 @@
 //!   (`?history=true` replays the recent ones first)
 //! - `GET  /metrics`: Prometheus text format
 //!
+//! - `GET  /v1/whoami`: the caller's name and role
+//!
+//! Every request passes the access guard (`access.rs`): a token on TCP,
+//! file permissions on the Unix socket, and no cross-site state change.
+//!
 //! Errors are JSON `{"error": ..., "field": ...}` with a 4xx status for the
 //! client's mistakes (not logged as errors) and 5xx for the node's (logged,
 //! not leaked).
@@ -49,18 +54,46 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use steward_node::{NodeEvent, NodeRequest, NodeView};
 
+mod access;
 mod from_view;
+pub mod tls;
 pub mod wire;
+
+pub use access::{Access, Caller, Peer};
 use steward_policy::Input;
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, view: Arc<NodeView>) -> std::io::Result<()> {
-    axum::serve(listener, router(view)).await
+/// Serves the API on a plain TCP `listener` (every request with a token)
+/// until the process ends.
+pub async fn serve_tcp(listener: tokio::net::TcpListener, view: Arc<NodeView>, access: Access) -> std::io::Result<()> {
+    axum::serve(listener, router(view, access).into_make_service_with_connect_info::<Peer>()).await
 }
 
-/// The API's routes over `view`.
-pub fn router(view: Arc<NodeView>) -> Router {
+/// Serves the API over TLS on `listener` (every request with a token).
+pub async fn serve_tls(listener: tls::TlsListener, view: Arc<NodeView>, access: Access) -> std::io::Result<()> {
+    axum::serve(listener, router(view, access).into_make_service_with_connect_info::<Peer>()).await
+}
+
+/// Serves the API on the node's Unix socket, whose file permissions say
+/// who may act.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    view: Arc<NodeView>,
+    access: Access,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(view, access).into_make_service_with_connect_info::<Peer>()).await
+}
+
+/// Whether `path` is the console's: static files, open to anyone who can
+/// connect (the data they show is fetched with a token).
+pub fn console_path(path: &str) -> bool {
+    path == "/" || path.starts_with("/console/")
+}
+
+/// The API's routes over `view`, every request passing the access guard.
+fn router(view: Arc<NodeView>, access: Access) -> Router {
+    let guarded = (Arc::new(access), view.clone());
     Router::new()
+        .route("/v1/whoami", get(whoami))
         .route("/v1/status", get(status))
         .route("/v1/resources", get(resources))
         .route("/v1/resources/{name}", get(resource))
@@ -80,7 +113,15 @@ pub fn router(view: Arc<NodeView>) -> Router {
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(guarded, access::guard))
         .with_state(view)
+}
+
+/// `GET /v1/whoami`: the caller's name and role, as the guard found them.
+async fn whoami(caller: Option<axum::Extension<Caller>>) -> Json<wire::WhoAmI> {
+    let (name, role) =
+        caller.map_or(("anonymous".into(), "read"), |axum::Extension(caller)| (caller.name, caller.role.as_str()));
+    Json(wire::WhoAmI { name, role: role.into() })
 }
 
 /// An API error: status, message, and the field or path segment at fault.
@@ -211,7 +252,10 @@ async fn apply_config(
 ) -> Result<Json<wire::ApplyReport>, ApiError> {
     let Json(request) = body.map_err(|rejection| ApiError {
         status: StatusCode::BAD_REQUEST,
-        message: format!("the body is not {{\"files\": [{{\"name\": ..., \"text\": ...}}]}}: {}", rejection.body_text()),
+        message: format!(
+            "the body is not {{\"files\": [{{\"name\": ..., \"text\": ...}}]}}: {}",
+            rejection.body_text()
+        ),
         field: Some("body"),
     })?;
     if request.files.is_empty() {

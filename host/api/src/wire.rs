@@ -146,6 +146,19 @@ pub struct Event {
     pub failure_kind: Option<String>,
     /// Why.
     pub reason: String,
+    /// Who did it, for an operator's action: the token's name, or
+    /// `uid N` on the Unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// `GET /v1/whoami`: who the API takes the caller for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// The token's name, or `uid N` on the Unix socket.
+    pub name: String,
+    /// `read` or `operate`.
+    pub role: String,
 }
 
 /// `POST /v1/plugins/{type}/upgrade`: what the upgrade did.

@@ -300,7 +300,7 @@ impl EtcdCluster {
 /// certificate signed by it, and a second CA that signed nothing, by the
 /// `openssl` command line. P-256 keys: quick to make, and both etcd and
 /// rustls take them.
-fn make_certificates(dir: &Path) -> TlsFiles {
+pub fn make_certificates(dir: &Path) -> TlsFiles {
     let path = |name: &str| dir.join(name);
     let openssl = |args: &[&str]| {
         let output = Command::new("openssl")

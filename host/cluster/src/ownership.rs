@@ -304,9 +304,11 @@ impl Ownership {
         info.plugins = plugins.clone();
         let value = serde_json::to_vec(&info)
             .map_err(|error| Error::CorruptValue { key: key.clone(), reason: error.to_string() })?;
-        let update = Txn::new()
-            .when([Compare::lease(key.clone(), CompareOp::Equal, lease.0)])
-            .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease.0)))]);
+        let update = Txn::new().when([Compare::lease(key.clone(), CompareOp::Equal, lease.0)]).and_then([TxnOp::put(
+            key.clone(),
+            value,
+            Some(PutOptions::new().with_lease(lease.0)),
+        )]);
         if self.txn("node key update", update).await?.succeeded() {
             info!(node = %self.node, types = plugins.len(), "plugin inventory published");
             Ok(())
@@ -330,8 +332,8 @@ impl Ownership {
     pub async fn set_wish(&self, wish: &Wish) -> Result<()> {
         check_name("group", &wish.group)?;
         let key = self.keys.wish(&wish.group);
-        let value =
-            serde_json::to_vec(wish).map_err(|error| Error::CorruptValue { key: key.clone(), reason: error.to_string() })?;
+        let value = serde_json::to_vec(wish)
+            .map_err(|error| Error::CorruptValue { key: key.clone(), reason: error.to_string() })?;
         let put = Txn::new().and_then([TxnOp::put(key, value, None)]);
         self.txn("wish write", put).await?;
         info!(node = %self.node, group = %wish.group, online = wish.online, "wish recorded");

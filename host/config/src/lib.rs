@@ -23,6 +23,7 @@ use toml::Spanned;
 use crate::grants::{DirectoryGrant, Grants};
 
 pub mod grants;
+pub mod tokens;
 pub mod worker_names;
 
 /// A configuration error, naming where and what.
@@ -46,8 +47,8 @@ pub struct NodeConfig {
     pub plugin_dir: PathBuf,
     /// Where the node keeps its state.
     pub data_dir: PathBuf,
-    /// The HTTP API's address.
-    pub api: SocketAddr,
+    /// The HTTP API's listeners and who may use them.
+    pub api: ApiAccess,
     /// `text` or `json` logs.
     pub log_format: LogFormat,
     /// Whether SIGTERM leaves resources running (true) or takes them offline.
@@ -64,6 +65,36 @@ pub struct NodeConfig {
     pub groups: Vec<GroupConfig>,
     /// The cluster this node joins; `None` runs it alone on its state store.
     pub cluster: Option<ClusterSettings>,
+}
+
+/// The name of the API's Unix socket in the data directory, by default.
+pub const API_SOCKET: &str = "api.sock";
+
+/// The API's listeners and who may use them.
+#[derive(Debug, Clone)]
+pub struct ApiAccess {
+    /// The TCP listener, if any; every request on it presents a token.
+    pub tcp: Option<SocketAddr>,
+    /// The tokens TCP requests present (required with `tcp`).
+    pub tokens: Option<tokens::ApiTokens>,
+    /// TLS on the TCP listener (required unless it is on loopback).
+    pub tls: Option<ApiTls>,
+    /// Whether `/metrics` answers without a token, for scrapers.
+    pub metrics_open: bool,
+    /// The Unix socket, always served: its file mode (0660) and group say
+    /// who may use it.
+    pub socket: PathBuf,
+    /// The group the socket belongs to; `None`: the daemon's own.
+    pub socket_group: Option<String>,
+}
+
+/// The API's certificate and key (`[node] api_tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTls {
+    /// The certificate, with its chain, PEM.
+    pub cert: PemFile,
+    /// Its private key, PEM.
+    pub key: PemFile,
 }
 
 /// How a node joins its cluster (the `[cluster]` table).
@@ -276,12 +307,13 @@ pub fn load(file: &Path) -> Result<NodeConfig, ConfigError> {
             collect(&included, &text, raw.resource, raw.group, base, &mut resources, &mut groups)?;
         }
     }
+    let api = api_access(file, base, &raw.node)?;
     let config = NodeConfig {
+        api,
         file: file.to_path_buf(),
         name: raw.node.name,
         plugin_dir: base.join(raw.node.plugin_dir),
         data_dir: base.join(raw.node.data_dir),
-        api: raw.node.api,
         log_format: raw.node.log_format,
         leave_running_on_stop: raw.node.leave_running_on_stop,
         worker_deadlock_timeout: raw.node.worker_deadlock_timeout.map_or(DEFAULT_WORKER_DEADLOCK_TIMEOUT, |d| d.0),
@@ -419,13 +451,11 @@ fn collect(
         let policy = raw.policy.unwrap_or_default();
         let failback = match raw.failback.as_deref() {
             None => Failback::Never,
-            Some(text) => Failback::parse(text).ok_or_else(|| {
-                ConfigError {
-                    location: format!("{defined_at}: group `{name}`"),
-                    message: format!(
-                        "failback: `{text}` is not \"never\", \"immediate\" or a window such as \"02:00-04:00\" (UTC)"
-                    ),
-                }
+            Some(text) => Failback::parse(text).ok_or_else(|| ConfigError {
+                location: format!("{defined_at}: group `{name}`"),
+                message: format!(
+                    "failback: `{text}` is not \"never\", \"immediate\" or a window such as \"02:00-04:00\" (UTC)"
+                ),
             })?,
         };
         groups.push(GroupConfig {
@@ -642,8 +672,13 @@ struct RawNode {
     name: String,
     plugin_dir: PathBuf,
     data_dir: PathBuf,
-    #[serde(default = "default_api")]
-    api: SocketAddr,
+    api: Option<SocketAddr>,
+    api_tokens: Option<PathBuf>,
+    api_tls: Option<RawApiTls>,
+    #[serde(default)]
+    api_metrics_open: bool,
+    socket: Option<PathBuf>,
+    socket_group: Option<String>,
     #[serde(default)]
     log_format: LogFormat,
     #[serde(default)]
@@ -658,8 +693,54 @@ struct RawNode {
 /// well before probes would call its resources failed.
 pub const DEFAULT_WORKER_DEADLOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn default_api() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7700))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The API's listeners and who may use them, checked: a TCP listener needs
+/// tokens, and TLS unless it listens on loopback only.
+fn api_access(file: &Path, base: &Path, node: &RawNode) -> Result<ApiAccess, ConfigError> {
+    let fail = |message: String| ConfigError { location: format!("{}: [node]", file.display()), message };
+    let tokens = node.api_tokens.as_ref().map(|tokens| tokens::ApiTokens::load(&base.join(tokens))).transpose()?;
+    let tls = match &node.api_tls {
+        Some(tls) => Some(ApiTls {
+            cert: read_pem(file, base, "node.api_tls", "cert", &tls.cert)?,
+            key: read_pem(file, base, "node.api_tls", "key", &tls.key)?,
+        }),
+        None => None,
+    };
+    if let Some(api) = node.api {
+        if tokens.is_none() {
+            return Err(fail(format!(
+                "api: the TCP listener {api} needs api_tokens, a file of hashed tokens every request must present; \
+                 make one with `steward token create --file FILE --name NAME --role operate`, or leave api out and \
+                 use the Unix socket"
+            )));
+        }
+        if tls.is_none() && !api.ip().is_loopback() {
+            return Err(fail(format!(
+                "api: {api} is reachable from other machines, so it needs api_tls = {{ cert = \"FILE\", key = \"FILE\" }}; \
+                 or listen on 127.0.0.1 only"
+            )));
+        }
+    }
+    if let Some(group) = &node.socket_group
+        && (group.is_empty() || group.contains(['/', ':', '\n']))
+    {
+        return Err(fail(format!("socket_group: `{group}` is not a group name")));
+    }
+    let data_dir = base.join(&node.data_dir);
+    Ok(ApiAccess {
+        tcp: node.api,
+        tokens,
+        tls,
+        metrics_open: node.api_metrics_open,
+        socket: node.socket.as_ref().map_or_else(|| data_dir.join(API_SOCKET), |socket| base.join(socket)),
+        socket_group: node.socket_group.clone(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -794,12 +875,12 @@ fn cluster_settings(file: &Path, base: &Path, raw: RawCluster) -> Result<Cluster
 /// `[cluster] tls`, its files read: a CA, and a client certificate with its
 /// key or neither.
 fn cluster_tls(file: &Path, base: &Path, raw: RawClusterTls) -> Result<ClusterTls, ConfigError> {
-    let ca = read_pem(file, base, "ca", &raw.ca)?;
+    let ca = read_pem(file, base, "cluster.tls", "ca", &raw.ca)?;
     let client = match (raw.cert, raw.key) {
         (None, None) => None,
         (Some(cert), Some(key)) => Some(ClientCertificate {
-            cert: read_pem(file, base, "cert", &cert)?,
-            key: read_pem(file, base, "key", &key)?,
+            cert: read_pem(file, base, "cluster.tls", "cert", &cert)?,
+            key: read_pem(file, base, "cluster.tls", "key", &key)?,
         }),
         (cert, _) => {
             let (given, missing) = if cert.is_some() { ("cert", "key") } else { ("key", "cert") };
@@ -819,22 +900,24 @@ fn cluster_tls(file: &Path, base: &Path, raw: RawClusterTls) -> Result<ClusterTl
 /// checks it holds the PEM block the field needs: a certificate for `ca`
 /// and `cert`, a private key for `key` (so swapped files are named here,
 /// not found out in a handshake).
-fn read_pem(file: &Path, base: &Path, field: &str, path: &Path) -> Result<PemFile, ConfigError> {
+fn read_pem(file: &Path, base: &Path, table: &str, field: &str, path: &Path) -> Result<PemFile, ConfigError> {
     let path = base.join(path);
     const CERTIFICATE: (&str, &str) = ("certificate (`-----BEGIN CERTIFICATE-----`)", "-----BEGIN CERTIFICATE-----");
     const KEY: (&str, &str) = ("private key (`-----BEGIN ... PRIVATE KEY-----`)", "PRIVATE KEY-----");
-    let (wanted, (block, marker)) = match field {
-        "key" => ("the private key of the node's client certificate", KEY),
-        "cert" => ("the node's client certificate", CERTIFICATE),
+    let (wanted, (block, marker)) = match (table, field) {
+        ("node.api_tls", "key") => ("the private key of the API's certificate", KEY),
+        ("node.api_tls", _) => ("the API's certificate (and its chain)", CERTIFICATE),
+        (_, "key") => ("the private key of the node's client certificate", KEY),
+        (_, "cert") => ("the node's client certificate", CERTIFICATE),
         _ => ("the certificate of the CA that signed etcd's server certificates", CERTIFICATE),
     };
     let pem = std::fs::read(&path).map_err(|e| {
-        at(file, format!("cluster.tls.{field}: cannot read {}: {e}; give the PEM file of {wanted}", path.display()))
+        at(file, format!("{table}.{field}: cannot read {}: {e}; give the PEM file of {wanted}", path.display()))
     })?;
     if !String::from_utf8_lossy(&pem).contains(marker) {
         return Err(at(
             file,
-            format!("cluster.tls.{field}: {} holds no PEM {block}; give the PEM file of {wanted}", path.display()),
+            format!("{table}.{field}: {} holds no PEM {block}; give the PEM file of {wanted}", path.display()),
         ));
     }
     Ok(PemFile { path, pem })

@@ -112,6 +112,8 @@ pub struct NodeEvent {
     pub failure_kind: Option<FailureKind>,
     /// Why.
     pub reason: String,
+    /// Who did it, for an operator's action.
+    pub by: Option<String>,
 }
 
 /// Counters of one resource, updated by its probes without locks.
@@ -264,6 +266,16 @@ impl NodeView {
     /// Where the node is in its life.
     pub fn phase(&self) -> NodePhase {
         self.phase.read().map_or(NodePhase::Stopping, |phase| *phase)
+    }
+
+    /// Publishes an operator's accepted action, naming who made it.
+    pub fn publish_action(&self, by: &str, what: String) {
+        self.publish(NodeEvent {
+            kind: "operator-action".into(),
+            reason: what,
+            by: Some(by.to_string()),
+            ..blank_event()
+        });
     }
 
     /// Records a decision for `steward why`.
@@ -1457,7 +1469,7 @@ impl Node {
     /// against its group's threshold.
     fn decide_restart(&self, resource: &str, restarts_in_period: u32) {
         let group = self.group_name(resource);
-        let policy = self.group_config(&group).map(|g| g.policy.clone()).unwrap_or_default();
+        let policy = self.group_config(&group).map(|g| g.policy).unwrap_or_default();
         let failure = self
             .view
             .resources
@@ -1575,7 +1587,7 @@ impl Node {
                 }
                 Action::GroupState { group, failed, reason } => {
                     if failed {
-                        let policy = self.group_config(&group).map(|g| g.policy.clone()).unwrap_or_default();
+                        let policy = self.group_config(&group).map(|g| g.policy).unwrap_or_default();
                         let in_cluster = self.config.cluster.is_some() && self.owned.contains_key(&group);
                         self.decide(
                             &group,
@@ -2192,6 +2204,7 @@ fn blank_event() -> NodeEvent {
         to: None,
         failure_kind: None,
         reason: String::new(),
+        by: None,
     }
 }
 

@@ -17,11 +17,11 @@ use tokio::sync::oneshot;
 
 use super::{NodeEvent, NodePhase, PluginView, blank_event, check_config, load_plugin};
 use crate::plugin_dir::PluginFileChange;
+use steward_cluster::shared_config::{Applied, SharedConfig, SharedConfigStore, SharedFile};
 use steward_monitor::monitor::CallError;
 use steward_monitor::plugin::Plugin;
 use steward_monitor::process::TrackedProcess;
 use steward_monitor::worker::RemoteResource;
-use steward_cluster::shared_config::{Applied, SharedConfig, SharedConfigStore, SharedFile};
 use steward_policy::{Input, ResourceState};
 
 /// An operator's request that is not the policy engine's.
@@ -173,8 +173,7 @@ impl ReloadPlanner {
         if let Some(files) = &self.shared {
             fresh = fresh.with_shared(files).map_err(|e| format!("{e}; nothing was changed"))?;
         }
-        let lacking =
-            if self.in_cluster { super::set_aside_lacking(&mut fresh, &self.plugins) } else { Vec::new() };
+        let lacking = if self.in_cluster { super::set_aside_lacking(&mut fresh, &self.plugins) } else { Vec::new() };
         let known = |name: &str| self.groups.iter().any(|g| g.name == name);
         let groups: Vec<_> = fresh.groups.iter().filter(|g| !known(&g.name)).cloned().collect();
         let members: std::collections::HashSet<&str> =
@@ -450,9 +449,12 @@ impl super::Node {
     fn reload(&mut self, reply: ReloadReply) {
         let shared = match &reply {
             ReloadReply::Shared(applied) => Some(applied.config.files.clone()),
-            ReloadReply::Operator(_) => self.view.shared_config.read().ok().and_then(|applied| {
-                applied.as_ref().map(|applied| applied.config.files.clone())
-            }),
+            ReloadReply::Operator(_) => self
+                .view
+                .shared_config
+                .read()
+                .ok()
+                .and_then(|applied| applied.as_ref().map(|applied| applied.config.files.clone())),
         };
         let plan = ReloadPlanner {
             file: self.config.file.clone(),

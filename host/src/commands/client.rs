@@ -9,15 +9,74 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use steward_api::wire;
 
-/// Where the daemon's API is, for every client command.
+/// The socket of a daemon installed as a service (its data directory).
+pub const DEFAULT_API: &str = "unix:/var/lib/steward/api.sock";
+
+/// Where the daemon's API is, and how to prove who is asking, for every
+/// client command.
 #[derive(clap::Args, Clone)]
 pub struct ApiArgs {
-    /// The daemon's API address (host:port).
-    #[arg(long, global = true, env = "STEWARD_API", default_value = "127.0.0.1:7700")]
+    /// The daemon's API: `unix:PATH` (its socket), `HOST:PORT` or
+    /// `http://HOST:PORT` (loopback), or `https://HOST:PORT`.
+    #[arg(long, global = true, env = "STEWARD_API", default_value = DEFAULT_API)]
     pub api: String,
+    /// A file holding the API token (for a TCP listener); or set STEWARD_TOKEN.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// The PEM certificate of the CA that signed an https API's certificate.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl ApiArgs {
+    /// The same token and CA, for another node's API at `api`.
+    fn for_node(&self, api: &str) -> ApiArgs {
+        ApiArgs { api: api.to_string(), ..self.clone() }
+    }
+}
+
+/// A client for `api`: over its Unix socket or TCP (TLS with `--ca`),
+/// sending its token on every request; and the base URL paths go after.
+fn connect(api: &ApiArgs) -> anyhow::Result<(reqwest::Client, String)> {
+    let mut builder = reqwest::Client::builder();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let token = match &api.token_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the token file {} (--token-file)", file.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("STEWARD_TOKEN").ok().map(|token| token.trim().to_string()),
+    };
+    if let Some(token) = token.filter(|token| !token.is_empty()) {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token holds characters no HTTP header may carry; check the token file")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    builder = builder.default_headers(headers);
+    if let Some(ca) = &api.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read the CA file {} (--ca)", ca.display()))?;
+        let certificate = reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("{} is not a PEM certificate (--ca)", ca.display()))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    let base = match api.api.strip_prefix("unix:") {
+        Some(socket) => {
+            builder = builder.unix_socket(std::path::PathBuf::from(socket));
+            // The host is not looked up over a socket; the guard sees no Origin.
+            "http://localhost".to_string()
+        }
+        None if api.api.starts_with("http://") || api.api.starts_with("https://") => {
+            api.api.trim_end_matches('/').to_string()
+        }
+        None => format!("http://{}", api.api),
+    };
+    Ok((builder.build().context("cannot set up the HTTP client")?, base))
 }
 
 /// `steward status`: groups and resources, as a table.
@@ -209,11 +268,12 @@ pub async fn why(api: &ApiArgs, group: &str) -> anyhow::Result<ExitCode> {
     let path = api_path(&["v1", "groups", group, "why"], None);
     let mut decisions: Vec<wire::Decision> = read(get(api, &path).await?, "decisions")?;
     let mut unreachable_nodes = Vec::new();
-    let cluster = reqwest::get(format!("{}/v1/cluster", base(api))).await.with_context(|| unreachable(api))?;
+    let (client, base) = connect(api)?;
+    let cluster = client.get(format!("{base}/v1/cluster")).send().await.map_err(|e| unreachable(api, e))?;
     if cluster.status().is_success() {
         let cluster: wire::Cluster = read(cluster.json().await?, "cluster")?;
         for node in cluster.nodes.iter().filter(|node| node.name != cluster.node) {
-            let other = ApiArgs { api: node.api.clone(), json: api.json };
+            let other = api.for_node(&node.api);
             match get(&other, &path).await.and_then(|body| read::<Vec<wire::Decision>>(body, "decisions")) {
                 Ok(theirs) => decisions.extend(theirs),
                 Err(_) => unreachable_nodes.push(node.name.clone()),
@@ -266,12 +326,16 @@ pub async fn apply(api: &ApiArgs, paths: &[std::path::PathBuf]) -> anyhow::Resul
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         files.push(wire::ConfigFile { name: path.display().to_string(), text });
     }
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/config", base(api)))
+    let (client, base) = connect(api)?;
+    let response = client
+        .post(format!("{base}/v1/config"))
         .json(&wire::ApplyRequest { files })
         .send()
         .await
-        .with_context(|| unreachable(api))?;
+        .map_err(|e| unreachable(api, e))?;
+    if matches!(response.status().as_u16(), 401 | 403) {
+        return Err(check(response).await.err().unwrap_or_else(|| anyhow::anyhow!("refused")));
+    }
     if !response.status().is_success() {
         let status = response.status();
         let error = response.json::<wire::ErrorBody>().await.map(|body| body.error).unwrap_or_default();
@@ -332,8 +396,9 @@ pub async fn config_show(api: &ApiArgs) -> anyhow::Result<ExitCode> {
 
 /// `steward events`: follows the event stream until interrupted.
 pub async fn events(api: &ApiArgs, history: bool) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/v1/events?history={history}", base(api));
-    let response = reqwest::get(&url).await.with_context(|| unreachable(api))?;
+    let (client, base) = connect(api)?;
+    let response =
+        client.get(format!("{base}/v1/events?history={history}")).send().await.map_err(|e| unreachable(api, e))?;
     let response = check(response).await?;
     let mut stream = response.bytes_stream();
     let mut buffer = String::new();
@@ -385,22 +450,40 @@ fn api_path(segments: &[&str], query: Option<(&str, &str)>) -> String {
     }
 }
 
-fn base(api: &ApiArgs) -> String {
-    if api.api.starts_with("http://") { api.api.clone() } else { format!("http://{}", api.api) }
-}
-
-fn unreachable(api: &ApiArgs) -> String {
-    format!("cannot reach the daemon at {}; is `steward daemon` running? (set --api or STEWARD_API)", api.api)
+/// Why the daemon could not be reached, in the operator's terms: an
+/// untrusted certificate says which flag fixes it.
+fn unreachable(api: &ApiArgs, error: reqwest::Error) -> anyhow::Error {
+    let chain = {
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    };
+    if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+        anyhow::anyhow!(
+            "the daemon at {} presented a certificate this client does not trust ({chain}); pass the CA that signed it with --ca FILE",
+            api.api
+        )
+    } else {
+        anyhow::anyhow!(
+            "cannot reach the daemon at {} ({chain}); is `steward daemon` running? (set --api or STEWARD_API)",
+            api.api
+        )
+    }
 }
 
 async fn get(api: &ApiArgs, path: &str) -> anyhow::Result<Value> {
-    let response = reqwest::get(format!("{}{path}", base(api))).await.with_context(|| unreachable(api))?;
+    let (client, base) = connect(api)?;
+    let response = client.get(format!("{base}{path}")).send().await.map_err(|e| unreachable(api, e))?;
     Ok(check(response).await?.json().await?)
 }
 
 async fn post(api: &ApiArgs, path: &str) -> anyhow::Result<Value> {
-    let response =
-        reqwest::Client::new().post(format!("{}{path}", base(api))).send().await.with_context(|| unreachable(api))?;
+    let (client, base) = connect(api)?;
+    let response = client.post(format!("{base}{path}")).send().await.map_err(|e| unreachable(api, e))?;
     Ok(check(response).await?.json().await?)
 }
 
@@ -410,7 +493,14 @@ async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response>
     }
     let status = response.status();
     let error = response.json::<wire::ErrorBody>().await.map(|body| body.error).unwrap_or_default();
-    bail!("the daemon answered {status}: {}", safe(&error))
+    match status.as_u16() {
+        401 => bail!(
+            "the daemon refused the request (401): {}; give a token with --token-file FILE or STEWARD_TOKEN",
+            safe(&error)
+        ),
+        403 => bail!("the daemon refused the request (403): {}", safe(&error)),
+        _ => bail!("the daemon answered {status}: {}", safe(&error)),
+    }
 }
 
 /// A document of the daemon's answer, read as the API's wire type.

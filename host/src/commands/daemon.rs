@@ -4,15 +4,16 @@
 //! or SIGINT.
 
 use std::path::PathBuf;
-use std::time::Duration;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Context;
 use steward_monitor::runtime::{Runtime, RuntimeConfig};
 use steward_monitor::text::escape_control;
 use steward_node::cluster::ClusterOwnership;
 use steward_node::state::StateStore;
 use steward_node::{Node, Ownership, SingleNode};
+
+use super::listeners::Listeners;
 
 /// Scratch instances for `metadata` and `validate` calls at once.
 const SCRATCH_INSTANCE_SLOTS: u32 = 64;
@@ -43,10 +44,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         cache_dir: Some(config.data_dir.join("compile-cache")),
     })?;
     let store = std::sync::Arc::new(StateStore::open(&config.data_dir)?);
-    let listener = tokio::net::TcpListener::bind(config.api)
-        .await
-        .with_context(|| format!("cannot listen on {} (node.api); is another daemon running?", config.api))?;
-    let api = listener.local_addr()?;
+    let listeners = Listeners::bind(&config.api).await?;
+    let api = listeners.api_address.clone();
     // The API serves while the plugins compile: `steward status` shows each
     // resource waiting for its type rather than failing to connect.
     // Alone, the node owns every group; in a cluster, etcd decides.
@@ -55,7 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let (ownership, events) = SingleNode::new(store.clone());
             (Box::new(ownership), events, None, None)
         }
-        Some(cluster) => match join_cluster(&config, cluster, api).await {
+        Some(cluster) => match join_cluster(&config, cluster, api.clone()).await {
             Ok(member) => {
                 let (ownership, events, view) =
                     ClusterOwnership::start(&member, cluster.lease_ttl, cluster.safety_margin);
@@ -110,14 +109,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         node.share_config(shared_store, applied);
     }
     forward_hangups(node.view());
-    let view = node.view();
-    tokio::spawn(async move {
-        if let Err(error) = steward_api::serve(listener, view).await {
-            tracing::error!(%error, "the API server stopped");
-        }
-    });
-    tracing::info!(node = %config.name, %api, resources = config.resources.len(), "daemon started; loading plugins");
-    println!("steward daemon: node `{}`, API on http://{api}", config.name);
+    listeners.serve(node.view(), &config.api);
+    let socket = config.api.socket.display();
+    tracing::info!(node = %config.name, %api, %socket, resources = config.resources.len(), "daemon started; loading plugins");
+    match config.api.tcp {
+        Some(_) => println!("steward daemon: node `{}`, API on unix:{socket} and {api}", config.name),
+        None => println!("steward daemon: node `{}`, API on unix:{socket}", config.name),
+    }
     if let Err(errors) = node.run(shutdown_signal()).await {
         for error in &errors {
             // Plugins' `validate` problems are the plugins' own text.
@@ -146,10 +144,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn join_cluster(
     config: &steward_config::NodeConfig,
     cluster: &steward_config::ClusterSettings,
-    api: std::net::SocketAddr,
+    api: String,
 ) -> Result<steward_cluster::Member, steward_cluster::Error> {
     let info = steward_cluster::NodeInfo {
-        api_address: api.to_string(),
+        api_address: api,
         version: env!("CARGO_PKG_VERSION").to_string(),
         plugins: steward_cluster::PluginInventory::new(),
     };
@@ -171,7 +169,7 @@ async fn join_cluster(
     let member = loop {
         match steward_cluster::join(settings.clone()).await {
             Err(steward_cluster::Error::NodeNameTaken { holder_address, .. })
-                if holder_address == settings.info.api_address && waits < 2 =>
+                if !holder_address.is_empty() && holder_address == settings.info.api_address && waits < 2 =>
             {
                 waits += 1;
                 tracing::warn!(

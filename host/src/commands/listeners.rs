@@ -1,0 +1,114 @@
+//! The daemon's API listeners: the Unix socket in the data directory
+//! (always; mode 0660, its group configurable), and the TCP listener the
+//! node file may add (with TLS when `api_tls` names a certificate).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use steward_config::ApiAccess;
+use steward_node::NodeView;
+
+/// The listeners, bound and not yet served.
+pub struct Listeners {
+    unix: tokio::net::UnixListener,
+    tcp: Option<(tokio::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+    /// What other nodes and operators reach the TCP listener at: `ADDR`,
+    /// or `https://ADDR` with TLS; empty without a TCP listener.
+    pub api_address: String,
+}
+
+impl Listeners {
+    /// Binds what `access` asks for; an address or socket in use, or a
+    /// certificate that does not load, is an error naming the setting.
+    pub async fn bind(access: &ApiAccess) -> anyhow::Result<Listeners> {
+        let unix = bind_socket(&access.socket, access.socket_group.as_deref())?;
+        let mut api_address = String::new();
+        let tcp = match access.tcp {
+            None => None,
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address} (node.api); is another daemon running?"))?;
+                let local = listener.local_addr()?;
+                let tls = match &access.tls {
+                    Some(tls) => Some(
+                        steward_api::tls::server_config(&tls.cert.pem, &tls.key.pem)
+                            .map_err(|error| anyhow::anyhow!("node.{error}"))?,
+                    ),
+                    None => None,
+                };
+                api_address = if tls.is_some() { format!("https://{local}") } else { local.to_string() };
+                Some((listener, tls))
+            }
+        };
+        Ok(Listeners { unix, tcp, api_address })
+    }
+
+    /// Serves the API on every listener, in tasks of their own.
+    pub fn serve(self, view: Arc<NodeView>, access: &ApiAccess) {
+        let guard = steward_api::Access { tokens: access.tokens.clone(), metrics_open: access.metrics_open };
+        let (unix_view, unix_guard) = (view.clone(), guard.clone());
+        tokio::spawn(async move {
+            if let Err(error) = steward_api::serve_unix(self.unix, unix_view, unix_guard).await {
+                tracing::error!(%error, "the API's Unix socket stopped serving");
+            }
+        });
+        if let Some((listener, tls)) = self.tcp {
+            tokio::spawn(async move {
+                let served = match tls {
+                    Some(config) => match steward_api::tls::TlsListener::new(listener, config) {
+                        Ok(listener) => steward_api::serve_tls(listener, view, guard).await,
+                        Err(error) => Err(error),
+                    },
+                    None => steward_api::serve_tcp(listener, view, guard).await,
+                };
+                if let Err(error) = served {
+                    tracing::error!(%error, "the API's TCP listener stopped serving");
+                }
+            });
+        }
+    }
+}
+
+/// Binds the Unix socket at `path`: a socket file left by a daemon that is
+/// gone is replaced, one a live daemon answers on is an error. The socket
+/// gets mode 0660 and, if named, `group`.
+fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {} (node.socket)", parent.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another daemon serves the socket {} (node.socket); stop it first", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("cannot replace the stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on the socket {} (node.socket)", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    if let Some(group) = group {
+        let gid = group_id(group)?;
+        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| {
+            format!("cannot give the socket {} to group `{group}` (node.socket_group)", path.display())
+        })?;
+    }
+    Ok(listener)
+}
+
+/// The id of group `name`, from `/etc/group`.
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    let groups = std::fs::read_to_string("/etc/group").context("cannot read /etc/group")?;
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let group = fields.next()?;
+            let gid = fields.nth(1)?.parse().ok()?;
+            (group == name).then_some(gid)
+        })
+        .next()
+        .with_context(|| format!("node.socket_group: there is no group `{name}` in /etc/group"))
+}
