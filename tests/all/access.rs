@@ -163,12 +163,7 @@ async fn the_unix_socket_has_its_mode_and_group_and_acts_for_the_user_who_opened
 async fn refused(config: &str) -> String {
     let mut daemon = Daemon::prepare(config, &[steward_tests::guest_wasm("dummy")]);
     daemon.launch();
-    let until = Instant::now() + Duration::from_secs(30);
-    while daemon.running() {
-        assert!(Instant::now() < until, "the daemon kept running: {}", daemon.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    daemon.log()
+    daemon.wait_exit(Duration::from_secs(30)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,24 +175,13 @@ async fn a_missing_unreadable_or_malformed_tokens_file_stops_the_daemon_naming_i
     assert!(log.contains("no-such-tokens") && log.contains("steward token create"), "missing: {log}");
     // A directory stands for a file that cannot be read (root reads any
     // file whatever its mode).
-    let mut unreadable = Daemon::prepare(&with_tokens("state"), &[steward_tests::guest_wasm("dummy")]);
-    unreadable.launch();
-    let until = Instant::now() + Duration::from_secs(30);
-    while unreadable.running() {
-        assert!(Instant::now() < until, "the daemon kept running: {}", unreadable.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(unreadable.log().contains("/state") && unreadable.log().contains("regular file"), "{}", unreadable.log());
+    let log = refused(&with_tokens("state")).await;
+    assert!(log.contains("/state") && log.contains("regular file"), "{log}");
     let mut malformed = Daemon::prepare(&with_tokens("bad-tokens"), &[steward_tests::guest_wasm("dummy")]);
     std::fs::write(malformed.path("bad-tokens"), "[[token]]\nname = \"x\"\nrole = \"root\"\nsha256 = \"0\"\n")
         .expect("a malformed tokens file");
     malformed.launch();
-    let until = Instant::now() + Duration::from_secs(30);
-    while malformed.running() {
-        assert!(Instant::now() < until, "the daemon kept running: {}", malformed.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = malformed.log();
+    let log = malformed.wait_exit(Duration::from_secs(30)).await;
     assert!(log.contains("bad-tokens:3") && log.contains("root"), "malformed, by line: {log}");
     // A listener other machines can reach wants TLS.
     let open = NODE.replace("api = \"{api}\"", "api = \"0.0.0.0:1\"\napi_tokens = \"{dir}/api-tokens\"");

@@ -516,12 +516,7 @@ async fn a_node_name_taken_in_the_cluster_refuses_to_start() {
     let _first = Daemon::start(&file, &["fenced"]).await;
     let mut second = Daemon::prepare(&file, &[steward_tests::guest_wasm("fenced")]);
     second.launch();
-    let until = Instant::now() + Duration::from_secs(20);
-    while second.running() {
-        assert!(Instant::now() < until, "a second `node-a` kept running: {}", second.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = second.log();
+    let log = second.wait_exit(Duration::from_secs(20)).await;
     assert!(log.contains("[cluster]") && log.contains("node-a"), "the refusal names the section and the node: {log}");
 }
 
@@ -783,12 +778,7 @@ async fn a_node_that_does_not_trust_etcd_s_certificate_refuses_to_start_naming_t
     let file = tls_node_file("node-a", "untrusted", &etcd, journal.path(), &tls);
     let mut node = Daemon::prepare(&file, &[steward_tests::guest_wasm("fenced")]);
     node.launch();
-    let until = Instant::now() + Duration::from_secs(20);
-    while node.running() {
-        assert!(Instant::now() < until, "a node that trusts another CA kept running: {}", node.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = node.log();
+    let log = node.wait_exit(Duration::from_secs(20)).await;
     let config = node.path("steward.toml").display().to_string();
     assert!(log.contains(&format!("{config}: [cluster]")), "the refusal names the node file's [cluster]: {log}");
     assert!(etcd.endpoints().iter().any(|endpoint| log.contains(endpoint.as_str())), "it names the endpoint: {log}");

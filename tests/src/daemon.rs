@@ -16,6 +16,15 @@ use crate::{guest_wasm, steward_binary};
 /// The tokens file each test daemon's node file names.
 const API_TOKENS: &str = "api-tokens";
 
+/// This test process's operate and read tokens, with their file entries.
+fn test_tokens() -> &'static [(String, tokens::TokenEntry); 2] {
+    static TOKENS: std::sync::OnceLock<[(String, tokens::TokenEntry); 2]> = std::sync::OnceLock::new();
+    TOKENS.get_or_init(|| {
+        let make = |name, role| tokens::generate(name, role).expect("random bytes for a token");
+        [make("test-operator", Role::Operate), make("test-reader", Role::Read)]
+    })
+}
+
 /// How long a daemon may take to start answering its API.
 const STARTUP_LIMIT: Duration = Duration::from_secs(180);
 
@@ -114,14 +123,16 @@ impl Daemon {
         }
         let api = free_address();
         // Every TCP request presents a token: the daemon gets a tokens file
-        // with one operate and one read token, which the helpers send.
+        // with one operate and one read token, which the helpers send. The
+        // tokens are the test process's, so the nodes of a test cluster
+        // take each other's, as a cluster's nodes share their tokens file
+        // (`steward why` asks every node with one token).
         let tokens_file = dir.path().join(API_TOKENS);
-        let mut tokens = Vec::new();
-        for (name, role) in [("test-operator", Role::Operate), ("test-reader", Role::Read)] {
-            let (token, entry) = tokens::generate(name, role).expect("random bytes for a token");
-            tokens::append(&tokens_file, &entry).expect("the tokens file is written");
-            tokens.push(token);
+        let shared = test_tokens();
+        for (_, entry) in shared {
+            tokens::append(&tokens_file, entry).expect("the tokens file is written");
         }
+        let tokens: Vec<String> = shared.iter().map(|(token, _)| token.clone()).collect();
         let config = config
             .replace("{dir}", &dir.path().display().to_string())
             .replace("api = \"{api}\"", &format!("api = \"{api}\"\napi_tokens = \"{API_TOKENS}\""))
@@ -303,6 +314,17 @@ impl Daemon {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         child.wait().expect("the daemon exits")
+    }
+
+    /// Waits up to `limit` for a daemon that must refuse to run to exit;
+    /// its log.
+    pub async fn wait_exit(&mut self, limit: Duration) -> String {
+        let until = Instant::now() + limit;
+        while self.running() {
+            assert!(Instant::now() < until, "the daemon kept running: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.log()
     }
 
     /// Whether the daemon process is still running.

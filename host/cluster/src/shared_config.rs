@@ -91,6 +91,12 @@ impl Drop for SharedConfigWatch {
 impl SharedConfigStore {
     /// What is applied now, if anything.
     pub async fn read(&self) -> Result<Option<Applied>> {
+        let (entry, _) = self.get().await?;
+        entry.as_ref().map(decode).transpose()
+    }
+
+    /// The key as it is now, and the revision of the read.
+    async fn get(&self) -> Result<(Option<Entry>, i64)> {
         let key = self.keys.shared_config();
         let response = timed("shared configuration read", self.request_timeout, || {
             let mut kv = self.client.kv_client();
@@ -98,10 +104,8 @@ impl SharedConfigStore {
             async move { kv.get(key, None).await }
         })
         .await?;
-        match response.kvs().first().and_then(Entry::from_key_value) {
-            Some(entry) => decode(&entry).map(Some),
-            None => Ok(None),
-        }
+        let revision = response.header().map(|header| header.revision()).unwrap_or_default();
+        Ok((response.kvs().first().and_then(Entry::from_key_value), revision))
     }
 
     /// Writes `config` in one transaction, if the configuration is still
@@ -136,16 +140,9 @@ impl SharedConfigStore {
     /// every change, across broken streams. A key that is not Steward's
     /// JSON is skipped with a warning (the last good one stays in force).
     pub async fn watch(&self) -> Result<SharedConfigWatch> {
-        let key = self.keys.shared_config();
-        let response = timed("shared configuration read", self.request_timeout, || {
-            let mut kv = self.client.kv_client();
-            let key = key.clone();
-            async move { kv.get(key, None).await }
-        })
-        .await?;
-        let revision = response.header().map(|header| header.revision()).unwrap_or_default();
+        let (entry, revision) = self.get().await?;
         let (sender, changes) = mpsc::unbounded_channel();
-        if let Some(entry) = response.kvs().first().and_then(Entry::from_key_value) {
+        if let Some(entry) = entry {
             match decode(&entry) {
                 Ok(applied) => {
                     let _ = sender.send(applied);
@@ -154,7 +151,7 @@ impl SharedConfigStore {
             }
         }
         let spec = WatchSpec {
-            key,
+            key: self.keys.shared_config(),
             prefix: false,
             start_revision: revision + 1,
             request_timeout: self.request_timeout,
