@@ -15,5 +15,6 @@ mod ownership;
 mod plugin_dir;
 mod plugin_new;
 mod plugins;
+mod systemd;
 mod tidy;
 mod workers;

@@ -51,6 +51,12 @@ impl Daemon {
 
     /// Starts the daemon process without waiting for anything.
     pub fn launch(&mut self) {
+        self.launch_with_env(&[]);
+    }
+
+    /// As [`Daemon::launch`], with `env` added to the daemon's environment
+    /// (`NOTIFY_SOCKET`, say).
+    pub fn launch_with_env(&mut self, env: &[(&str, &std::ffi::OsStr)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -59,6 +65,7 @@ impl Daemon {
         let child = Command::new(&self.binary)
             .args(["daemon", "--config"])
             .arg(self.dir.path().join("steward.toml"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -123,6 +130,12 @@ impl Daemon {
     /// The URL of an API path.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api)
+    }
+
+    /// `request` to this daemon's API with what the API asks of a client
+    /// to accept it; every request a test makes goes through here.
+    pub fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request
     }
 
     /// GETs a JSON document.
