@@ -1,6 +1,7 @@
 //! Steward's integration and fault tests: one binary, one module per area,
 //! so the 2-core machines link once.
 
+mod api_fuzz;
 mod cli;
 mod cluster;
 mod containment;
