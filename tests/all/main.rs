@@ -2,6 +2,7 @@
 //! so the 2-core machines link once.
 
 mod access;
+mod api_fuzz;
 mod cli;
 mod cluster;
 mod containment;
@@ -16,5 +17,6 @@ mod ownership;
 mod plugin_dir;
 mod plugin_new;
 mod plugins;
+mod systemd;
 mod tidy;
 mod workers;

@@ -68,6 +68,12 @@ impl Daemon {
 
     /// Starts the daemon process without waiting for anything.
     pub fn launch(&mut self) {
+        self.launch_with_env(&[]);
+    }
+
+    /// As [`Daemon::launch`], with `env` added to the daemon's environment
+    /// (`NOTIFY_SOCKET`, say).
+    pub fn launch_with_env(&mut self, env: &[(&str, &std::ffi::OsStr)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -76,6 +82,7 @@ impl Daemon {
         let child = Command::new(&self.binary)
             .args(["daemon", "--config"])
             .arg(self.dir.path().join("steward.toml"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -11,7 +11,9 @@
 //! run in tasks of their own, so a slow resource never holds up the loop or
 //! another resource; healthy probes run inside the workers and cost the
 //! loop nothing. Group ownership is decided in one place, [`Ownership`], so
-//! a cluster backend can take it over later.
+//! a cluster backend can take it over later. A [`Supervisor`] (systemd, as
+//! the daemon wires it) hears the node's status and gets heartbeats from
+//! the loop itself.
 //!
 //! Start-up serves the API before any plugin is compiled (a Python plugin
 //! takes tens of seconds): [`Node::start`] only builds the view, where each
@@ -445,6 +447,28 @@ pub trait Ownership: Send {
     }
 }
 
+/// Whoever watches the node from outside, such as the service manager that
+/// started the daemon (the daemon wires this to systemd's notifications;
+/// the node names no manager). It hears where the node is in its life, and
+/// when it wants heartbeats they come from the node loop itself, as one of
+/// its branches: a loop that hangs falls silent, where a task of its own
+/// would vouch for it.
+pub trait Supervisor: Send {
+    /// How often the loop beats; `None`: never.
+    fn heartbeat_period(&self) -> Option<Duration>;
+
+    /// A heartbeat from the node loop.
+    fn heartbeat(&mut self);
+
+    /// Where the node is now, as a line for operators.
+    fn status(&mut self, status: &str);
+
+    /// The configured groups are started: the resources are open and
+    /// every group wanted online was asked online (it may still be coming
+    /// online). Said once.
+    fn started(&mut self);
+}
+
 /// A node running alone: every group is acquired at once, each time with
 /// a fencing token one larger than the last, from a counter kept in the
 /// state store, so tokens grow across offline and online and across
@@ -674,6 +698,8 @@ pub struct Node {
     /// Resources whose graceful offline would outlast the lease: they are
     /// terminated instead.
     hurried: std::collections::HashSet<String>,
+    /// Who watches the node from outside, if anyone (see [`Supervisor`]).
+    supervisor: Option<Box<dyn Supervisor>>,
 }
 
 impl Node {
@@ -765,6 +791,7 @@ impl Node {
             shared_config: None,
             lease_until_ns: None,
             hurried: std::collections::HashSet::new(),
+            supervisor: None,
         })
     }
 
@@ -780,6 +807,36 @@ impl Node {
             *view = applied;
         }
         self.shared_config = Some(store);
+    }
+
+    /// `supervisor` watches the node from outside: it hears the node's
+    /// status as it changes and, once the groups are started, that they
+    /// are; and it gets the loop's heartbeats, if it asks for them.
+    pub fn supervise(&mut self, supervisor: Box<dyn Supervisor>) {
+        self.supervisor = Some(supervisor);
+    }
+
+    /// Tells the supervisor, if any, where the node is.
+    fn tell_status(&mut self, status: &str) {
+        if let Some(supervisor) = &mut self.supervisor {
+            supervisor.status(status);
+        }
+    }
+
+    /// Applies a message of the internal channel; true when it was
+    /// start-up's own answer, after which the groups are started and the
+    /// supervisor hears it.
+    async fn take_internal(&mut self, message: live::Internal) -> bool {
+        let starting = matches!(message, live::Internal::Started { .. });
+        self.on_internal(message).await;
+        if starting {
+            let (groups, resources) = (self.config.groups.len(), self.handles.len());
+            self.tell_status(&format!("running: {groups} group(s), {resources} resource(s)"));
+            if let Some(supervisor) = &mut self.supervisor {
+                supervisor.started();
+            }
+        }
+        starting
     }
 
     /// Loads every plugin file of the directory, one at a time, each shown
@@ -987,6 +1044,7 @@ impl Node {
         if let Some(store) = self.shared_config.clone() {
             self.follow_shared_config(store);
         }
+        self.tell_status("loading plugins");
         let stopped = tokio::select! {
             () = self.load_plugin_dir() => false,
             () = &mut shutdown => true,
@@ -1012,9 +1070,23 @@ impl Node {
         let (resources, groups) = (self.configured.resources.clone(), self.configured.groups.clone());
         let stored = read_stored(&self.store, &resources);
         let opening = self.add(resources, groups, stored);
+        self.tell_status(&format!("opening {} resource(s)", opening.len()));
         self.open_at_start(opening);
+        // The supervisor's heartbeat is a branch of this loop, so it stops
+        // when the loop hangs. Missed beats are not made up in a burst: one
+        // beat after a stall says as much as many.
+        let mut heartbeat = self
+            .supervisor
+            .as_ref()
+            .and_then(|supervisor| supervisor.heartbeat_period())
+            .filter(|period| !period.is_zero())
+            .map(|period| {
+                let mut interval = tokio::time::interval(period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                interval
+            });
         // Until the resources are open, the loop takes only start-up's own
-        // answer and a stop. Operator requests, plugin files and what the
+        // answer, the ownership backend, heartbeats and a stop. Operator requests, plugin files and what the
         // workers report wait in their channels: a signal a plugin sent
         // during its adoption probe must reach the engine after the group
         // was asked online, or the engine, knowing nothing yet, drops it.
@@ -1034,16 +1106,21 @@ impl Node {
                 Some(event) = self.ownership_events.recv() => self.on_ownership(event),
                 Some(change) = plugin_files.recv(), if started => self.on_plugin_file(change),
                 Some(message) = self.internal.recv() => {
-                    started |= matches!(message, live::Internal::Started { .. });
                     // Calls end here (10,000 onlines at start-up): a burst of
                     // them is taken together, and recorded below in one write.
-                    self.on_internal(message).await;
+                    // Start-up's answer may come anywhere in the burst.
+                    started |= self.take_internal(message).await;
                     for _ in 0..INPUT_BURST {
                         let Ok(message) = self.internal.try_recv() else { break };
-                        self.on_internal(message).await;
+                        started |= self.take_internal(message).await;
                     }
                 }
                 Some(request) = self.node_requests.recv(), if started => self.on_request(request).await,
+                () = next_tick(&mut heartbeat) => {
+                    if let Some(supervisor) = &mut self.supervisor {
+                        supervisor.heartbeat();
+                    }
+                }
                 () = &mut shutdown => break,
             }
             // Whatever the branch changed of the resources' history is
@@ -1057,6 +1134,7 @@ impl Node {
     async fn stop(mut self) {
         self.view.set_phase(NodePhase::Stopping);
         if self.config.leave_running_on_stop {
+            self.tell_status("stopping: leaving resources running, as configured");
             tracing::info!("stopping; leaving resources running, as configured");
             self.workers.shutdown(true).await;
             return;
@@ -1072,6 +1150,7 @@ impl Node {
             }
             tracing::info!(groups = ?owned, "stopping; the groups stay offline in the cluster, as configured");
         }
+        self.tell_status("stopping: taking groups offline");
         tracing::info!("stopping; taking groups offline in reverse dependency order");
         for group in self.config.groups.clone() {
             let actions = self.engine.handle(Input::GroupOffline(group.name.clone()), Instant::now());
@@ -2006,6 +2085,16 @@ fn read_stored(store: &StateStore, resources: &[ResourceConfig]) -> HashMap<Stri
             (resource.name.clone(), stored)
         })
         .collect()
+}
+
+/// The next tick of `interval`; never, without one.
+async fn next_tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Opens `handles` in their workers, all at once (a failed open is not

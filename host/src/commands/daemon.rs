@@ -1,7 +1,10 @@
 //! `steward daemon --config FILE`: runs the node: loads the configuration,
 //! opens the state store, serves the API at once, then has the node load
 //! its plugins, check the configuration against them and run until SIGTERM
-//! or SIGINT.
+//! or SIGINT. Under a `Type=notify` systemd unit, it tells the service
+//! manager how it goes ([`notify`]).
+
+mod notify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     crate::init_tracing(config.log_format == steward_config::LogFormat::Json, "info");
+    let manager = notify::ServiceManager::from_env();
     // Instances live in the monitor workers; the daemon's own engine runs
     // only `metadata` and `validate` in scratch instances.
     let runtime = Runtime::new(&RuntimeConfig {
@@ -46,6 +50,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = std::sync::Arc::new(StateStore::open(&config.data_dir)?);
     let listeners = Listeners::bind(&config.api).await?;
     let api = listeners.api_address.clone();
+    if let (Some(manager), Some(cluster)) = (&manager, &config.cluster) {
+        manager.status(&format!("joining cluster `{}`", cluster.name));
+    }
     // The API serves while the plugins compile: `steward status` shows each
     // resource waiting for its type rather than failing to connect.
     // Alone, the node owns every group; in a cluster, etcd decides.
@@ -108,6 +115,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some((shared_store, applied)) = shared {
         node.share_config(shared_store, applied);
     }
+    if let Some(manager) = &manager {
+        // Ready once the API serves (its task is spawned below, long before
+        // the plugins are loaded) and the node started its groups.
+        node.supervise(Box::new(notify::Notifier::new(manager.clone(), notify::watchdog_from_env())));
+    }
     forward_hangups(node.view());
     listeners.serve(node.view(), &config.api);
     let socket = config.api.socket.display();
@@ -116,7 +128,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(_) => println!("steward daemon: node `{}`, API on unix:{socket} and {api}", config.name),
         None => println!("steward daemon: node `{}`, API on unix:{socket}", config.name),
     }
-    if let Err(errors) = node.run(shutdown_signal()).await {
+    let shutdown = {
+        let manager = manager.clone();
+        async move {
+            shutdown_signal().await;
+            if let Some(manager) = manager {
+                manager.notify("STOPPING=1");
+            }
+        }
+    };
+    if let Err(errors) = node.run(shutdown).await {
+        if let Some(manager) = &manager {
+            manager.status(&format!("the configuration has {} error(s); see the log", errors.len()));
+        }
         for error in &errors {
             // Plugins' `validate` problems are the plugins' own text.
             eprintln!("error: {}", escape_control(&error.to_string()));
