@@ -24,12 +24,11 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::keys::{Keys, check_name, name_under};
 use crate::membership::{LeaseHealth, LeaseState, first_entry, timed};
-use crate::watch::{self as resilient, Change, Entry, StreamClients, WatchSpec};
+use crate::watch::{self as resilient, Change, Entry, StreamClients, Subscription, WatchSpec};
 use crate::{Error, FencingToken, LeaseId, NodeInfo, Result};
 
 /// The group data key naming the node a planned move hands the group to.
@@ -73,24 +72,7 @@ pub struct OwnerChanged {
 }
 
 /// The owner changes of the cluster, beginning with the owners that exist.
-/// Dropping it stops the watch.
-pub struct OwnersWatch {
-    events: mpsc::UnboundedReceiver<OwnerChanged>,
-    task: JoinHandle<()>,
-}
-
-impl OwnersWatch {
-    /// The next change; `None` only if the watch task died.
-    pub async fn recv(&mut self) -> Option<OwnerChanged> {
-        self.events.recv().await
-    }
-}
-
-impl Drop for OwnersWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub type OwnersWatch = Subscription<OwnerChanged>;
 
 /// An operator's word on whether a group runs anywhere in the cluster:
 /// `steward offline` on any node keeps it offline on every node until
@@ -107,25 +89,8 @@ pub struct Wish {
     pub unix_ms: u64,
 }
 
-/// The wishes of the cluster, beginning with those that exist. Dropping
-/// it stops the watch.
-pub struct WishesWatch {
-    events: mpsc::UnboundedReceiver<Wish>,
-    task: JoinHandle<()>,
-}
-
-impl WishesWatch {
-    /// The next wish; `None` only if the watch task died.
-    pub async fn recv(&mut self) -> Option<Wish> {
-        self.events.recv().await
-    }
-}
-
-impl Drop for WishesWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// The wishes of the cluster, beginning with those that exist.
+pub type WishesWatch = Subscription<Wish>;
 
 /// The JSON value of an owner key.
 #[derive(Serialize, Deserialize)]
@@ -372,7 +337,7 @@ impl Ownership {
             })
             .instrument(span),
         );
-        Ok(WishesWatch { events, task })
+        Ok(Subscription::new(events, task))
     }
 
     /// Every group's current owner, by group name.
@@ -429,7 +394,7 @@ impl Ownership {
             })
             .instrument(span),
         );
-        Ok(OwnersWatch { events, task })
+        Ok(Subscription::new(events, task))
     }
 
     /// Every transaction here may be repeated by `timed`: acquiring again

@@ -17,12 +17,11 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::keys::Keys;
 use crate::membership::timed;
-use crate::watch::{self as resilient, Change, Entry, StreamClients, WatchSpec};
+use crate::watch::{self as resilient, Change, Entry, StreamClients, Subscription, WatchSpec};
 use crate::{Error, Result};
 
 /// The most bytes an applied configuration may take: etcd refuses a
@@ -69,24 +68,8 @@ pub struct SharedConfigStore {
 }
 
 /// The shared configuration as it changes: first what is applied now (if
-/// anything), then every later apply. Dropping it stops the watch.
-pub struct SharedConfigWatch {
-    changes: mpsc::UnboundedReceiver<Applied>,
-    task: JoinHandle<()>,
-}
-
-impl SharedConfigWatch {
-    /// The next applied configuration; `None` only if the watch task died.
-    pub async fn recv(&mut self) -> Option<Applied> {
-        self.changes.recv().await
-    }
-}
-
-impl Drop for SharedConfigWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// anything), then every later apply.
+pub type SharedConfigWatch = Subscription<Applied>;
 
 impl SharedConfigStore {
     /// What is applied now, if anything.
@@ -178,7 +161,7 @@ impl SharedConfigStore {
             })
             .instrument(span),
         );
-        Ok(SharedConfigWatch { changes, task })
+        Ok(Subscription::new(changes, task))
     }
 }
 

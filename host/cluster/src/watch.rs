@@ -79,6 +79,30 @@ pub(crate) struct WatchSpec {
     pub(crate) label: &'static str,
 }
 
+/// What a watch delivers, in order, from a task of its own; dropping it
+/// stops the task.
+pub struct Subscription<T> {
+    events: tokio::sync::mpsc::UnboundedReceiver<T>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T> Subscription<T> {
+    pub(crate) fn new(events: tokio::sync::mpsc::UnboundedReceiver<T>, task: tokio::task::JoinHandle<()>) -> Self {
+        Subscription { events, task }
+    }
+
+    /// The next item; `None` only if the watch task died.
+    pub async fn recv(&mut self) -> Option<T> {
+        self.events.recv().await
+    }
+}
+
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// One client per etcd member, for long-lived streams.
 ///
 /// The balanced channel of a client over all members keeps handing new
