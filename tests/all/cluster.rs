@@ -660,6 +660,46 @@ async fn steward_apply_shares_groups_with_every_node_and_a_bad_file_changes_noth
         .filter_map(|group| group["name"].as_str().map(str::to_string))
         .collect();
     assert_eq!(groups, ["g", "g2"], "node-c has the shared groups");
+
+    // A group the next apply leaves out goes offline where it runs and is
+    // removed from every node.
+    let only_g = files.path().join("only-g.toml");
+    std::fs::write(
+        &only_g,
+        format!(
+            "{}\n[[group]]\nname = \"g\"\nresources = [\"r\"]\npreferred_owners = [\"node-a\", \"node-b\"]\n",
+            fenced("r", "log")
+        ),
+    )
+    .expect("the second applied file is written");
+    let applied = a.cli(&["apply", &only_g.display().to_string()]);
+    assert!(applied.status.success(), "apply: {applied:?}");
+    let until = Instant::now() + Duration::from_secs(30);
+    for node in [&a, &b, &c] {
+        loop {
+            let names: Vec<String> = node
+                .get("/v1/groups")
+                .await
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|group| group["name"].as_str().map(str::to_string))
+                .collect();
+            if names == ["g"] {
+                break;
+            }
+            assert!(Instant::now() < until, "g2 was not removed: {names:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let events = b.events().await;
+    assert!(events.iter().any(|e| e["kind"] == "group-removed" && e["group"] == "g2"), "{events:#?}");
+    let cluster = a.get("/v1/cluster").await;
+    assert!(
+        cluster["owners"].as_array().into_iter().flatten().all(|owner| owner["group"] != "g2"),
+        "nobody owns g2 any more: {cluster}"
+    );
+    wait_owner(&[&a, &b, &c], 0, Duration::from_secs(5)).await;
     checked_journal(journal.path());
 }
 

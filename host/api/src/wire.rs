@@ -186,6 +186,9 @@ pub struct ReloadReport {
     pub added_groups: Vec<String>,
     /// Resources added.
     pub added_resources: Vec<String>,
+    /// Groups no longer configured: taken offline, then removed.
+    #[serde(default)]
+    pub removed_groups: Vec<String>,
     /// What the file now says that a reload does not apply (a restart does).
     pub not_applied: Vec<String>,
 }

@@ -698,6 +698,8 @@ pub struct Node {
     /// Resources whose graceful offline would outlast the lease: they are
     /// terminated instead.
     hurried: std::collections::HashSet<String>,
+    /// Groups the configuration no longer has: removed once offline here.
+    removing: std::collections::HashSet<String>,
     /// Who watches the node from outside, if anyone (see [`Supervisor`]).
     supervisor: Option<Box<dyn Supervisor>>,
 }
@@ -791,6 +793,7 @@ impl Node {
             shared_config: None,
             lease_until_ns: None,
             hurried: std::collections::HashSet::new(),
+            removing: std::collections::HashSet::new(),
             supervisor: None,
         })
     }
@@ -1157,10 +1160,7 @@ impl Node {
             self.execute(actions);
         }
         let deadline = Instant::now() + Timeouts::default().pending * 2;
-        let busy = |state| {
-            matches!(state, Some(ResourceState::Online | ResourceState::OnlinePending | ResourceState::OfflinePending))
-        };
-        while self.handles.keys().any(|r| busy(self.engine.state(r))) && Instant::now() < deadline {
+        while self.handles.keys().any(|r| runs(self.engine.state(r))) && Instant::now() < deadline {
             // Calls end on the internal channel; a resource still coming
             // online finishes, then goes offline. Nothing else is taken up.
             match tokio::time::timeout(Duration::from_secs(1), self.internal.recv()).await {
@@ -1241,6 +1241,11 @@ impl Node {
     fn on_ownership(&mut self, event: OwnershipEvent) {
         match event {
             OwnershipEvent::Acquired { group, fencing_token } => {
+                if self.group_config(&group).is_none() {
+                    // Removed from the configuration while it was acquired.
+                    self.ownership.release(&group);
+                    return;
+                }
                 tracing::info!(%group, fencing_token, "group acquired");
                 self.owned.insert(group.clone(), fencing_token);
                 self.set_group_token(&group, Some(fencing_token));
@@ -1411,6 +1416,73 @@ impl Node {
         for group in idle {
             self.disown(&group);
             self.ownership.release(&group);
+        }
+        self.finish_removals();
+    }
+
+    /// Starts removing `group`, which the configuration no longer has: it
+    /// goes offline here (not as an operator's wish: the group is gone, not
+    /// wanted offline), and is removed once nothing of it runs.
+    fn remove_group(&mut self, group: String) {
+        tracing::info!(%group, "the configuration no longer has the group; removing it");
+        self.removing.insert(group.clone());
+        self.apply(Input::GroupOffline(group));
+    }
+
+    /// Removes the groups being removed that are offline here and no
+    /// longer owned: their instances are closed in their workers, and the
+    /// node, its engine and its view forget them.
+    fn finish_removals(&mut self) {
+        let settled: Vec<String> = self
+            .removing
+            .iter()
+            .filter(|group| !self.owned.contains_key(*group))
+            .filter(|group| self.group_members(group).iter().all(|member| !runs(self.engine.state(member))))
+            .cloned()
+            .collect();
+        for group in settled {
+            self.removing.remove(&group);
+            // The backend forgets it too: no node asks for a group it lost.
+            self.ownership.release(&group);
+            let members = self.group_members(&group);
+            for member in &members {
+                self.stop_probes(member);
+                self.notifiers.remove(member);
+                self.attempts.remove(member);
+                if let Some(handle) = self.handles.remove(member) {
+                    tokio::spawn(async move { handle.close().await });
+                }
+            }
+            self.engine.remove_group(&group);
+            self.awaiting_ownership.remove(&group);
+            self.moving.remove(&group);
+            self.failing_over.remove(&group);
+            self.config.groups.retain(|known| known.name != group);
+            self.config.resources.retain(|resource| !members.contains(&resource.name));
+            self.resource_index =
+                self.config.resources.iter().enumerate().map(|(at, resource)| (resource.name.clone(), at)).collect();
+            self.group_index = self
+                .config
+                .groups
+                .iter()
+                .enumerate()
+                .flat_map(|(at, known)| known.resources.iter().map(move |member| (member.clone(), at)))
+                .collect();
+            if let Ok(mut views) = self.view.resources.write() {
+                views.retain(|name, _| !members.contains(name));
+            }
+            if let Ok(mut metrics) = self.view.metrics.write() {
+                metrics.retain(|name, _| !members.contains(name));
+            }
+            if let Ok(mut views) = self.view.groups.write() {
+                views.remove(&group);
+            }
+            self.view.publish(NodeEvent {
+                kind: "group-removed".into(),
+                group,
+                reason: "the configuration no longer has the group; it was taken offline and removed".into(),
+                ..blank_event()
+            });
         }
     }
 

@@ -103,6 +103,8 @@ pub struct ReloadReport {
     pub added_groups: Vec<String>,
     /// Resources added.
     pub added_resources: Vec<String>,
+    /// Groups no longer configured: taken offline here, then removed.
+    pub removed_groups: Vec<String>,
     /// What the file now says that a reload does not apply (a restart does).
     pub not_applied: Vec<String>,
 }
@@ -160,6 +162,8 @@ pub(super) struct ReloadPlan {
     /// What the store remembers of each, read here rather than in the loop
     /// (a thousand reads would hold it up).
     stored: HashMap<String, super::Stored>,
+    /// Groups the configuration no longer has.
+    removed: Vec<String>,
     not_applied: Vec<String>,
     /// Groups left to nodes that have a type this one lacks, with the type.
     lacking: Vec<(String, String)>,
@@ -195,21 +199,22 @@ impl ReloadPlanner {
             return Err(format!("{}; nothing was changed", errors.join("; ")));
         }
         let mut not_applied = Vec::new();
-        let source = if self.shared.is_some() { "the shared configuration" } else { "the file" };
+        let mut removed = Vec::new();
         for group in &self.groups {
+            let set_aside = lacking.iter().any(|(name, _)| *name == group.name);
             match fresh.groups.iter().find(|g| g.name == group.name) {
-                None => not_applied.push(format!("group `{}` was removed from {source}", group.name)),
+                None if !set_aside => removed.push(group.name.clone()),
                 Some(now) if now.resources != group.resources => {
                     not_applied.push(format!("group `{}` has other resources now", group.name))
                 }
-                Some(_) => {}
+                _ => {}
             }
         }
         if !not_applied.is_empty() {
-            not_applied.push("a reload only adds groups; restart the daemon to apply the rest".into());
+            not_applied.push("a reload adds and removes groups; restart the daemon to change one".into());
         }
         let stored = super::read_stored(&self.store, &resources);
-        Ok(ReloadPlan { groups, resources, stored, not_applied, lacking })
+        Ok(ReloadPlan { groups, resources, stored, removed, not_applied, lacking })
     }
 }
 
@@ -229,9 +234,11 @@ impl ReloadReply {
                             *current = Some(applied);
                         }
                         let mut reason = format!(
-                            "shared configuration revision {revision}: added groups [{}], resources [{}]",
+                            "shared configuration revision {revision}: added groups [{}], resources [{}]; removing \
+                             groups [{}]",
                             report.added_groups.join(", "),
-                            report.added_resources.join(", ")
+                            report.added_resources.join(", "),
+                            report.removed_groups.join(", ")
                         );
                         if !report.not_applied.is_empty() {
                             reason.push_str(&format!("; not applied: {}", report.not_applied.join("; ")));
@@ -502,8 +509,12 @@ impl super::Node {
         let report = ReloadReport {
             added_groups: plan.groups.iter().map(|g| g.name.clone()).collect(),
             added_resources: plan.resources.iter().map(|r| r.name.clone()).collect(),
+            removed_groups: plan.removed.clone(),
             not_applied: plan.not_applied,
         };
+        for group in plan.removed {
+            self.remove_group(group);
+        }
         let then: Vec<Input> = plan
             .groups
             .iter()
@@ -518,9 +529,10 @@ impl super::Node {
         self.publish_node_event(
             "reloaded",
             format!(
-                "added groups: [{}]; resources: [{}]",
+                "added groups: [{}]; resources: [{}]; removing groups: [{}]",
                 report.added_groups.join(", "),
-                report.added_resources.join(", ")
+                report.added_resources.join(", "),
+                report.removed_groups.join(", ")
             ),
         );
         reply.answer(&self.view, Ok(report));

@@ -237,6 +237,16 @@ impl PolicyEngine {
         self.groups.insert(group.name, GroupEntry { members: member_names, policy: group.policy, failed: false });
     }
 
+    /// Forgets `group` and its resources, which must be offline: inputs
+    /// about them are ignored from now on. Returns whether it was known.
+    pub fn remove_group(&mut self, group: &str) -> bool {
+        let Some(entry) = self.groups.remove(group) else { return false };
+        for member in entry.members {
+            self.resources.remove(&member);
+        }
+        true
+    }
+
     /// The state of `resource`.
     pub fn state(&self, resource: &str) -> Option<ResourceState> {
         self.resources.get(resource).map(|entry| entry.state)
@@ -581,6 +591,17 @@ mod tests {
         assert_eq!(calls(&engine.handle(Input::GroupOnline("g".into()), now)), ["online disk"]);
         let done = Input::OnlineDone { resource: "disk".into(), result: Ok(()) };
         assert_eq!(calls(&engine.handle(done, now)), ["online web"]);
+    }
+
+    #[test]
+    fn a_removed_group_is_forgotten_and_its_inputs_ignored() {
+        let mut engine = engine(Policy::default());
+        let now = Instant::now();
+        assert!(engine.remove_group("g"));
+        assert!(!engine.remove_group("g"));
+        assert_eq!(engine.state("web"), None);
+        assert!(engine.handle(Input::GroupOnline("g".into()), now).is_empty());
+        assert!(engine.handle(Input::OnlineDone { resource: "disk".into(), result: Ok(()) }, now).is_empty());
     }
 
     #[test]

@@ -255,6 +255,9 @@ pub async fn reload(api: &ApiArgs) -> anyhow::Result<ExitCode> {
     let report: wire::ReloadReport = read(body, "reload report")?;
     println!("added groups: {}", safe(&report.added_groups.join(", ")));
     println!("added resources: {}", safe(&report.added_resources.join(", ")));
+    if !report.removed_groups.is_empty() {
+        println!("removing groups: {}", safe(&report.removed_groups.join(", ")));
+    }
     for note in &report.not_applied {
         println!("not applied: {}", safe(note));
     }
