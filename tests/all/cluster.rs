@@ -407,6 +407,8 @@ async fn a_planned_move_hands_the_group_over_with_a_new_token() {
     assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
     let third = wait_owner(&[&a, &b, &c], 0, Duration::from_secs(30)).await;
     assert!(third > second, "{second} -> {third}");
+    assert_eq!(a.metric("steward_cluster_moves_total").await, Some(1.0), "node-a counted the move it made");
+    assert_eq!(c.metric("steward_cluster_moves_total").await, Some(1.0), "node-c counted the move it made");
     tokio::time::sleep(Duration::from_millis(300)).await;
     checked_journal(journal.path());
 }

@@ -553,6 +553,7 @@ fn encode_cluster(encoder: &mut DescriptorEncoder, cluster: &steward_node::clust
         ("steward_cluster_acquisitions", "Groups this node acquired.", &cluster.acquisitions),
         ("steward_cluster_losses", "Groups this node lost (fenced, or taken by another node).", &cluster.losses),
         ("steward_cluster_failovers", "Groups this node took over from another node.", &cluster.failovers),
+        ("steward_cluster_moves", "Groups this node handed over in a planned move or failback.", &cluster.moves),
     ];
     for (name, help, counter) in counters {
         let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;

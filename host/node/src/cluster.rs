@@ -117,6 +117,8 @@ pub struct ClusterView {
     pub losses: AtomicU64,
     /// Groups this node took over from another node, since it started.
     pub failovers: AtomicU64,
+    /// Groups this node handed over in a planned move or failback.
+    pub moves: AtomicU64,
 }
 
 /// A node holding its lease.
@@ -177,6 +179,7 @@ impl ClusterOwnership {
             acquisitions: AtomicU64::new(0),
             losses: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
+            moves: AtomicU64::new(0),
         });
         let agent = Agent {
             view: view.clone(),
@@ -672,6 +675,7 @@ impl Agent {
         match outcome {
             Ok(()) => {
                 tracing::info!(%group, to = ?target, "group handed over");
+                self.view.moves.fetch_add(1, Ordering::Relaxed);
                 self.owned.remove(group);
                 self.failing_back.remove(group);
                 self.unowned_since.insert(group.to_string(), Instant::now());
