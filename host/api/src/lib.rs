@@ -3,8 +3,12 @@
 //!
 //! - `GET  /v1/status`: node, groups and resources in one document
 //! - `GET  /v1/resources`, `GET /v1/resources/{name}`
+//! - `GET  /v1/resources/{name}/history`: its probes (count, mean latency)
+//!   and restarts, a sample a minute over the last hour (the console's charts)
 //! - `GET  /v1/groups`, `GET /v1/groups/{name}`
 //! - `GET  /v1/plugins`: every plugin file, with its type or why it was rejected
+//! - `GET  /v1/plugins/{type}`: a loaded type's metadata (properties with
+//!   their kinds, defaults and descriptions; timing; capabilities)
 //! - `POST /v1/plugins/{type}/upgrade`: switch a type's resources to its newest version
 //! - `POST /v1/reload`: read the configuration again and add its new groups
 //! - `GET  /v1/config`: where the groups and resources come from (the node
@@ -23,6 +27,7 @@
 //! - `GET  /v1/events`: a server-sent event stream of every transition
 //!   (`?history=true` replays the recent ones first)
 //! - `GET  /metrics`: Prometheus text format
+//! - `GET  /v1/whoami`: the token's name and role (provisional, see `whoami`)
 //!
 //! Errors are JSON `{"error": ..., "field": ...}` with a 4xx status for the
 //! client's mistakes (not logged as errors) and 5xx for the node's (logged,
@@ -50,6 +55,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use steward_node::{NodeEvent, NodeRequest, NodeView};
 
 mod from_view;
+mod history;
 pub mod wire;
 use steward_policy::Input;
 
@@ -60,7 +66,15 @@ pub async fn serve(listener: tokio::net::TcpListener, view: Arc<NodeView>) -> st
 
 /// The API's routes over `view`.
 pub fn router(view: Arc<NodeView>) -> Router {
+    let history = Arc::new(history::History::default());
+    history::spawn_sampler(Arc::downgrade(&view), history.clone());
     Router::new()
+        .route("/v1/whoami", get(whoami))
+        .route(
+            "/v1/resources/{name}/history",
+            get(move |state: State<Arc<NodeView>>, name: Path<String>| resource_history(state, name, history)),
+        )
+        .route("/v1/plugins/{type}", get(plugin_type))
         .route("/v1/status", get(status))
         .route("/v1/resources", get(resources))
         .route("/v1/resources/{name}", get(resource))
@@ -151,6 +165,44 @@ async fn resource(
         .get(&name)
         .map(|resource| Json(from_view::resource(resource)))
         .ok_or_else(|| ApiError::not_found("name", format!("no resource named `{name}`")))
+}
+
+async fn resource_history(
+    State(view): State<Arc<NodeView>>,
+    Path(name): Path<String>,
+    history: Arc<history::History>,
+) -> Result<Json<wire::ResourceHistory>, ApiError> {
+    history.of(&view, &name).map(Json).ok_or_else(|| ApiError::not_found("name", format!("no resource named `{name}`")))
+}
+
+async fn plugin_type(
+    State(view): State<Arc<NodeView>>,
+    Path(type_name): Path<String>,
+) -> Result<Json<wire::PluginType>, ApiError> {
+    // A type is usually in one file (a replacement keeps the file's name).
+    // Should two files hold it, the last by name answers.
+    read(&view.plugins)?
+        .iter()
+        .rev()
+        .filter(|plugin| plugin.type_name.as_deref() == Some(type_name.as_str()))
+        .find_map(from_view::plugin_type)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found("type", format!("no plugin of type `{type_name}` is loaded; see GET /v1/plugins"))
+        })
+}
+
+// PROVISIONAL: replaced by access control. Until tokens exist, every caller
+// is `anonymous` with the `operate` role, unless its bearer token contains
+// "read" (so the console's read-only view can be tested).
+async fn whoami(headers: axum::http::HeaderMap) -> Json<wire::Identity> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let role = if token.contains("read") { "read" } else { "operate" };
+    Json(wire::Identity { name: "anonymous".into(), role: role.into() })
 }
 
 async fn groups(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<wire::Group>>, ApiError> {
