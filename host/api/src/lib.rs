@@ -28,6 +28,7 @@
 //!   (`?history=true` replays the recent ones first)
 //! - `GET  /metrics`: Prometheus text format
 //! - `GET  /v1/whoami`: the token's name and role (provisional, see `whoami`)
+//! - `GET  /` and `/console/{file}`: the web console ([`console`])
 //!
 //! Errors are JSON `{"error": ..., "field": ...}` with a 4xx status for the
 //! client's mistakes (not logged as errors) and 5xx for the node's (logged,
@@ -54,6 +55,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use steward_node::{NodeEvent, NodeRequest, NodeView};
 
+pub mod console;
 mod from_view;
 mod history;
 pub mod wire;
@@ -69,6 +71,7 @@ pub fn router(view: Arc<NodeView>) -> Router {
     let history = Arc::new(history::History::default());
     history::spawn_sampler(Arc::downgrade(&view), history.clone());
     Router::new()
+        .merge(console::routes::<Arc<NodeView>>())
         .route("/v1/whoami", get(whoami))
         .route(
             "/v1/resources/{name}/history",
