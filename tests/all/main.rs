@@ -3,6 +3,7 @@
 
 mod cli;
 mod cluster;
+mod console;
 mod containment;
 mod daemon;
 mod examples;

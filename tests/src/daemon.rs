@@ -230,6 +230,14 @@ impl Daemon {
         events
     }
 
+    /// A valid API token of `role` (`read` or `operate`) for this daemon.
+    // PROVISIONAL: replaced by access control, which makes real tokens;
+    // until then the daemon's provisional `/v1/whoami` reads the role from
+    // the token's text and every route is open.
+    pub fn token(&self, role: &str) -> String {
+        format!("placeholder-{role}")
+    }
+
     /// The pid of the daemon.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
