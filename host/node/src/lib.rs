@@ -1465,7 +1465,7 @@ impl Node {
     /// against its group's threshold.
     fn decide_restart(&self, resource: &str, restarts_in_period: u32) {
         let group = self.group_name(resource);
-        let policy = self.group_config(&group).map(|g| g.policy.clone()).unwrap_or_default();
+        let policy = self.group_config(&group).map(|g| g.policy).unwrap_or_default();
         let failure = self
             .view
             .resources
@@ -1583,7 +1583,7 @@ impl Node {
                 }
                 Action::GroupState { group, failed, reason } => {
                     if failed {
-                        let policy = self.group_config(&group).map(|g| g.policy.clone()).unwrap_or_default();
+                        let policy = self.group_config(&group).map(|g| g.policy).unwrap_or_default();
                         let in_cluster = self.config.cluster.is_some() && self.owned.contains_key(&group);
                         self.decide(
                             &group,
