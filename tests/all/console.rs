@@ -4,7 +4,9 @@
 //! offline with the button and its confirmation, and sees the change arrive
 //! through the event stream without the page reloading; a resource's page
 //! is drawn from its plugin's metadata; a read token sees no operate
-//! button, on a phone-sized screen that does not scroll sideways. And,
+//! button, on a phone-sized screen that does not scroll sideways; in a
+//! cluster, the nodes and each group's owner are shown, and the move
+//! button hands a group to the node chosen. And,
 //! without a browser: the console's files are served with a strict
 //! Content-Security-Policy, never build HTML from text, and the routes the
 //! console reads answer.
@@ -170,6 +172,69 @@ async fn a_read_token_sees_no_operate_button_on_a_phone_sized_screen() {
     let rejected = browser.eval("return document.querySelector('#plugins tr.rejected').innerText").await;
     assert!(rejected.as_str().is_some_and(|row| row.contains("not-a-component.wasm")), "{rejected}");
     browser.screenshot("plugins-phone").await;
+    browser.quit().await;
+}
+
+/// A node of a two-node cluster on `etcd` with one group, `g`, of one
+/// `dummy` resource, preferring `node-a`.
+fn cluster_node(node: &str, etcd: &steward_cluster::harness::EtcdCluster) -> String {
+    let endpoints: Vec<String> = etcd.endpoints().iter().map(|url| format!("\"{url}\"")).collect();
+    format!(
+        r#"
+[node]
+name = "{node}"
+plugin_dir = "plugins"
+data_dir = "data"
+api = "{{api}}"
+
+[cluster]
+name = "console"
+endpoints = [{endpoints}]
+lease_ttl = "1s"
+safety_margin = "100ms"
+
+[[resource]]
+name = "web"
+type = "dummy"
+
+[[group]]
+name = "g"
+resources = ["web"]
+preferred_owners = ["node-a", "node-b"]
+"#,
+        endpoints = endpoints.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_the_console_shows_the_nodes_and_owners_and_moves_a_group_with_the_button() {
+    let _one = ONE_BROWSER.lock().await;
+    let etcd = steward_cluster::harness::EtcdCluster::start().await;
+    let a = Daemon::start(&cluster_node("node-a", &etcd), &["dummy"]).await;
+    let b = Daemon::start(&cluster_node("node-b", &etcd), &["dummy"]).await;
+    a.wait_group("g", "online", Duration::from_secs(30)).await;
+    let browser = Browser::start(DESKTOP).await;
+    browser.open(&a.url("/")).await;
+    browser.log_in(&a.token("operate")).await;
+    browser.wait_for("document.querySelectorAll('#nodes tr[data-node]').length === 2").await;
+    browser
+        .wait_for("document.querySelector('[data-group=\"g\"] .owner')?.textContent.startsWith('owner node-a')")
+        .await;
+    browser.screenshot("overview-cluster").await;
+
+    let select = browser.client.find(Locator::Css("select[data-move-to=\"g\"]")).await.expect("the move target");
+    select.select_by_value("node-b").await.expect("node-b chosen");
+    browser.click("[data-group=\"g\"] button[data-action=\"move\"]").await;
+    browser.wait_for("document.getElementById('confirm').open").await;
+    let question = browser.eval("return document.getElementById('confirm-text').textContent").await;
+    assert!(question.as_str().is_some_and(|text| text.contains("node-b")), "the dialog names the node: {question}");
+    browser.click("#confirm-ok").await;
+
+    b.wait_group("g", "online", Duration::from_secs(30)).await;
+    // node-a's console hears of the new owner through its event stream.
+    browser
+        .wait_for("document.querySelector('[data-group=\"g\"] .owner')?.textContent.startsWith('owner node-b')")
+        .await;
     browser.quit().await;
 }
 
