@@ -5,6 +5,7 @@ mod access;
 mod api_fuzz;
 mod cli;
 mod cluster;
+mod console;
 mod containment;
 mod daemon;
 mod examples;

@@ -111,6 +111,9 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("xmllint", "libxml2-utils"),
     // The cluster tests start their own etcd members.
     ("etcd", "etcd-server"),
+    // The console's browser tests drive a headless Chromium over WebDriver.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
     // `etcd-client` compiles etcd's protobuf definitions when it builds,
     // with `protoc` and the well-known types' `.proto` files.
     ("protoc", "protobuf-compiler"),

@@ -33,6 +33,7 @@ pub fn resource(view: &ResourceView) -> wire::Resource {
         pids: view.pids.clone(),
         worker: view.worker.clone(),
         plugin_hash: view.plugin_hash.clone(),
+        properties: view.properties.iter().cloned().collect(),
     }
 }
 
@@ -174,4 +175,52 @@ pub fn cluster(view: &ClusterView) -> wire::Cluster {
             })
             .unwrap_or_default(),
     }
+}
+
+/// A loaded type's metadata, when `view` is a file that loaded.
+pub fn plugin_type(view: &PluginView) -> Option<wire::PluginType> {
+    use steward_monitor::bindings::{Capability, PropertyKind};
+    let info = view.metadata.as_ref()?;
+    let capabilities = info
+        .capabilities
+        .iter()
+        .map(|capability| match capability {
+            Capability::Process => "process",
+            Capability::Filesystem => "filesystem",
+            Capability::Network => "network",
+        })
+        .map(str::to_string)
+        .collect();
+    let properties = info
+        .properties
+        .iter()
+        .map(|spec| wire::PropertySpec {
+            name: spec.name.clone(),
+            kind: match spec.kind {
+                PropertyKind::Text => "text",
+                PropertyKind::Integer => "integer",
+                PropertyKind::Boolean => "boolean",
+                PropertyKind::TextList => "text-list",
+            }
+            .to_string(),
+            required: spec.required,
+            default: spec.default_value.clone(),
+            description: spec.description.clone(),
+        })
+        .collect();
+    Some(wire::PluginType {
+        type_name: info.name.clone(),
+        version: info.version.clone(),
+        description: info.description.clone(),
+        file: view.file.clone(),
+        hash: view.hash.clone().unwrap_or_default(),
+        capabilities,
+        timing: wire::PluginTiming {
+            looks_alive_interval_ms: info.timing.looks_alive_interval_ms,
+            is_alive_interval_ms: info.timing.is_alive_interval_ms,
+            pending_timeout_ms: info.timing.pending_timeout_ms,
+            probe_timeout_ms: info.timing.probe_timeout_ms,
+        },
+        properties,
+    })
 }

@@ -3,8 +3,12 @@
 //!
 //! - `GET  /v1/status`: node, groups and resources in one document
 //! - `GET  /v1/resources`, `GET /v1/resources/{name}`
+//! - `GET  /v1/resources/{name}/history`: its probes (count, mean latency)
+//!   and restarts, a sample a minute over the last hour (the console's charts)
 //! - `GET  /v1/groups`, `GET /v1/groups/{name}`
 //! - `GET  /v1/plugins`: every plugin file, with its type or why it was rejected
+//! - `GET  /v1/plugins/{type}`: a loaded type's metadata (properties with
+//!   their kinds, defaults and descriptions; timing; capabilities)
 //! - `POST /v1/plugins/{type}/upgrade`: switch a type's resources to its newest version
 //! - `POST /v1/reload`: read the configuration again and add its new groups
 //! - `GET  /v1/config`: where the groups and resources come from (the node
@@ -23,6 +27,8 @@
 //! - `GET  /v1/events`: a server-sent event stream of every transition
 //!   (`?history=true` replays the recent ones first)
 //! - `GET  /metrics`: Prometheus text format
+//! - `GET  /v1/whoami`: the token's name and role (provisional, see `whoami`)
+//! - `GET  /` and `/console/{file}`: the web console ([`console`])
 //!
 //! - `GET  /v1/whoami`: the caller's name and role
 //!
@@ -55,7 +61,9 @@ use tokio_stream::wrappers::BroadcastStream;
 use steward_node::{NodeEvent, NodeRequest, NodeView};
 
 mod access;
+pub mod console;
 mod from_view;
+mod history;
 pub mod tls;
 pub mod wire;
 
@@ -64,23 +72,19 @@ use steward_policy::Input;
 
 /// Serves the API on a plain TCP `listener` (every request with a token)
 /// until the process ends.
-pub async fn serve_tcp(listener: tokio::net::TcpListener, view: Arc<NodeView>, access: Access) -> std::io::Result<()> {
-    axum::serve(listener, router(view, access).into_make_service_with_connect_info::<Peer>()).await
+pub async fn serve_tcp(listener: tokio::net::TcpListener, api: Api) -> std::io::Result<()> {
+    axum::serve(listener, router(api).into_make_service_with_connect_info::<Peer>()).await
 }
 
 /// Serves the API over TLS on `listener` (every request with a token).
-pub async fn serve_tls(listener: tls::TlsListener, view: Arc<NodeView>, access: Access) -> std::io::Result<()> {
-    axum::serve(listener, router(view, access).into_make_service_with_connect_info::<Peer>()).await
+pub async fn serve_tls(listener: tls::TlsListener, api: Api) -> std::io::Result<()> {
+    axum::serve(listener, router(api).into_make_service_with_connect_info::<Peer>()).await
 }
 
 /// Serves the API on the node's Unix socket, whose file permissions say
 /// who may act.
-pub async fn serve_unix(
-    listener: tokio::net::UnixListener,
-    view: Arc<NodeView>,
-    access: Access,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(view, access).into_make_service_with_connect_info::<Peer>()).await
+pub async fn serve_unix(listener: tokio::net::UnixListener, api: Api) -> std::io::Result<()> {
+    axum::serve(listener, router(api).into_make_service_with_connect_info::<Peer>()).await
 }
 
 /// Whether `path` is the console's: static files, open to anyone who can
@@ -89,11 +93,36 @@ pub fn console_path(path: &str) -> bool {
     path == "/" || path.starts_with("/console/")
 }
 
-/// The API's routes over `view`, every request passing the access guard.
-fn router(view: Arc<NodeView>, access: Access) -> Router {
-    let guarded = (Arc::new(access), view.clone());
+/// One node's API, as every listener serves it: the view, who may act,
+/// and the one sampler of the resources' last hour.
+#[derive(Clone)]
+pub struct Api {
+    view: Arc<NodeView>,
+    access: Arc<Access>,
+    history: Arc<history::History>,
+}
+
+impl Api {
+    /// The API of `view`; starts the history sampler.
+    pub fn new(view: Arc<NodeView>, access: Access) -> Api {
+        let history = Arc::new(history::History::default());
+        history::spawn_sampler(Arc::downgrade(&view), history.clone());
+        Api { view, access: Arc::new(access), history }
+    }
+}
+
+/// The API's routes, every request passing the access guard.
+fn router(api: Api) -> Router {
+    let Api { view, access, history } = api;
+    let guarded = (access, view.clone());
     Router::new()
+        .merge(console::routes::<Arc<NodeView>>())
         .route("/v1/whoami", get(whoami))
+        .route(
+            "/v1/resources/{name}/history",
+            get(move |state: State<Arc<NodeView>>, name: Path<String>| resource_history(state, name, history)),
+        )
+        .route("/v1/plugins/{type}", get(plugin_type))
         .route("/v1/status", get(status))
         .route("/v1/resources", get(resources))
         .route("/v1/resources/{name}", get(resource))
@@ -192,6 +221,31 @@ async fn resource(
         .get(&name)
         .map(|resource| Json(from_view::resource(resource)))
         .ok_or_else(|| ApiError::not_found("name", format!("no resource named `{name}`")))
+}
+
+async fn resource_history(
+    State(view): State<Arc<NodeView>>,
+    Path(name): Path<String>,
+    history: Arc<history::History>,
+) -> Result<Json<wire::ResourceHistory>, ApiError> {
+    history.of(&view, &name).map(Json).ok_or_else(|| ApiError::not_found("name", format!("no resource named `{name}`")))
+}
+
+async fn plugin_type(
+    State(view): State<Arc<NodeView>>,
+    Path(type_name): Path<String>,
+) -> Result<Json<wire::PluginType>, ApiError> {
+    // A type is usually in one file (a replacement keeps the file's name).
+    // Should two files hold it, the last by name answers.
+    read(&view.plugins)?
+        .iter()
+        .rev()
+        .filter(|plugin| plugin.type_name.as_deref() == Some(type_name.as_str()))
+        .find_map(from_view::plugin_type)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found("type", format!("no plugin of type `{type_name}` is loaded; see GET /v1/plugins"))
+        })
 }
 
 async fn groups(State(view): State<Arc<NodeView>>) -> Result<Json<Vec<wire::Group>>, ApiError> {

@@ -64,6 +64,10 @@ pub struct Resource {
     pub worker: String,
     /// The sha256 of the plugin version its instance runs.
     pub plugin_hash: String,
+    /// Its properties as configured, as text, by name (a property left to
+    /// its default is absent; `GET /v1/plugins/{type}` says what it is).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// One group (`GET /v1/groups/{name}`).
@@ -319,4 +323,91 @@ pub struct GroupOwner {
     pub node: String,
     /// The fencing token of that ownership.
     pub fencing_token: u64,
+}
+
+/// `GET /v1/plugins/{type}`: what a loaded type says about itself, the
+/// metadata the console draws a resource's property page from (and
+/// `steward plugin check` prints).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginType {
+    /// The type's name.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The type's own version.
+    pub version: String,
+    /// One paragraph for operators.
+    pub description: String,
+    /// The file it was loaded from.
+    pub file: String,
+    /// The sha256 of that file.
+    pub hash: String,
+    /// The capabilities it needs granted: `process`, `filesystem`, `network`.
+    pub capabilities: Vec<String>,
+    /// The timing it proposes; the resource's configuration overrides it.
+    pub timing: PluginTiming,
+    /// Every property it accepts, in its own order.
+    pub properties: Vec<PropertySpec>,
+}
+
+/// The probe intervals and deadlines a type proposes, in milliseconds; 0
+/// means the host's default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginTiming {
+    /// How often `looks-alive` runs.
+    pub looks_alive_interval_ms: u32,
+    /// How often `is-alive` runs.
+    pub is_alive_interval_ms: u32,
+    /// The longest `online` or `offline` may take.
+    pub pending_timeout_ms: u32,
+    /// The longest one probe may take.
+    pub probe_timeout_ms: u32,
+}
+
+/// One property a type accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PropertySpec {
+    /// Its name in the configuration.
+    pub name: String,
+    /// How its value is read: `text`, `integer`, `boolean` or `text-list`.
+    pub kind: String,
+    /// Whether a resource must set it.
+    pub required: bool,
+    /// The value used when a resource does not set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// One sentence for operators.
+    pub description: String,
+}
+
+/// `GET /v1/resources/{name}/history`: the resource's probes and restarts
+/// over the last hour, one sample a minute, as the node's sampler took
+/// them from its own counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResourceHistory {
+    /// The resource.
+    pub resource: String,
+    /// How long each sample covers, in milliseconds (one minute).
+    pub period_ms: u64,
+    /// The samples kept, oldest first (at most an hour's).
+    pub samples: Vec<HistorySample>,
+    /// The minute under way: from the last sample until this answer.
+    pub current: HistorySample,
+}
+
+/// What one resource did in one window of time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistorySample {
+    /// The window's end, in Unix milliseconds.
+    pub unix_ms: u64,
+    /// How long the window was, in milliseconds.
+    pub window_ms: u64,
+    /// Healthy probes run in the window.
+    pub probes: u64,
+    /// Their mean latency in milliseconds, when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_probe_ms: Option<f64>,
+    /// Restarts in the window.
+    pub restarts: u64,
+    /// Restarts over the resource's life on this node, at the window's end.
+    pub restarts_total: u64,
 }

@@ -33,7 +33,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::plugin_dir::is_plugin_file;
 use crate::state::{ResourceRecord, StateStore};
 use steward_config::{ConfigError, GroupConfig, NodeConfig, ResourceConfig};
-use steward_monitor::bindings::{CallContext, ClusterEvent, GroupMove, PluginError};
+use steward_monitor::bindings::{CallContext, ClusterEvent, GroupMove, PluginError, TypeInfo};
 use steward_monitor::latency::LatencyHistogram;
 use steward_monitor::monitor::{CallError, ResourceSpec, Timeouts};
 use steward_monitor::plugin::Plugin;
@@ -173,6 +173,8 @@ pub struct ResourceView {
     pub worker: String,
     /// The sha256 of the plugin version its instance runs.
     pub plugin_hash: String,
+    /// Its properties as configured, as text (the console's property page).
+    pub properties: Vec<(String, String)>,
 }
 
 /// One group as the API shows it.
@@ -205,6 +207,9 @@ pub struct PluginView {
     pub hash: Option<String>,
     /// Why it did not load, when it did not.
     pub error: Option<String>,
+    /// What the type says about itself, when it loaded (the console's
+    /// property pages are drawn from it).
+    pub metadata: Option<TypeInfo>,
 }
 
 /// Where a node is in its life, as the API shows it.
@@ -557,6 +562,7 @@ pub async fn load_plugin(
                 version: Some(info.version.clone()),
                 hash: Some(plugin.hash().to_string()),
                 error: None,
+                metadata: Some(info.clone()),
             };
             (Some(Arc::new(plugin)), view)
         }
@@ -567,6 +573,7 @@ pub async fn load_plugin(
                 version: None,
                 hash: None,
                 error: Some(error.to_string()),
+                metadata: None,
             };
             (None, view)
         }
@@ -966,6 +973,7 @@ impl Node {
                 pids: Vec::new(),
                 worker: handle.worker_name().to_string(),
                 plugin_hash: String::new(),
+                properties: resource.properties.clone(),
             };
             new_views.push((resource.name.clone(), view));
             self.handles.insert(resource.name.clone(), handle.clone());
@@ -2336,6 +2344,7 @@ fn waiting_resources(config: &NodeConfig) -> BTreeMap<String, ResourceView> {
         pids: Vec::new(),
         worker: String::new(),
         plugin_hash: String::new(),
+        properties: resource.properties.clone(),
     };
     config.resources.iter().map(|resource| (resource.name.clone(), view(resource))).collect()
 }

@@ -351,6 +351,7 @@ impl super::Node {
                 view.type_name = previous.type_name;
                 view.version = previous.version;
                 view.hash = previous.hash;
+                view.metadata = previous.metadata;
             }
             views.push(view.clone());
             views.sort_by(|a, b| a.file.cmp(&b.file));

@@ -49,9 +49,10 @@ impl Listeners {
     /// Serves the API on every listener, in tasks of their own.
     pub fn serve(self, view: Arc<NodeView>, access: &ApiAccess) {
         let guard = steward_api::Access { tokens: access.tokens.clone(), metrics_open: access.metrics_open };
-        let (unix_view, unix_guard) = (view.clone(), guard.clone());
+        let api = steward_api::Api::new(view, guard);
+        let unix_api = api.clone();
         tokio::spawn(async move {
-            if let Err(error) = steward_api::serve_unix(self.unix, unix_view, unix_guard).await {
+            if let Err(error) = steward_api::serve_unix(self.unix, unix_api).await {
                 tracing::error!(%error, "the API's Unix socket stopped serving");
             }
         });
@@ -59,10 +60,10 @@ impl Listeners {
             tokio::spawn(async move {
                 let served = match tls {
                     Some(config) => match steward_api::tls::TlsListener::new(listener, config) {
-                        Ok(listener) => steward_api::serve_tls(listener, view, guard).await,
+                        Ok(listener) => steward_api::serve_tls(listener, api).await,
                         Err(error) => Err(error),
                     },
-                    None => steward_api::serve_tcp(listener, view, guard).await,
+                    None => steward_api::serve_tcp(listener, api).await,
                 };
                 if let Err(error) = served {
                     tracing::error!(%error, "the API's TCP listener stopped serving");
