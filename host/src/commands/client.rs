@@ -155,7 +155,7 @@ fn print_cluster(cluster: &wire::Cluster) {
         safe(&cluster.node),
         safe(&cluster.lease)
     );
-    println!("{:<16} {:<22} {:<10} {:<24} GROUPS (TOKEN)", "NODE", "API", "VERSION", "TYPES");
+    println!("{:<16} {:<22} {:<10} {:<24} TYPES", "NODE", "API", "VERSION", "GROUPS (TOKEN)");
     for node in &cluster.nodes {
         let owned: Vec<String> = cluster
             .owners
@@ -169,8 +169,8 @@ fn print_cluster(cluster: &wire::Cluster) {
             safe(&node.name),
             safe(&node.api),
             safe(&node.version),
-            safe(&types.join(",")),
-            safe(&owned.join(", "))
+            safe(&owned.join(", ")),
+            safe(&types.join(","))
         );
     }
 }
@@ -497,10 +497,7 @@ async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response>
     let status = response.status();
     let error = response.json::<wire::ErrorBody>().await.map(|body| body.error).unwrap_or_default();
     match status.as_u16() {
-        401 => bail!(
-            "the daemon refused the request (401): {}; give a token with --token-file FILE or STEWARD_TOKEN",
-            safe(&error)
-        ),
+        401 => bail!("the daemon refused the request (401): {}", safe(&error)),
         403 => bail!("the daemon refused the request (403): {}", safe(&error)),
         _ => bail!("the daemon answered {status}: {}", safe(&error)),
     }
