@@ -179,30 +179,14 @@ pub fn cluster(view: &ClusterView) -> wire::Cluster {
 
 /// A loaded type's metadata, when `view` is a file that loaded.
 pub fn plugin_type(view: &PluginView) -> Option<wire::PluginType> {
-    use steward_monitor::bindings::{Capability, PropertyKind};
     let info = view.metadata.as_ref()?;
-    let capabilities = info
-        .capabilities
-        .iter()
-        .map(|capability| match capability {
-            Capability::Process => "process",
-            Capability::Filesystem => "filesystem",
-            Capability::Network => "network",
-        })
-        .map(str::to_string)
-        .collect();
+    let capabilities = info.capabilities.iter().map(|capability| capability.as_str().to_string()).collect();
     let properties = info
         .properties
         .iter()
         .map(|spec| wire::PropertySpec {
             name: spec.name.clone(),
-            kind: match spec.kind {
-                PropertyKind::Text => "text",
-                PropertyKind::Integer => "integer",
-                PropertyKind::Boolean => "boolean",
-                PropertyKind::TextList => "text-list",
-            }
-            .to_string(),
+            kind: spec.kind.as_str().to_string(),
             required: spec.required,
             default: spec.default_value.clone(),
             description: spec.description.clone(),

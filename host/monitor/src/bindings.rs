@@ -26,3 +26,26 @@ pub use self::steward::resource::types::{
     CallContext, Capability, CheckLevel, ClusterEvent, Error as PluginError, GroupMove, Health, Problem, PropertyKind,
     PropertySpec, Timing, TypeInfo,
 };
+
+impl Capability {
+    /// The capability's WIT name, as the CLI and the API write it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Capability::Process => "process",
+            Capability::Filesystem => "filesystem",
+            Capability::Network => "network",
+        }
+    }
+}
+
+impl PropertyKind {
+    /// The kind's WIT name, as the CLI and the API write it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PropertyKind::Text => "text",
+            PropertyKind::Integer => "integer",
+            PropertyKind::Boolean => "boolean",
+            PropertyKind::TextList => "text-list",
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use steward_monitor::bindings::{Capability, PropertyKind, TypeInfo};
+use steward_monitor::bindings::TypeInfo;
 use steward_monitor::conformance::{self, CHECK_RESOURCE_NAME, CheckReport};
 use steward_monitor::monitor::ResourceSpec;
 use steward_monitor::plugin::Plugin;
@@ -158,27 +158,14 @@ fn print_metadata(plugin: &Plugin) {
     println!("sha256  {}", plugin.hash());
     println!("loaded  {} in {:.1} ms", if load.compiled { "compiled" } else { "from cache" }, ms(load.elapsed));
     println!("about   {}", safe(&info.description));
-    let capabilities: Vec<&str> = info
-        .capabilities
-        .iter()
-        .map(|capability| match capability {
-            Capability::Process => "process",
-            Capability::Filesystem => "filesystem",
-            Capability::Network => "network",
-        })
-        .collect();
+    let capabilities: Vec<&str> = info.capabilities.iter().map(|capability| capability.as_str()).collect();
     println!(
         "needs   {}",
         if capabilities.is_empty() { "no capabilities".to_string() } else { capabilities.join(", ") }
     );
     println!("properties");
     for spec in &info.properties {
-        let kind = match spec.kind {
-            PropertyKind::Text => "text",
-            PropertyKind::Integer => "integer",
-            PropertyKind::Boolean => "boolean",
-            PropertyKind::TextList => "text-list",
-        };
+        let kind = spec.kind.as_str();
         let default = match (&spec.default_value, spec.required) {
             (_, true) => "required".to_string(),
             (Some(value), false) => format!("default `{value}`"),
