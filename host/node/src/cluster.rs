@@ -73,13 +73,17 @@ impl GroupOwners {
         groups: &[steward_config::GroupConfig],
         resources: &[steward_config::ResourceConfig],
     ) -> BTreeMap<String, GroupOwners> {
+        // Through an index: 10,000 groups of one resource each would
+        // otherwise look through 10,000 resources apiece.
+        let type_of: HashMap<&str, &str> =
+            resources.iter().map(|resource| (resource.name.as_str(), resource.type_name.as_str())).collect();
         groups
             .iter()
             .map(|group| {
-                let plugin_types = resources
+                let plugin_types = group
+                    .resources
                     .iter()
-                    .filter(|resource| group.resources.contains(&resource.name))
-                    .map(|resource| resource.type_name.clone())
+                    .filter_map(|member| type_of.get(member.as_str()).map(|type_name| type_name.to_string()))
                     .collect();
                 let owners = GroupOwners {
                     preferred: group.preferred_owners.clone(),

@@ -624,25 +624,27 @@ pub async fn check_config(config: &NodeConfig, plugins: &BTreeMap<String, Arc<Pl
 /// that has the type. Returns each group taken out with the first type it
 /// lacks.
 pub fn set_aside_lacking(config: &mut NodeConfig, plugins: &BTreeMap<String, Arc<Plugin>>) -> Vec<(String, String)> {
+    let type_of: HashMap<&str, &str> =
+        config.resources.iter().map(|resource| (resource.name.as_str(), resource.type_name.as_str())).collect();
     let mut lacking = Vec::new();
     for group in &config.groups {
         let missing = group
             .resources
             .iter()
-            .filter_map(|member| config.resource(member))
-            .find(|resource| !plugins.contains_key(&resource.type_name));
-        if let Some(resource) = missing {
-            lacking.push((group.name.clone(), resource.type_name.clone()));
+            .filter_map(|member| type_of.get(member.as_str()))
+            .find(|type_name| !plugins.contains_key(**type_name));
+        if let Some(type_name) = missing {
+            lacking.push((group.name.clone(), type_name.to_string()));
         }
     }
-    let set_aside: Vec<&str> = lacking.iter().map(|(group, _)| group.as_str()).collect();
+    let set_aside: std::collections::HashSet<&str> = lacking.iter().map(|(group, _)| group.as_str()).collect();
     let members: std::collections::HashSet<String> = config
         .groups
         .iter()
-        .filter(|group| set_aside.contains(&group.name.as_str()))
+        .filter(|group| set_aside.contains(group.name.as_str()))
         .flat_map(|group| group.resources.iter().cloned())
         .collect();
-    config.groups.retain(|group| !set_aside.contains(&group.name.as_str()));
+    config.groups.retain(|group| !set_aside.contains(group.name.as_str()));
     config.resources.retain(|resource| !members.contains(&resource.name));
     lacking
 }
@@ -986,7 +988,9 @@ impl Node {
             views.extend(new_views);
         }
         self.engine.add_groups(group_specs(&groups, &resources));
-        self.ownership.place(cluster::GroupOwners::of(&groups, &resources));
+        if self.config.cluster.is_some() {
+            self.ownership.place(cluster::GroupOwners::of(&groups, &resources));
+        }
         for group in &groups {
             let view = GroupView {
                 name: group.name.clone(),
