@@ -111,6 +111,8 @@ const SYSTEM_PACKAGES: &[(&str, &str)] = &[
     ("xmllint", "libxml2-utils"),
     // The cluster tests start their own etcd members.
     ("etcd", "etcd-server"),
+    // The TLS tests make their CA and certificates with the command line.
+    ("openssl", "openssl"),
     // The console's browser tests drive a headless Chromium over WebDriver.
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
