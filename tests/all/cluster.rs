@@ -65,7 +65,7 @@ preferred_owners = ["node-a", "node-b", "node-c"]
 }
 
 /// A node of cluster `cluster` with no groups of its own.
-fn bare_node_file(node: &str, cluster: &str, etcd: &EtcdCluster) -> String {
+pub(crate) fn bare_node_file(node: &str, cluster: &str, etcd: &EtcdCluster) -> String {
     let endpoints: Vec<String> = etcd.endpoints().iter().map(|url| format!("\"{url}\"")).collect();
     format!(
         r#"
@@ -206,6 +206,12 @@ async fn a_group_runs_on_its_preferred_node_and_fails_over_when_that_node_is_kil
     journaled(journal.path(), "event node-b ClusterEvent::NodeJoined(\"node-a\")").await;
     wait_owner(&[&a, &b, &c], 1, Duration::from_secs(5)).await;
     checked_journal(journal.path());
+}
+
+/// The names of the groups `node` has, in order.
+async fn group_names(node: &Daemon) -> Vec<String> {
+    let groups = node.get("/v1/groups").await;
+    groups.as_array().into_iter().flatten().filter_map(|group| group["name"].as_str().map(str::to_string)).collect()
 }
 
 /// Waits until `node` sees `count` nodes, each with its plugin types published.
@@ -653,15 +659,7 @@ async fn steward_apply_shares_groups_with_every_node_and_a_bad_file_changes_noth
     // A node that joins later with no groups of its own runs the shared ones.
     let c = Daemon::start(&bare_node_file("node-c", "apply", &etcd), &["fenced"]).await;
     assert_eq!(c.get("/v1/config").await["revision"], revision);
-    let groups: Vec<String> = c
-        .get("/v1/groups")
-        .await
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|group| group["name"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(groups, ["g", "g2"], "node-c has the shared groups");
+    assert_eq!(group_names(&c).await, ["g", "g2"], "node-c has the shared groups");
 
     // A group the next apply leaves out goes offline where it runs and is
     // removed from every node.
@@ -679,14 +677,7 @@ async fn steward_apply_shares_groups_with_every_node_and_a_bad_file_changes_noth
     let until = Instant::now() + Duration::from_secs(30);
     for node in [&a, &b, &c] {
         loop {
-            let names: Vec<String> = node
-                .get("/v1/groups")
-                .await
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|group| group["name"].as_str().map(str::to_string))
-                .collect();
+            let names = group_names(node).await;
             if names == ["g"] {
                 break;
             }

@@ -178,21 +178,9 @@ async fn a_read_token_sees_no_operate_button_on_a_phone_sized_screen() {
 /// A node of a two-node cluster on `etcd` with one group, `g`, of one
 /// `dummy` resource, preferring `node-a`.
 fn cluster_node(node: &str, etcd: &steward_cluster::harness::EtcdCluster) -> String {
-    let endpoints: Vec<String> = etcd.endpoints().iter().map(|url| format!("\"{url}\"")).collect();
+    let node_tables = crate::cluster::bare_node_file(node, "console", etcd);
     format!(
-        r#"
-[node]
-name = "{node}"
-plugin_dir = "plugins"
-data_dir = "data"
-api = "{{api}}"
-
-[cluster]
-name = "console"
-endpoints = [{endpoints}]
-lease_ttl = "1s"
-safety_margin = "100ms"
-
+        r#"{node_tables}
 [[resource]]
 name = "web"
 type = "dummy"
@@ -201,8 +189,7 @@ type = "dummy"
 name = "g"
 resources = ["web"]
 preferred_owners = ["node-a", "node-b"]
-"#,
-        endpoints = endpoints.join(", ")
+"#
     )
 }
 

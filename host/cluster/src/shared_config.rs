@@ -48,6 +48,13 @@ pub struct SharedConfig {
     pub applied_at_ms: u64,
 }
 
+impl SharedConfig {
+    /// Each file's name and text, as the configuration parser takes them.
+    pub fn named_texts(&self) -> Vec<(String, String)> {
+        self.files.iter().map(|file| (file.name.clone(), file.text.clone())).collect()
+    }
+}
+
 /// An applied configuration and its revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {

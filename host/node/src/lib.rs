@@ -1523,7 +1523,7 @@ impl Node {
         let Some(cluster) = self.view.cluster.clone() else {
             return Err("this node runs alone (its file has no [cluster] table): there is no node to move to".into());
         };
-        if !self.config.groups.iter().any(|known| known.name == group) {
+        if self.group_config(&group).is_none() {
             return Err(format!("no group named `{group}`"));
         }
         if !self.owned.contains_key(&group) {
@@ -1586,7 +1586,8 @@ impl Node {
             if !runs(self.engine.state(&member)) {
                 continue;
             }
-            let deadline = self.offline_deadline(&member);
+            // The deadline its worker holds the offline call to.
+            let Some(deadline) = self.handles.get(&member).map(|handle| handle.timeouts().pending) else { continue };
             if deadline > left {
                 hurried.push(format!("`{member}`: offline may take {deadline:?}"));
                 self.hurried.insert(member);
@@ -1601,18 +1602,6 @@ impl Node {
                 "terminate instead of offline".into(),
             );
         }
-    }
-
-    /// How long `resource`'s offline may take: its own pending timeout, its
-    /// type's proposal, or the host's default.
-    fn offline_deadline(&self, resource: &str) -> Duration {
-        let Some(config) = self.config.resource(resource) else { return Duration::ZERO };
-        let type_timeouts = self
-            .plugins
-            .get(&config.type_name)
-            .map(|plugin| steward_monitor::monitor::Timeouts::for_type(&plugin.metadata().timing))
-            .unwrap_or_default();
-        config.timing.pending_timeout.unwrap_or(type_timeouts.pending)
     }
 
     /// Records a decision this node made for `group`.
@@ -1658,6 +1647,7 @@ impl Node {
         );
     }
 
+    /// The configured group named `group`.
     fn group_config(&self, group: &str) -> Option<&GroupConfig> {
         self.config.groups.iter().find(|known| known.name == group)
     }
@@ -1672,7 +1662,7 @@ impl Node {
 
     /// The resources of `group`.
     fn group_members(&self, group: &str) -> Vec<String> {
-        self.config.groups.iter().find(|known| known.name == group).map(|g| g.resources.clone()).unwrap_or_default()
+        self.group_config(group).map(|known| known.resources.clone()).unwrap_or_default()
     }
 
     /// Tells the other resources of `resource`'s group that are online (or

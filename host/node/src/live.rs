@@ -456,17 +456,17 @@ impl super::Node {
     /// loop goes on meanwhile; [`Internal::ReloadChecked`] brings them back.
     fn reload(&mut self, reply: ReloadReply) {
         let shared = match &reply {
-            ReloadReply::Shared(applied) => Some(applied.config.files.clone()),
+            ReloadReply::Shared(applied) => Some(applied.config.named_texts()),
             ReloadReply::Operator(_) => self
                 .view
                 .shared_config
                 .read()
                 .ok()
-                .and_then(|applied| applied.as_ref().map(|applied| applied.config.files.clone())),
+                .and_then(|applied| applied.as_ref().map(|applied| applied.config.named_texts())),
         };
         let plan = ReloadPlanner {
             file: self.config.file.clone(),
-            shared: shared.map(|files| files.into_iter().map(|file| (file.name, file.text)).collect()),
+            shared,
             in_cluster: self.config.cluster.is_some(),
             groups: self.config.groups.clone(),
             resources: self.handles.keys().cloned().collect(),

@@ -86,9 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         };
         if let Some(applied) = &applied {
-            let files: Vec<(String, String)> =
-                applied.config.files.iter().map(|file| (file.name.clone(), file.text.clone())).collect();
-            match config.with_shared(&files) {
+            match config.with_shared(&applied.config.named_texts()) {
                 Ok(merged) => {
                     if !config.groups.is_empty() {
                         tracing::warn!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{Hosted, Worker, expect_done, unexpected};
 use crate::bindings::{CallContext, CheckLevel, ClusterEvent, Health};
-use crate::monitor::{CallError, ResourceSpec};
+use crate::monitor::{CallError, ResourceSpec, Timeouts};
 use crate::plugin::Plugin;
 use crate::process::TrackedProcess;
 use crate::worker::protocol::{Call, Request, Value};
@@ -43,6 +43,11 @@ impl RemoteResource {
     /// The resource's name.
     pub fn name(&self) -> &str {
         &self.inner.spec.name
+    }
+
+    /// The deadlines its worker holds its calls to.
+    pub fn timeouts(&self) -> Timeouts {
+        self.inner.spec.timeouts
     }
 
     /// The worker that hosts it.
