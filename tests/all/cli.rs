@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use steward_tests::{guest_wasm, steward_binary};
+use steward_tests::{guest_wasm, steward_command};
 
 fn check(file: &Path, args: &[&str]) -> Output {
-    Command::new(steward_binary()).args(["plugin", "check"]).arg(file).args(args).output().expect("steward runs")
+    steward_command().args(["plugin", "check"]).arg(file).args(args).output().expect("steward runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -104,7 +104,7 @@ fn bad_arguments_are_usage_errors_that_name_the_flag() {
         assert!(output.stdout.is_empty(), "{args:?}: nothing was checked: {}", text(&output.stdout));
     }
     // Every command: 2 for usage, 1 for an operation that failed.
-    let steward = |args: &[&str]| Command::new(steward_binary()).args(args).output().expect("steward runs");
+    let steward = |args: &[&str]| steward_command().args(args).output().expect("steward runs");
     for args in [&["online"][..], &["status", "--api"], &["no-such-command"], &["plugin", "check"]] {
         assert_eq!(steward(args).status.code(), Some(2), "{args:?}");
     }
@@ -165,7 +165,7 @@ fn an_operation_past_its_deadline_is_not_called_again() {
 /// as the monitor has them.
 #[test]
 fn help_states_the_defaults() {
-    let output = Command::new(steward_binary()).args(["plugin", "check", "--help"]).output().expect("help");
+    let output = steward_command().args(["plugin", "check", "--help"]).output().expect("help");
     let help = text(&output.stdout);
     let defaults = steward_monitor::monitor::Timeouts::default();
     let seconds = |d: std::time::Duration| format!("{} s", d.as_secs());
@@ -208,7 +208,7 @@ fn json_output_lists_every_step() {
 fn a_second_check_loads_from_the_user_cache() {
     let cache = tempfile::tempdir().expect("tempdir");
     let check_cached = |extra: &[&str]| {
-        let output = Command::new(steward_binary())
+        let output = steward_command()
             .args(["plugin", "check"])
             .arg(guest_wasm("dummy"))
             .args(extra)

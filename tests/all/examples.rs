@@ -2,17 +2,16 @@
 //! built by `cargo xtask examples`, they pass the same conformance suite as
 //! the Rust plugins, and run under the daemon.
 
-use std::process::Command;
 use std::time::Duration;
 
 use steward_tests::daemon::Daemon;
-use steward_tests::{example_wasm, steward_binary};
+use steward_tests::{example_wasm, steward_command};
 
 #[test]
 fn python_and_javascript_plugins_pass_the_conformance_suite() {
     for file in ["python_marker.wasm", "js_marker.wasm"] {
         let state = tempfile::tempdir().expect("tempdir");
-        let output = Command::new(steward_binary())
+        let output = steward_command()
             .args(["plugin", "check"])
             .arg(example_wasm(file))
             .args(["--prop", "path=/state/m", "--grant-dir"])

@@ -6,11 +6,11 @@
 //! status` in text, and `steward plugin check`'s report must show all of it
 //! escaped, one line per record.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use steward_tests::daemon::Daemon;
-use steward_tests::{guest_wasm, steward_binary};
+use steward_tests::{guest_wasm, steward_command};
 
 /// The line the fixture tries to pass off as the host's (its `FORGED`).
 const FORGED: &str = "2026-01-01T00:00:00.000000Z ERROR steward::node: forged by a plugin";
@@ -61,7 +61,7 @@ async fn plugin_text_is_escaped_in_the_log_the_event_stream_and_the_status() {
         );
     }
 
-    let mut events = Command::new(steward_binary())
+    let mut events = steward_command()
         .args(["events", "--history", "--api", &daemon.api])
         .env("STEWARD_TOKEN", daemon.token("operate"))
         .stdout(Stdio::piped())
@@ -81,7 +81,7 @@ async fn plugin_text_is_escaped_in_the_log_the_event_stream_and_the_status() {
 
 #[test]
 fn plugin_text_is_escaped_in_the_check_report() {
-    let output = Command::new(steward_binary())
+    let output = steward_command()
         .args(["plugin", "check"])
         .arg(guest_wasm("hostile"))
         .args(["--prop", "fault=inject"])

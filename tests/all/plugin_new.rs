@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use steward_tests::{steward_binary, workspace_root};
+use steward_tests::{steward_binary, steward_command, workspace_root};
 
 #[test]
 fn a_new_rust_plugin_builds_and_passes_the_check() {
@@ -61,7 +61,7 @@ fn a_new_rust_plugin_builds_and_passes_the_check() {
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
 
     let wasm = target.join("wasm32-wasip2/release/my_service.wasm");
-    let checked = Command::new(steward_binary()).args(["plugin", "check"]).arg(&wasm).output().expect("check runs");
+    let checked = steward_command().args(["plugin", "check"]).arg(&wasm).output().expect("check runs");
     let stdout = String::from_utf8_lossy(&checked.stdout);
     assert!(checked.status.success(), "{stdout}");
     assert!(stdout.trim_end().ends_with("PASS my-service: every step passed"), "{stdout}");
@@ -72,7 +72,7 @@ fn an_explicit_sdk_overrides_the_embedded_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let project = dir.path().join("with-sdk");
     let sdk = workspace_root().join("sdk").canonicalize().expect("sdk/");
-    let created = Command::new(steward_binary())
+    let created = steward_command()
         .args(["plugin", "new", "with-sdk", "--dir"])
         .arg(&project)
         .arg("--sdk")
@@ -84,7 +84,7 @@ fn an_explicit_sdk_overrides_the_embedded_one() {
     assert!(manifest.contains(&format!(r#"steward-sdk = {{ path = "{}" }}"#, sdk.display())), "{manifest}");
     assert!(!project.join("steward-sdk").exists(), "no embedded copy beside an explicit SDK");
 
-    let missing = Command::new(steward_binary())
+    let missing = steward_command()
         .args(["plugin", "new", "no-sdk", "--dir"])
         .arg(dir.path().join("no-sdk"))
         .arg("--sdk")
@@ -131,7 +131,7 @@ fn the_sdk_packages_for_publishing() {
 fn bad_names_and_existing_directories_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let new = |name: &str| {
-        Command::new(steward_binary())
+        steward_command()
             .args(["plugin", "new", name, "--dir"])
             .arg(dir.path().join("out"))
             .output()
@@ -151,7 +151,7 @@ fn bad_names_and_existing_directories_are_refused() {
 fn new_marker_project_passes(lang: &str, name: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let project = dir.path().join(name);
-    let created = Command::new(steward_binary())
+    let created = steward_command()
         .args(["plugin", "new", name, "--lang", lang, "--dir"])
         .arg(&project)
         .output()
@@ -165,7 +165,7 @@ fn new_marker_project_passes(lang: &str, name: &str) {
     let built = Command::new("bash").arg(project.join("build.sh")).current_dir(&project).output().expect("build runs");
     assert!(built.status.success(), "{lang}: {}", String::from_utf8_lossy(&built.stderr));
     let state = tempfile::tempdir().expect("state");
-    let checked = Command::new(steward_binary())
+    let checked = steward_command()
         .args(["plugin", "check"])
         .arg(project.join("build").join(format!("{}.wasm", name.replace('-', "_"))))
         .args(["--prop", "path=/state/marker", "--grant-dir"])

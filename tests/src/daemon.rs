@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use steward_config::tokens::{self, Role};
 
-use crate::{guest_wasm, steward_binary};
+use crate::{guest_wasm, steward_binary, steward_command};
 
 /// The tokens file each test daemon's node file names.
 const API_TOKENS: &str = "api-tokens";
@@ -263,7 +263,7 @@ impl Daemon {
 
     /// Runs the CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(steward_binary())
+        steward_command()
             .args(args)
             .args(["--api", &self.api])
             .env("STEWARD_TOKEN", &self.tokens[0])

@@ -49,6 +49,15 @@ pub fn example_wasm(file: &str) -> PathBuf {
 }
 
 /// The `steward` binary built by `cargo xtask test`.
+/// A `steward` command whose user cache (where `plugin check` keeps
+/// compiled components) is under the target directory, not the home of
+/// whoever runs the tests.
+pub fn steward_command() -> std::process::Command {
+    let mut command = std::process::Command::new(steward_binary());
+    command.env("XDG_CACHE_HOME", target_dir().join("test-user-cache"));
+    command
+}
+
 pub fn steward_binary() -> PathBuf {
     let path = target_dir().join("debug/steward");
     assert!(

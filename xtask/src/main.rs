@@ -49,6 +49,7 @@ fn main() -> ExitCode {
     let outcome = match task.as_str() {
         "guests" => build_guests(),
         "test" => install_system_packages()
+            .map(|()| warn_if_disk_is_short())
             .and_then(|()| build_guests())
             .and_then(|()| build_examples())
             .and_then(|()| test()),
@@ -171,12 +172,42 @@ fn find_command(command: &str) -> Option<PathBuf> {
 /// (which installs its toolchain from PyPI or npm) into `target/examples`.
 const EXAMPLES: &[&str] = &["python-marker", "js-marker"];
 
+/// Where cargo builds and the tests look: `CARGO_TARGET_DIR` when it is set.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root().join(dir),
+        _ => root().join("target"),
+    }
+}
+
+/// What a first `cargo xtask test` writes: the debug build (about 9 GiB),
+/// the example toolchains and the tests' own files.
+const TEST_DISK_NEED_GIB: u64 = 12;
+
+/// Says so before the build when the disk holding the target directory has
+/// less room than a test run takes, rather than letting a linker or npm
+/// fail with ENOSPC twenty minutes in. Only a warning: an incremental
+/// build needs far less, and `df` may be missing.
+fn warn_if_disk_is_short() {
+    let target = target_dir();
+    let probe = target.ancestors().find(|dir| dir.exists()).unwrap_or(Path::new("/"));
+    let Ok(output) = Command::new("df").args(["-Pk"]).arg(probe).output() else { return };
+    let text = String::from_utf8_lossy(&output.stdout);
+    // POSIX format: the second line's fourth column is the KiB available.
+    let free_kib = text.lines().nth(1).and_then(|line| line.split_whitespace().nth(3)?.parse::<u64>().ok());
+    if let Some(free_gib) = free_kib.map(|kib| kib >> 20)
+        && free_gib < TEST_DISK_NEED_GIB
+    {
+        eprintln!(
+            "xtask: warning: {free_gib} GiB free on the disk holding {}; a first test run writes about \
+             {TEST_DISK_NEED_GIB} GiB (free some, or set CARGO_TARGET_DIR to a roomier disk)",
+            target.display()
+        );
+    }
+}
+
 fn build_examples() -> Result<(), String> {
-    // Where the tests look: `CARGO_TARGET_DIR` when it is set.
-    let out = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => root().join(dir).join("examples"),
-        _ => root().join("target/examples"),
-    };
+    let out = target_dir().join("examples");
     for example in EXAMPLES {
         let script = root().join("plugins/examples").join(example).join("build.sh");
         run(Command::new("bash").arg(&script).arg(&out))?;

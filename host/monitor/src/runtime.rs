@@ -145,6 +145,8 @@ impl Runtime {
             match unsafe { Component::deserialize_file(&self.engine, cached) } {
                 Ok(component) => {
                     self.stats.loaded_from_cache.fetch_add(1, Ordering::Relaxed);
+                    // A hit counts as a use: `trim_dir` keeps the newest.
+                    mark_used(cached);
                     return Ok((component, LoadInfo { compiled: false, elapsed: started.elapsed() }));
                 }
                 Err(error) => {
@@ -220,6 +222,43 @@ pub fn prune_dir(dir: &Path, keep: &std::collections::HashSet<String>) -> usize 
         }
     }
     removed
+}
+
+/// Removes the least recently used files of `dir` until what is left
+/// takes at most `budget` bytes: the bound of a cache that, unlike the
+/// daemon's, does not know which entries are current (the one `plugin
+/// check` keeps for a plugin author, who may rebuild a 40 MiB Python
+/// component a hundred times a day). Use is the modification time, which
+/// a cache hit refreshes. Returns how many went.
+pub fn trim_dir(dir: &Path, budget: u64) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut files: Vec<(std::time::SystemTime, u64, std::path::PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok().filter(|meta| meta.is_file())?;
+            Some((meta.modified().ok()?, meta.len(), entry.path()))
+        })
+        .collect();
+    files.sort_by_key(|(used, _, _)| std::cmp::Reverse(*used));
+    let mut kept = 0u64;
+    let mut removed = 0;
+    for (_, len, path) in files {
+        if kept.saturating_add(len) <= budget {
+            kept += len;
+        } else if fs::remove_file(&path).is_ok() {
+            tracing::debug!(file = %path.display(), "dropped a least recently used entry");
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Sets a cache file's modification time to now; a failure only makes the
+/// entry look older to [`trim_dir`].
+fn mark_used(path: &Path) {
+    if let Ok(file) = fs::File::options().append(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
 }
 
 /// The sha256 of a file's bytes, in hex: a plugin's identity.
@@ -436,5 +475,33 @@ impl Ticker {
             thread.thread().unpark();
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[test]
+    fn trim_dir_keeps_the_most_recently_used_files_within_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        for (age_minutes, name) in [(30, "old"), (20, "middle"), (10, "newest")] {
+            let path = dir.path().join(format!("{name}.cwasm"));
+            fs::write(&path, vec![0u8; 100]).expect("write");
+            let file = fs::File::options().append(true).open(&path).expect("open");
+            file.set_modified(an_hour_ago + Duration::from_secs(60 * (60 - age_minutes))).expect("mtime");
+        }
+        // A hit makes the oldest the newest.
+        mark_used(&dir.path().join("old.cwasm"));
+
+        assert_eq!(trim_dir(dir.path(), 250), 1);
+        let mut left: Vec<String> =
+            fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+        left.sort();
+        assert_eq!(left, ["newest.cwasm", "old.cwasm"]);
+        assert_eq!(trim_dir(dir.path(), 250), 0, "within the budget nothing goes");
     }
 }

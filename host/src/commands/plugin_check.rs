@@ -17,6 +17,10 @@ use steward_monitor::text::escape_control;
 /// The memory cap of the checked instance when none is given.
 const DEFAULT_MEMORY_MIB: u64 = 64;
 
+/// How much the user's compile cache may hold; the least recently used
+/// components go first. About twenty compiled Python or JavaScript plugins.
+const USER_CACHE_BUDGET_BYTES: u64 = 1 << 30;
+
 /// Arguments of `steward plugin check`.
 #[derive(clap::Args)]
 #[command(after_help = "\
@@ -28,7 +32,8 @@ notify 5 s, control 30 s. A step whose call overran its deadline is reported onc
 the steps that would call it again are skipped, and say so.
 
 A plugin file may be at most 128 MiB. Compiled components are kept in
-$XDG_CACHE_HOME/steward/compile-cache (else ~/.cache/steward/compile-cache).")]
+$XDG_CACHE_HOME/steward/compile-cache (else ~/.cache/steward/compile-cache),
+at most 1 GiB of them: the least recently used go first.")]
 pub struct Args {
     /// The plugin's `.wasm` file (a regular file of at most 128 MiB).
     file: PathBuf,
@@ -62,8 +67,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let cache_dir = if args.no_cache { None } else { user_cache_dir() };
-    let runtime = Runtime::new(&RuntimeConfig { max_live_instances: 8, cache_dir })?;
-    let plugin = match Plugin::load(&runtime, &args.file).await {
+    let runtime = Runtime::new(&RuntimeConfig { max_live_instances: 8, cache_dir: cache_dir.clone() })?;
+    let loaded = Plugin::load(&runtime, &args.file).await;
+    if let Some(dir) = &cache_dir {
+        steward_monitor::runtime::trim_dir(dir, USER_CACHE_BUDGET_BYTES);
+    }
+    let plugin = match loaded {
         Ok(plugin) => Arc::new(plugin),
         Err(error) if args.json => {
             let report = serde_json::json!({ "file": args.file, "passed": false, "error": error.to_string() });
