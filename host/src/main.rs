@@ -93,6 +93,10 @@ struct Target {
 enum TokenCommand {
     /// Make a token, add its hash to a tokens file and print it once.
     Create(commands::token::CreateArgs),
+    /// List the names and roles of a tokens file's tokens.
+    List(commands::token::ListArgs),
+    /// Take a token out of a tokens file; running nodes refuse it at once.
+    Revoke(commands::token::RevokeArgs),
 }
 
 #[derive(Subcommand)]
@@ -169,6 +173,8 @@ fn main() -> ExitCode {
             Command::Move { group, node, api } => commands::client::move_group(&api, &group, node.as_deref()).await,
             Command::Ocf(args) => commands::ocf::run(args).await,
             Command::Token(TokenCommand::Create(args)) => commands::token::create(args),
+            Command::Token(TokenCommand::List(args)) => commands::token::list(args),
+            Command::Token(TokenCommand::Revoke(args)) => commands::token::revoke(args),
             Command::Monitor(args) => commands::monitor::run(args).await,
         }
     });

@@ -4,6 +4,8 @@
 //! Unix socket has the mode and group configured and acts for the user
 //! who opened it; a bad tokens file stops the daemon, naming the file; a
 //! TLS listener is trusted by the CLI only with the CA that signed it.
+//! Tokens made or revoked, and a renewed certificate, count without a
+//! restart.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
@@ -97,6 +99,11 @@ async fn every_change_wants_an_operate_token_from_the_apis_own_origin_and_reads_
         let (status, answer) = send(&daemon, reqwest::Method::POST, path, body, Some("stw_not-a-token"), None).await;
         assert_eq!(status, 401, "POST {path} with a token the node does not know: {answer}");
     }
+    // A body past the limit says it is too large, not malformed.
+    let huge = format!(r#"{{"files": [{{"name": "x.toml", "text": "{}"}}]}}"#, "#".repeat(3 << 20));
+    let (status, answer) = send(&daemon, reqwest::Method::POST, "/v1/config", &huge, Some(&operate), None).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("2 MiB")), "{answer}");
     for path in READS {
         let (status, answer) = send(&daemon, reqwest::Method::GET, path, "", None, None).await;
         assert_eq!(status, 401, "GET {path} without a token: {answer}");
@@ -206,7 +213,7 @@ async fn the_cli_trusts_a_tls_listener_only_with_the_ca_that_signed_it() {
     let https = format!("https://{}", daemon.api);
     let token = daemon.token("operate");
     let status = |ca: Option<&std::path::Path>| {
-        let mut command = std::process::Command::new(steward_tests::steward_binary());
+        let mut command = steward_tests::steward_command();
         command.args(["status", "--api", &https]).env("STEWARD_TOKEN", &token);
         if let Some(ca) = ca {
             command.arg("--ca").arg(ca);
@@ -230,7 +237,77 @@ async fn the_cli_trusts_a_tls_listener_only_with_the_ca_that_signed_it() {
         assert_eq!(untrusted.status.code(), Some(1), "{error}");
         assert!(error.contains("certificate") && error.contains("--ca"), "the CLI says what to pass: {error}");
     }
+    // A renewed certificate (here from another CA) counts from the next
+    // handshake, without a restart.
+    let renewed_dir = tempfile::tempdir().expect("a directory for certificates");
+    let renewed = steward_cluster::harness::make_certificates(renewed_dir.path());
+    std::fs::copy(&renewed.server_cert, &tls.server_cert).expect("copy the certificate");
+    std::fs::copy(&renewed.server_key, &tls.server_key).expect("copy the key");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !status(Some(&renewed.ca)).status.success() {
+        assert!(Instant::now() < until, "the renewed certificate is not served: {}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(Some(&tls.ca)).status.code(), Some(1), "the old CA no longer fits");
+    assert!(daemon.log().contains("certificate changed; loaded again"), "{}", daemon.log());
+
     // Plain HTTP to the TLS port gets nowhere.
     let plain = reqwest::Client::new().get(daemon.url("/v1/status")).bearer_auth(daemon.token("read")).send().await;
     assert!(plain.is_err() || plain.is_ok_and(|answer| !answer.status().is_success()));
+}
+
+/// Polls `path` with `token` until it answers `want`, within 10 s (the
+/// node checks its tokens file at most every half second).
+async fn until_status(daemon: &Daemon, path: &str, token: &str, want: u16) -> Value {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, answer) = send(daemon, reqwest::Method::GET, path, "", Some(token), None).await;
+        if status == want {
+            return answer;
+        }
+        assert!(Instant::now() < until, "GET {path} still answers {status}, not {want}: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_made_revoked_or_broken_count_without_a_restart() {
+    let daemon = Daemon::start(NODE, &["dummy"]).await;
+    let file = daemon.tokens_file();
+    let token = |args: &[&str]| {
+        let output = steward_tests::steward_command().arg("token").args(args).arg("--file").arg(&file).output();
+        output.expect("the CLI runs")
+    };
+
+    let made = token(&["create", "--name", "late-reader", "--role", "read"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(String::from_utf8_lossy(&made.stderr).contains("counts at once"));
+    let late = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    let whoami = until_status(&daemon, "/v1/whoami", &late, 200).await;
+    assert_eq!(whoami["name"], "late-reader", "the running node took the new token: {whoami}");
+    let listed = token(&["list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains("late-reader") && listed.contains("test-operator"), "{listed}");
+    assert!(!listed.contains(&late), "the list shows names, never tokens: {listed}");
+
+    let revoked = token(&["revoke", "--name", "late-reader"]);
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    until_status(&daemon, "/v1/whoami", &late, 401).await;
+    until_status(&daemon, "/v1/whoami", &daemon.token("operate"), 200).await;
+    let again = token(&["revoke", "--name", "late-reader"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no token named `late-reader`"));
+
+    // A change that does not load refuses every token (a revocation must
+    // not fail open), says so, and the Unix socket still serves.
+    let good = std::fs::read_to_string(&file).expect("the tokens file");
+    std::fs::write(&file, format!("{good}\n[[token]]\nname = \"typo\"\n")).expect("write");
+    let answer = until_status(&daemon, "/v1/whoami", &daemon.token("operate"), 401).await;
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("tokens file does not load")), "{answer}");
+    let socket = format!("unix:{}", daemon.socket().display());
+    let local = steward_tests::steward_command().args(["status", "--api", &socket]).output().expect("the CLI runs");
+    assert!(local.status.success(), "the socket serves: {}", String::from_utf8_lossy(&local.stderr));
+    assert!(daemon.log().contains("does not load"), "the log says why");
+    std::fs::write(&file, good).expect("write");
+    until_status(&daemon, "/v1/whoami", &daemon.token("operate"), 200).await;
 }

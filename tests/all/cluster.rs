@@ -661,6 +661,10 @@ async fn steward_apply_shares_groups_with_every_node_and_a_bad_file_changes_noth
     assert_eq!(c.get("/v1/config").await["revision"], revision);
     assert_eq!(group_names(&c).await, ["g", "g2"], "node-c has the shared groups");
 
+    // An operator takes g2 offline: a wish every node keeps.
+    assert!(c.cli(&["offline", "g2"]).status.success());
+    b.wait_group("g2", "offline", Duration::from_secs(30)).await;
+
     // A group the next apply leaves out goes offline where it runs and is
     // removed from every node.
     let only_g = files.path().join("only-g.toml");
@@ -693,6 +697,11 @@ async fn steward_apply_shares_groups_with_every_node_and_a_bad_file_changes_noth
         "nobody owns g2 any more: {cluster}"
     );
     wait_owner(&[&a, &b, &c], 0, Duration::from_secs(5)).await;
+
+    // The removal forgot the wish: g2 applied again starts afresh, online.
+    let applied = a.cli(&["apply", &groups.display().to_string()]);
+    assert!(applied.status.success(), "apply: {applied:?}");
+    b.wait_group("g2", "online", Duration::from_secs(30)).await;
     checked_journal(journal.path());
 }
 

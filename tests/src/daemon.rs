@@ -170,6 +170,11 @@ impl Daemon {
         reqwest::Client::builder().default_headers(headers).build().expect("an HTTP client")
     }
 
+    /// The tokens file the daemon's node file names.
+    pub fn tokens_file(&self) -> PathBuf {
+        self.dir.path().join(API_TOKENS)
+    }
+
     /// The daemon's Unix socket (in its data directory).
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("data").join(steward_config::API_SOCKET)

@@ -26,11 +26,14 @@ use axum::serve::IncomingStream;
 use steward_config::tokens::{ApiTokens, Role};
 use steward_node::NodeView;
 
+use crate::reloading::Reloading;
+
 /// What the guard needs to know about the node's access settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Access {
-    /// The tokens TCP requests present; `None`: TCP requests are refused.
-    pub tokens: Option<ApiTokens>,
+    /// The tokens TCP requests present, as their file says now; `None`:
+    /// TCP requests are refused.
+    pub tokens: Option<Arc<Reloading<ApiTokens>>>,
     /// Whether `/metrics` answers without a token.
     pub metrics_open: bool,
 }
@@ -111,7 +114,14 @@ pub async fn guard(
                     "this listener requires a token: send `Authorization: Bearer TOKEN` (steward: --token-file or STEWARD_TOKEN)",
                 );
             };
-            match access.tokens.as_ref().and_then(|tokens| tokens.check(token)) {
+            let Some(Ok(tokens)) = access.tokens.as_ref().map(|tokens| tokens.current()) else {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "this node's tokens file does not load, so no token is accepted; the node's operator must fix it \
+                     (the daemon's log says why)",
+                );
+            };
+            match tokens.check(token) {
                 Some(entry) => Caller { name: entry.name.clone(), role: entry.role },
                 None => return refuse(StatusCode::UNAUTHORIZED, "the token is not one of this node's tokens"),
             }

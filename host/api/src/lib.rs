@@ -64,6 +64,7 @@ mod access;
 pub mod console;
 mod from_view;
 mod history;
+pub mod reloading;
 pub mod tls;
 pub mod wire;
 
@@ -304,13 +305,18 @@ async fn apply_config(
     State(view): State<Arc<NodeView>>,
     body: Result<Json<wire::ApplyRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<wire::ApplyReport>, ApiError> {
-    let Json(request) = body.map_err(|rejection| ApiError {
-        status: StatusCode::BAD_REQUEST,
-        message: format!(
-            "the body is not {{\"files\": [{{\"name\": ..., \"text\": ...}}]}}: {}",
-            rejection.body_text()
-        ),
-        field: Some("body"),
+    let Json(request) = body.map_err(|rejection| {
+        // A body past axum's limit (2 MiB) is 413, not a malformed one:
+        // the rejection knows which.
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "the files are larger than a node takes in one apply (2 MiB, and etcd keeps at most 1.5 MiB per key); \
+             apply smaller files"
+                .to_string()
+        } else {
+            format!("the body is not {{\"files\": [{{\"name\": ..., \"text\": ...}}]}}: {}", rejection.body_text())
+        };
+        ApiError { status, message, field: Some("body") }
     })?;
     if request.files.is_empty() {
         return Err(ApiError {

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
 pub use membership::{ClientIdentity, ClusterConfig, EtcdTls, LeaseHealth, LeaseState, Member, MembershipEvent, join};
-pub use ownership::{OwnerChanged, OwnerRecord, OwnersWatch, Ownership, Wish, WishesWatch};
+pub use ownership::{OwnerChanged, OwnerRecord, OwnersWatch, Ownership, Wish, WishChange, WishesWatch};
 pub use watch::Subscription;
 
 /// A node's plugin types: type name to the version hash it runs.

@@ -89,8 +89,18 @@ pub struct Wish {
     pub unix_ms: u64,
 }
 
+/// A change to the operators' wishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WishChange {
+    /// A wish, new or told again.
+    Set(Wish),
+    /// The wish for this group is gone: an apply left its group out, so
+    /// a group of that name applied later starts without it.
+    Forgotten(String),
+}
+
 /// The wishes of the cluster, beginning with those that exist.
-pub type WishesWatch = Subscription<Wish>;
+pub type WishesWatch = Subscription<WishChange>;
 
 /// The JSON value of an owner key.
 #[derive(Serialize, Deserialize)]
@@ -311,10 +321,11 @@ impl Ownership {
         let prefix = self.keys.wishes_prefix();
         let (entries, revision) = self.read_prefix("wishes read", &prefix).await?;
         let (sender, events) = mpsc::unbounded_channel();
-        for entry in &entries {
-            if let Some(wish) = wish_of(&prefix, entry) {
-                let _ = sender.send(wish);
-            }
+        // The groups with a wish, so a resync can tell which were forgotten.
+        let mut known = std::collections::HashSet::new();
+        for wish in entries.iter().filter_map(|entry| wish_of(&prefix, entry)) {
+            known.insert(wish.group.clone());
+            let _ = sender.send(WishChange::Set(wish));
         }
         let spec = WatchSpec {
             key: prefix.clone(),
@@ -326,14 +337,32 @@ impl Ownership {
         let span = info_span!("wishes_watch", node = %self.node);
         let task = tokio::spawn(
             resilient::run(self.stream_clients.clone(), spec, move |change| {
-                let entries = match change {
-                    Change::Put(entry) => vec![entry],
-                    // A resync hands every wish over again: the latest wins.
-                    Change::Resync(entries) => entries,
-                    Change::Delete { .. } => Vec::new(),
+                let changes: Vec<WishChange> = match change {
+                    Change::Put(entry) => wish_of(&prefix, &entry).map(WishChange::Set).into_iter().collect(),
+                    Change::Delete { key, .. } => name_under(&prefix, &key)
+                        .map(|group| WishChange::Forgotten(group.to_string()))
+                        .into_iter()
+                        .collect(),
+                    // A resync hands every wish over again (the latest
+                    // wins), and those no longer there are forgotten.
+                    Change::Resync(entries) => {
+                        let wishes: Vec<Wish> = entries.iter().filter_map(|entry| wish_of(&prefix, entry)).collect();
+                        let now: std::collections::HashSet<&str> = wishes.iter().map(|w| w.group.as_str()).collect();
+                        let gone: Vec<String> =
+                            known.iter().filter(|group| !now.contains(group.as_str())).cloned().collect();
+                        gone.into_iter()
+                            .map(WishChange::Forgotten)
+                            .chain(wishes.into_iter().map(WishChange::Set))
+                            .collect()
+                    }
                 };
-                entries.iter().filter_map(|entry| wish_of(&prefix, entry)).all(|wish| sender.send(wish).is_ok())
-                    && !sender.is_closed()
+                for change in &changes {
+                    match change {
+                        WishChange::Set(wish) => known.insert(wish.group.clone()),
+                        WishChange::Forgotten(group) => known.remove(group),
+                    };
+                }
+                changes.into_iter().all(|change| sender.send(change).is_ok()) && !sender.is_closed()
             })
             .instrument(span),
         );

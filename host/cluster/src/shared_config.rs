@@ -100,8 +100,17 @@ impl SharedConfigStore {
 
     /// Writes `config` in one transaction, if the configuration is still
     /// at `checked_against` (the revision the files were checked with;
-    /// `None`: nothing was applied). Returns the new revision.
-    pub async fn apply(&self, config: &SharedConfig, checked_against: Option<i64>) -> Result<i64> {
+    /// `None`: nothing was applied). The same transaction forgets the
+    /// operators' wishes for `removed_groups` (groups the last apply had
+    /// and this one leaves out), so a group of that name applied later
+    /// starts afresh rather than under an old `steward offline`. Returns
+    /// the new revision.
+    pub async fn apply(
+        &self,
+        config: &SharedConfig,
+        checked_against: Option<i64>,
+        removed_groups: &[String],
+    ) -> Result<i64> {
         let key = self.keys.shared_config();
         let value = serde_json::to_vec(config)
             .map_err(|error| Error::CorruptValue { key: key.clone(), reason: error.to_string() })?;
@@ -112,7 +121,10 @@ impl SharedConfigStore {
             Some(revision) => Compare::mod_revision(key.clone(), CompareOp::Equal, revision),
             None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
         };
-        let write = Txn::new().when([guard]).and_then([TxnOp::put(key.clone(), value, None)]);
+        let forget = removed_groups.iter().map(|group| TxnOp::delete(self.keys.wish(group), None));
+        let write = Txn::new()
+            .when([guard])
+            .and_then(std::iter::once(TxnOp::put(key.clone(), value, None)).chain(forget).collect::<Vec<_>>());
         let response = timed("shared configuration write", self.request_timeout, || {
             let (mut kv, write) = (self.client.kv_client(), write.clone());
             async move { kv.txn(write).await }

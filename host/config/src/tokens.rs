@@ -6,7 +6,8 @@
 //! change too) and the SHA-256 of the token, never the token itself, so
 //! the file tells a reader nothing they could present.
 //! `steward token create` makes a token from 32 random bytes, appends its
-//! hash and prints it once.
+//! hash and prints it once; `steward token revoke` takes one out. A running
+//! node reads the file again when it changes.
 
 use std::path::{Path, PathBuf};
 
@@ -144,6 +145,37 @@ pub fn append(file: &Path, entry: &TokenEntry) -> Result<(), ConfigError> {
     out.write_all(format!("\n{table}").as_bytes()).map_err(|e| at(format!("cannot write the tokens file: {e}")))
 }
 
+/// Takes the token named `name` out of `file`, which is written anew (in
+/// one rename, mode 0600; comments in it are not kept). Returns the entry
+/// that went.
+pub fn revoke(file: &Path, name: &str) -> Result<TokenEntry, ConfigError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let at = |message: String| ConfigError { location: file.display().to_string(), message };
+    let mut known = ApiTokens::load(file)?;
+    let Some(index) = known.entries.iter().position(|entry| entry.name == name) else {
+        let names: Vec<&str> = known.entries.iter().map(|entry| entry.name.as_str()).collect();
+        return Err(at(format!("there is no token named `{name}`; the file names: {}", names.join(", "))));
+    };
+    let revoked = known.entries.remove(index);
+    let text = toml::to_string(&TokensFile { token: known.entries })
+        .map_err(|e| at(format!("cannot write the tokens: {e}")))?;
+    let partial = file.with_extension("partial");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .and_then(|mut out| out.write_all(text.as_bytes()).and_then(|()| out.sync_all()))
+        .and_then(|()| std::fs::rename(&partial, file));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        at(format!("cannot write the tokens file: {e}"))
+    })?;
+    Ok(revoked)
+}
+
 fn hash_hex(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
@@ -171,6 +203,13 @@ mod tests {
         assert!(!std::fs::read_to_string(&file).expect("text").contains(&operate), "the file holds no token");
         let again = append(&file, &generate("ci", Role::Read).expect("random bytes").1);
         assert!(again.is_err_and(|e| e.message.contains("exists")));
+
+        assert_eq!(revoke(&file, "ci").expect("revoked").role, Role::Operate);
+        let tokens = ApiTokens::load(&file).expect("the file reads back");
+        assert!(tokens.check(&operate).is_none(), "a revoked token is refused");
+        assert!(tokens.check(&read).is_some(), "the others stay");
+        let unknown = revoke(&file, "ci").expect_err("revoked already");
+        assert!(unknown.message.contains("no token named `ci`") && unknown.message.contains("viewer"), "{unknown}");
     }
 
     #[test]

@@ -309,8 +309,8 @@ impl Agent {
                 }
             }
         };
-        while let Ok(Some(wish)) = tokio::time::timeout(Duration::ZERO, wishes.recv()).await {
-            self.wished(wish);
+        while let Ok(Some(change)) = tokio::time::timeout(Duration::ZERO, wishes.recv()).await {
+            self.wish_changed(change);
         }
         let mut tick = tokio::time::interval(self.lease_ttl / 4);
         loop {
@@ -348,7 +348,7 @@ impl Agent {
                     None => return,
                 },
                 Some(change) = watch.recv() => self.owner_changed(change).await,
-                Some(wish) = wishes.recv() => self.wished(wish),
+                Some(change) = wishes.recv() => self.wish_changed(change),
                 () = sleep_until(next_margin), if next_margin.is_some() => self.report_due(),
                 _ = tick.tick() => {
                     self.extend_lease();
@@ -394,6 +394,16 @@ impl Agent {
             if let Ok(mut view) = self.view.nodes.write() {
                 *view = nodes;
             }
+        }
+    }
+
+    /// A change to the operators' wishes, from etcd. A forgotten wish
+    /// (its group left the shared configuration) leaves the group free to
+    /// run when it is applied again; the node loop has removed it already.
+    fn wish_changed(&mut self, change: steward_cluster::WishChange) {
+        match change {
+            steward_cluster::WishChange::Set(wish) => self.wished(wish),
+            steward_cluster::WishChange::Forgotten(group) => self.wanted_again(&group),
         }
     }
 

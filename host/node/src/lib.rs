@@ -694,11 +694,13 @@ pub struct Node {
     attempts: HashMap<String, u32>,
     /// Each resource's queue of cluster events, delivered in order.
     notifiers: HashMap<String, mpsc::UnboundedSender<Arc<ClusterEvent>>>,
-    /// Each resource's position in `config.resources`, and its group's in
-    /// `config.groups`: the loop looks them up on every input, and a
-    /// search of 10,000 resources per input made start-up quadratic.
+    /// Each resource's position in `config.resources`, its group's in
+    /// `config.groups`, and each group's by its name: the loop looks them
+    /// up on every input (ownership events included), and a search of
+    /// 10,000 resources or groups per input made start-up quadratic.
     resource_index: HashMap<String, usize>,
     group_index: HashMap<String, usize>,
+    group_positions: HashMap<String, usize>,
     /// In a cluster, where the shared configuration is kept.
     shared_config: Option<steward_cluster::shared_config::SharedConfigStore>,
     /// Until when the cluster lease is valid, on the monotonic clock
@@ -799,6 +801,7 @@ impl Node {
             notifiers: HashMap::new(),
             resource_index: HashMap::new(),
             group_index: HashMap::new(),
+            group_positions: HashMap::new(),
             shared_config: None,
             lease_until_ns: None,
             hurried: std::collections::HashSet::new(),
@@ -943,6 +946,7 @@ impl Node {
             self.resource_index.insert(resource.name.clone(), first_resource + at);
         }
         for (at, group) in groups.iter().enumerate() {
+            self.group_positions.insert(group.name.clone(), first_group + at);
             for member in &group.resources {
                 self.group_index.insert(member.clone(), first_group + at);
             }
@@ -1253,8 +1257,9 @@ impl Node {
     fn on_ownership(&mut self, event: OwnershipEvent) {
         match event {
             OwnershipEvent::Acquired { group, fencing_token } => {
-                if self.group_config(&group).is_none() {
-                    // Removed from the configuration while it was acquired.
+                if self.group_config(&group).is_none() || self.removing.contains(&group) {
+                    // Removed from the configuration while it was acquired
+                    // (or being removed: an owned group never finishes).
                     self.ownership.release(&group);
                     return;
                 }
@@ -1480,6 +1485,8 @@ impl Node {
                 .enumerate()
                 .flat_map(|(at, known)| known.resources.iter().map(move |member| (member.clone(), at)))
                 .collect();
+            self.group_positions =
+                self.config.groups.iter().enumerate().map(|(at, known)| (known.name.clone(), at)).collect();
             if let Ok(mut views) = self.view.resources.write() {
                 views.retain(|name, _| !members.contains(name));
             }
@@ -1649,7 +1656,7 @@ impl Node {
 
     /// The configured group named `group`.
     fn group_config(&self, group: &str) -> Option<&GroupConfig> {
-        self.config.groups.iter().find(|known| known.name == group)
+        self.group_positions.get(group).and_then(|at| self.config.groups.get(*at))
     }
 
     /// The context of a call made for `resource`: this node, the fencing

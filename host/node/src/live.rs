@@ -496,7 +496,7 @@ impl super::Node {
             .groups
             .iter()
             .map(|g| g.name.as_str())
-            .filter(|g| self.config.groups.iter().any(|known| known.name == *g))
+            .filter(|g| self.group_positions.contains_key(*g))
             .chain(plan.resources.iter().map(|r| r.name.as_str()).filter(|r| self.handles.contains_key(*r)))
             .collect();
         if !taken.is_empty() {
@@ -598,8 +598,17 @@ impl super::Node {
                     applied_by: node.name.clone(),
                     applied_at_ms: super::unix_ms(),
                 };
+                // Groups the last apply had and these files leave out; a
+                // last apply that no longer parses leaves its wishes be.
+                let applied_before =
+                    current.as_ref().and_then(|applied| node.with_shared(&applied.config.named_texts()).ok());
+                let removed: Vec<String> = applied_before
+                    .iter()
+                    .flat_map(|before| before.groups.iter().map(|group| group.name.clone()))
+                    .filter(|group| !candidate.groups.iter().any(|kept| kept.name == *group))
+                    .collect();
                 let revision = store
-                    .apply(&config, current.map(|applied| applied.revision))
+                    .apply(&config, current.as_ref().map(|applied| applied.revision), &removed)
                     .await
                     .map_err(|error| error.to_string())?;
                 Ok(ApplyReport {

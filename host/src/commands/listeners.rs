@@ -1,19 +1,22 @@
 //! The daemon's API listeners: the Unix socket in the data directory
 //! (always; mode 0660, its group configurable), and the TCP listener the
-//! node file may add (with TLS when `api_tls` names a certificate).
+//! node file may add (with TLS when `api_tls` names a certificate). The
+//! tokens file and the certificate count as they change, without a restart.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use steward_api::reloading::Reloading;
 use steward_config::ApiAccess;
+use steward_config::tokens::ApiTokens;
 use steward_node::NodeView;
 
 /// The listeners, bound and not yet served.
 pub struct Listeners {
     unix: tokio::net::UnixListener,
-    tcp: Option<(tokio::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+    tcp: Option<(tokio::net::TcpListener, Option<Arc<Reloading<rustls::ServerConfig>>>)>,
     /// What other nodes and operators reach the TCP listener at: `ADDR`,
     /// or `https://ADDR` with TLS; empty without a TCP listener.
     pub api_address: String,
@@ -33,10 +36,15 @@ impl Listeners {
                     .with_context(|| format!("cannot listen on {address} (node.api); is another daemon running?"))?;
                 let local = listener.local_addr()?;
                 let tls = match &access.tls {
-                    Some(tls) => Some(
-                        steward_api::tls::server_config(&tls.cert.pem, &tls.key.pem)
-                            .map_err(|error| anyhow::anyhow!("node.{error}"))?,
-                    ),
+                    Some(tls) => {
+                        let first = steward_api::tls::server_config(&tls.cert.pem, &tls.key.pem)
+                            .map_err(|error| anyhow::anyhow!("node.{error}"))?;
+                        let (cert, key) = (tls.cert.path.clone(), tls.key.path.clone());
+                        let files = vec![cert.clone(), key.clone()];
+                        Some(Arc::new(Reloading::new("the API's certificate", files, first, move || {
+                            steward_api::tls::server_config_from(&cert, &key)
+                        })))
+                    }
                     None => None,
                 };
                 api_address = if tls.is_some() { format!("https://{local}") } else { local.to_string() };
@@ -48,7 +56,14 @@ impl Listeners {
 
     /// Serves the API on every listener, in tasks of their own.
     pub fn serve(self, view: Arc<NodeView>, access: &ApiAccess) {
-        let guard = steward_api::Access { tokens: access.tokens.clone(), metrics_open: access.metrics_open };
+        let tokens = access.tokens.clone().map(|tokens| {
+            let file = tokens.file.clone();
+            let reload = file.clone();
+            Arc::new(Reloading::new("the tokens file", vec![file], tokens, move || {
+                ApiTokens::load(&reload).map_err(|error| error.to_string())
+            }))
+        });
+        let guard = steward_api::Access { tokens, metrics_open: access.metrics_open };
         let api = steward_api::Api::new(view, guard);
         let unix_api = api.clone();
         tokio::spawn(async move {
