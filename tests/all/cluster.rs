@@ -702,6 +702,25 @@ async fn steward_apply_shares_groups_with_every_node_and_a_bad_file_changes_noth
     let applied = a.cli(&["apply", &groups.display().to_string()]);
     assert!(applied.status.success(), "apply: {applied:?}");
     b.wait_group("g2", "online", Duration::from_secs(30)).await;
+
+    // A changed resource replaces its group on every node: offline where
+    // it ran, then online as now defined (here: writing another journal).
+    let changed = std::fs::read_to_string(&groups).expect("the applied file").replace("/journal/log2", "/journal/log3");
+    std::fs::write(&groups, changed).expect("the changed file is written");
+    let applied = a.cli(&["apply", &groups.display().to_string()]);
+    assert!(applied.status.success(), "apply: {applied:?}");
+    let until = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(journal.path().join("log3")).unwrap_or_default().is_empty() {
+        assert!(Instant::now() < until, "g2 did not come back as now defined: {}", b.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.wait_group("g2", "online", Duration::from_secs(30)).await;
+    let events = b.events().await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "config-applied"
+            && e["reason"].as_str().is_some_and(|r| r.contains("replacing groups [g2]"))),
+        "{events:#?}"
+    );
     checked_journal(journal.path());
 }
 

@@ -385,3 +385,96 @@ async fn files_published_while_the_daemon_starts_are_not_lost() {
     assert!(log.lines().any(|l| l.contains("dummy.wasm") && l.contains("plugin loaded")), "{log}");
     assert!(log.lines().any(|l| l.contains("broken.wasm") && l.contains("rejected")), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_replaces_a_changed_group_and_keeps_an_offline_one_offline() {
+    let state = tempfile::tempdir().expect("a state directory");
+    let node = |marker: &str, interval: &str| {
+        format!(
+            r#"
+[node]
+name = "node-r"
+plugin_dir = "plugins"
+data_dir = "data"
+api = "{{api}}"
+
+[[resource]]
+name = "marker"
+type = "file-marker"
+properties = {{ path = "/state/{marker}" }}
+grants = {{ directories = [{{ host = "{}", guest = "/state" }}] }}
+
+[[resource]]
+name = "q"
+type = "dummy"
+looks_alive_interval = "{interval}"
+
+[[resource]]
+name = "still"
+type = "dummy"
+
+[[group]]
+name = "m"
+resources = ["marker"]
+
+[[group]]
+name = "quiet"
+resources = ["q"]
+
+[[group]]
+name = "same"
+resources = ["still"]
+"#,
+            state.path().display()
+        )
+    };
+    let daemon = Daemon::start(&node("one", "1s"), &["dummy", "file_marker"]).await;
+    for group in ["m", "quiet", "same"] {
+        daemon.wait_group(group, "online", Duration::from_secs(20)).await;
+    }
+    assert!(daemon.cli(&["offline", "quiet"]).status.success());
+    daemon.wait_group("quiet", "offline", Duration::from_secs(20)).await;
+    let still_restarts = daemon.get("/v1/resources/still").await["restarts"].clone();
+
+    // The marker's property and q's probe interval change; `same` does not.
+    let config = daemon.path("steward.toml");
+    let current = std::fs::read_to_string(&config).expect("config");
+    let api_line = current.lines().find(|line| line.starts_with("api")).expect("an api line").to_string();
+    let tokens_line = current.lines().find(|line| line.starts_with("api_tokens")).expect("a tokens line").to_string();
+    let changed = node("two", "2s").replace("api = \"{api}\"", &format!("{api_line}\n{tokens_line}"));
+    std::fs::write(&config, changed).expect("rewrite the config");
+    let reloaded = daemon.cli(&["reload"]);
+    let said = text(&reloaded.stdout);
+    assert!(reloaded.status.success(), "{said}{}", text(&reloaded.stderr));
+    assert!(said.contains("replacing groups (offline, then as now defined): m, quiet"), "{said}");
+
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !state.path().join("two").exists() {
+        assert!(std::time::Instant::now() < until, "m did not come back with its new path: {}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!state.path().join("one").exists(), "the old definition went offline first");
+    daemon.wait_group("m", "online", Duration::from_secs(20)).await;
+    let events = daemon.events().await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "group-removed"
+            && e["group"] == "quiet"
+            && e["reason"].as_str().is_some_and(|r| r.contains("defined differently"))),
+        "{events:#?}"
+    );
+    // quiet is back in the node, with its new interval, and still offline
+    // as its operator left it; `same` was never touched.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while daemon.get("/v1/groups").await.as_array().is_none_or(|groups| groups.len() != 3) {
+        assert!(std::time::Instant::now() < until, "quiet was not added again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(daemon.group_state("quiet").await, "offline", "the operator's offline holds");
+    assert_eq!(daemon.group_state("same").await, "online");
+    assert_eq!(daemon.get("/v1/resources/still").await["restarts"], still_restarts);
+    assert!(
+        !events.iter().any(|e| e["group"] == "same" && e["kind"] == "group-removed"),
+        "an unchanged group is not replaced: {events:#?}"
+    );
+}

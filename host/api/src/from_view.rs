@@ -100,7 +100,7 @@ pub fn reload(report: ReloadReport) -> wire::ReloadReport {
         added_groups: report.added_groups,
         added_resources: report.added_resources,
         removed_groups: report.removed_groups,
-        not_applied: report.not_applied,
+        replaced_groups: report.replaced_groups,
     }
 }
 

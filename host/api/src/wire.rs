@@ -193,8 +193,10 @@ pub struct ReloadReport {
     /// Groups no longer configured: taken offline, then removed.
     #[serde(default)]
     pub removed_groups: Vec<String>,
-    /// What the file now says that a reload does not apply (a restart does).
-    pub not_applied: Vec<String>,
+    /// Groups defined differently now: taken offline, removed, and added
+    /// again as they are now defined.
+    #[serde(default)]
+    pub replaced_groups: Vec<String>,
 }
 
 /// `GET /v1/groups/{name}/why`: one decision a node made for the group.

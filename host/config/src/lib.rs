@@ -225,7 +225,7 @@ pub enum LogFormat {
 }
 
 /// One resource.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResourceConfig {
     /// Its name, unique on the node.
     pub name: String,
@@ -261,7 +261,7 @@ pub struct TimingOverrides {
 }
 
 /// One group: resources that go online and offline together.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupConfig {
     /// Its name.
     pub name: String,
@@ -353,6 +353,24 @@ impl NodeConfig {
         let shared = NodeConfig { resources, groups, ..self.clone() };
         check_structure(&shared)?;
         Ok(shared)
+    }
+
+    /// Whether `group` is defined differently in `other`: its own
+    /// settings or members, or any member's settings (where they are
+    /// written does not count). `None` when `other` has no such group.
+    pub fn group_changed_in(&self, group: &str, other: &NodeConfig) -> Option<bool> {
+        let ours = self.groups.iter().find(|g| g.name == group)?;
+        let theirs = other.groups.iter().find(|g| g.name == group)?;
+        let unplaced_group = |g: &GroupConfig| GroupConfig { defined_at: String::new(), ..g.clone() };
+        let unplaced =
+            |r: Option<&ResourceConfig>| r.map(|r| ResourceConfig { defined_at: String::new(), ..r.clone() });
+        Some(
+            unplaced_group(ours) != unplaced_group(theirs)
+                || ours
+                    .resources
+                    .iter()
+                    .any(|member| unplaced(self.resource(member)) != unplaced(other.resource(member))),
+        )
     }
 
     /// The resource named `name`.

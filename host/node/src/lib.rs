@@ -711,6 +711,12 @@ pub struct Node {
     hurried: std::collections::HashSet<String>,
     /// Groups the configuration no longer has: removed once offline here.
     removing: std::collections::HashSet<String>,
+    /// Of those, the groups a reload defines differently: once removed,
+    /// they are added again as now defined, wanted online or not as they
+    /// were (alone; in a cluster the operators' wishes live in etcd).
+    replacing: HashMap<String, bool>,
+    /// Replaced groups removed and not yet added again, with that wish.
+    readding: HashMap<String, bool>,
     /// Who watches the node from outside, if anyone (see [`Supervisor`]).
     supervisor: Option<Box<dyn Supervisor>>,
 }
@@ -806,6 +812,8 @@ impl Node {
             lease_until_ns: None,
             hurried: std::collections::HashSet::new(),
             removing: std::collections::HashSet::new(),
+            replacing: HashMap::new(),
+            readding: HashMap::new(),
             supervisor: None,
         })
     }
@@ -1437,11 +1445,11 @@ impl Node {
         self.finish_removals();
     }
 
-    /// Starts removing `group`, which the configuration no longer has: it
-    /// goes offline here (not as an operator's wish: the group is gone, not
+    /// Starts removing `group`, which the configuration no longer has (or,
+    /// when it is in `replacing`, defines differently): it goes offline here (not as an operator's wish: the group is gone, not
     /// wanted offline), and is removed once nothing of it runs.
     fn remove_group(&mut self, group: String) {
-        tracing::info!(%group, "the configuration no longer has the group; removing it");
+        tracing::info!(%group, replaced = self.replacing.contains_key(&group), "removing the group from the node");
         self.removing.insert(group.clone());
         self.apply(Input::GroupOffline(group));
     }
@@ -1457,17 +1465,32 @@ impl Node {
             .filter(|group| self.group_members(group).iter().all(|member| !runs(self.engine.state(member))))
             .cloned()
             .collect();
+        // A replaced group's instances must be closed before it is added
+        // again: workers know instances by name.
+        let mut closing = Vec::new();
+        let mut replaceable = false;
         for group in settled {
             self.removing.remove(&group);
+            let replaced = match self.replacing.remove(&group) {
+                Some(wanted) => {
+                    self.readding.insert(group.clone(), wanted);
+                    true
+                }
+                None => false,
+            };
+            replaceable |= replaced;
             // The backend forgets it too: no node asks for a group it lost.
             self.ownership.release(&group);
             let members = self.group_members(&group);
+            if !replaced && let Err(error) = self.store.forget_group(&group, &members) {
+                tracing::error!(%group, %error, "cannot forget the removed group in the state store");
+            }
             for member in &members {
                 self.stop_probes(member);
                 self.notifiers.remove(member);
                 self.attempts.remove(member);
                 if let Some(handle) = self.handles.remove(member) {
-                    tokio::spawn(async move { handle.close().await });
+                    closing.push(handle);
                 }
             }
             self.engine.remove_group(&group);
@@ -1499,10 +1522,28 @@ impl Node {
             self.view.publish(NodeEvent {
                 kind: "group-removed".into(),
                 group,
-                reason: "the configuration no longer has the group; it was taken offline and removed".into(),
+                reason: if replaced {
+                    "the group is defined differently now: it was taken offline and removed, and is added again as \
+                     now defined"
+                } else {
+                    "the configuration no longer has the group; it was taken offline and removed"
+                }
+                .into(),
                 ..blank_event()
             });
         }
+        if closing.is_empty() && !replaceable {
+            return;
+        }
+        let internal = self.internal_sender.clone();
+        tokio::spawn(async move {
+            for handle in closing {
+                handle.close().await;
+            }
+            if replaceable {
+                let _ = internal.send(live::Internal::Replaceable);
+            }
+        });
     }
 
     /// This node no longer owns `group`: its calls carry no token.

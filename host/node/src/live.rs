@@ -94,6 +94,9 @@ pub struct ApplyReport {
 pub(super) enum ReloadReply {
     Operator(oneshot::Sender<Result<ReloadReport, String>>),
     Shared(Applied),
+    /// The node's own, once changed groups are removed: it adds them
+    /// again with their new definitions.
+    Replacing,
 }
 
 /// What `steward reload` did.
@@ -105,8 +108,10 @@ pub struct ReloadReport {
     pub added_resources: Vec<String>,
     /// Groups no longer configured: taken offline here, then removed.
     pub removed_groups: Vec<String>,
-    /// What the file now says that a reload does not apply (a restart does).
-    pub not_applied: Vec<String>,
+    /// Groups defined differently now (their settings, members, or a
+    /// member's properties, grants or timing): taken offline here,
+    /// removed, then added again as they are now defined.
+    pub replaced_groups: Vec<String>,
 }
 
 /// What the node's own tasks report back to its loop.
@@ -124,6 +129,9 @@ pub(super) enum Internal {
     ReloadChecked { plan: Result<ReloadPlan, String>, reply: ReloadReply },
     /// An operator applied a shared configuration (from the etcd watch).
     SharedChanged(Applied),
+    /// Groups a reload replaces are removed and their instances closed in
+    /// their workers: they can be added again under the same names.
+    Replaceable,
     /// Resources a reload added are open in their workers: what each runs,
     /// and the inputs that then bring their groups online (or not).
     Opened { running: Vec<Running>, then: Vec<Input> },
@@ -149,7 +157,11 @@ struct ReloadPlanner {
     shared: Option<Vec<(String, String)>>,
     /// In a cluster, groups of a type this node lacks are left to others.
     in_cluster: bool,
-    groups: Vec<steward_config::GroupConfig>,
+    /// The groups and resources the node runs now.
+    current: steward_config::NodeConfig,
+    /// Of those, the groups being removed (or replaced) already: neither
+    /// removed nor replaced again, nor added until they are gone.
+    removing: std::collections::HashSet<String>,
     resources: std::collections::HashSet<String>,
     plugins: std::collections::BTreeMap<String, Arc<Plugin>>,
     store: Arc<crate::state::StateStore>,
@@ -164,7 +176,8 @@ pub(super) struct ReloadPlan {
     stored: HashMap<String, super::Stored>,
     /// Groups the configuration no longer has.
     removed: Vec<String>,
-    not_applied: Vec<String>,
+    /// Groups it defines differently.
+    replaced: Vec<String>,
     /// Groups left to nodes that have a type this one lacks, with the type.
     lacking: Vec<(String, String)>,
 }
@@ -178,43 +191,60 @@ impl ReloadPlanner {
             fresh = fresh.with_shared(files).map_err(|e| format!("{e}; nothing was changed"))?;
         }
         let lacking = if self.in_cluster { super::set_aside_lacking(&mut fresh, &self.plugins) } else { Vec::new() };
-        let known = |name: &str| self.groups.iter().any(|g| g.name == name);
+        let known = |name: &str| self.current.groups.iter().any(|g| g.name == name);
         let groups: Vec<_> = fresh.groups.iter().filter(|g| !known(&g.name)).cloned().collect();
         let members: std::collections::HashSet<&str> =
             groups.iter().flat_map(|g| g.resources.iter().map(String::as_str)).collect();
         let resources: Vec<_> = fresh.resources.iter().filter(|r| members.contains(r.name.as_str())).cloned().collect();
+        // A changed group is replaced: removed, then added as it is now.
+        // Its new definition is checked here, before it goes offline.
+        let replaced: Vec<String> = self
+            .current
+            .groups
+            .iter()
+            .filter(|group| !self.removing.contains(&group.name))
+            .filter(|group| self.current.group_changed_in(&group.name, &fresh) == Some(true))
+            .map(|group| group.name.clone())
+            .collect();
+        let replaced_members: std::collections::HashSet<&str> = self
+            .current
+            .groups
+            .iter()
+            .filter(|group| replaced.contains(&group.name))
+            .flat_map(|group| group.resources.iter().map(String::as_str))
+            .collect();
+        let replacements: Vec<_> = fresh
+            .groups
+            .iter()
+            .filter(|group| replaced.contains(&group.name))
+            .flat_map(|group| group.resources.iter())
+            .filter_map(|member| fresh.resource(member).cloned())
+            .collect();
         let mut errors = Vec::new();
         for resource in &resources {
-            if self.resources.contains(&resource.name) {
+            if self.resources.contains(&resource.name) && !replaced_members.contains(resource.name.as_str()) {
                 errors.push(format!(
                     "{}: resource `{}` already exists in a running group; give the new one another name",
                     resource.defined_at, resource.name
                 ));
             }
         }
-        let additions =
-            steward_config::NodeConfig { resources: resources.clone(), groups: Vec::new(), ..fresh.clone() };
+        let checked: Vec<_> = resources.iter().chain(&replacements).cloned().collect();
+        let additions = steward_config::NodeConfig { resources: checked, groups: Vec::new(), ..fresh.clone() };
         errors.extend(check_config(&additions, &self.plugins).await.iter().map(ToString::to_string));
         if !errors.is_empty() {
             return Err(format!("{}; nothing was changed", errors.join("; ")));
         }
-        let mut not_applied = Vec::new();
         let mut removed = Vec::new();
-        for group in &self.groups {
+        for group in &self.current.groups {
             let set_aside = lacking.iter().any(|(name, _)| *name == group.name);
-            match fresh.groups.iter().find(|g| g.name == group.name) {
-                None if !set_aside => removed.push(group.name.clone()),
-                Some(now) if now.resources != group.resources => {
-                    not_applied.push(format!("group `{}` has other resources now", group.name))
-                }
-                _ => {}
+            let gone = !fresh.groups.iter().any(|g| g.name == group.name);
+            if !set_aside && gone && !self.removing.contains(&group.name) {
+                removed.push(group.name.clone());
             }
         }
-        if !not_applied.is_empty() {
-            not_applied.push("a reload adds and removes groups; restart the daemon to change one".into());
-        }
         let stored = super::read_stored(&self.store, &resources);
-        Ok(ReloadPlan { groups, resources, stored, removed, not_applied, lacking })
+        Ok(ReloadPlan { groups, resources, stored, removed, replaced, lacking })
     }
 }
 
@@ -226,6 +256,14 @@ impl ReloadReply {
             ReloadReply::Operator(reply) => {
                 let _ = reply.send(outcome);
             }
+            // Success is the `reloaded` event the loop publishes.
+            ReloadReply::Replacing => {
+                if let Err(error) = outcome {
+                    tracing::error!(%error, "the replaced groups cannot be added again");
+                    let reason = format!("adding the replaced groups again: {error}");
+                    view.publish(NodeEvent { kind: "config-not-applied".into(), reason, ..blank_event() });
+                }
+            }
             ReloadReply::Shared(applied) => {
                 let revision = applied.revision;
                 let (kind, reason) = match outcome {
@@ -233,16 +271,14 @@ impl ReloadReply {
                         if let Ok(mut current) = view.shared_config.write() {
                             *current = Some(applied);
                         }
-                        let mut reason = format!(
+                        let reason = format!(
                             "shared configuration revision {revision}: added groups [{}], resources [{}]; removing \
-                             groups [{}]",
+                             groups [{}]; replacing groups [{}]",
                             report.added_groups.join(", "),
                             report.added_resources.join(", "),
-                            report.removed_groups.join(", ")
+                            report.removed_groups.join(", "),
+                            report.replaced_groups.join(", ")
                         );
-                        if !report.not_applied.is_empty() {
-                            reason.push_str(&format!("; not applied: {}", report.not_applied.join("; ")));
-                        }
                         ("config-applied", reason)
                     }
                     Err(error) => {
@@ -291,6 +327,7 @@ impl super::Node {
             Internal::Running(running) => self.record_running(running),
             Internal::ReloadChecked { plan, reply } => self.reload_checked(plan, reply),
             Internal::SharedChanged(applied) => self.shared_changed(applied),
+            Internal::Replaceable => self.reload(ReloadReply::Replacing),
             Internal::Opened { running, then } => {
                 for running in running {
                     self.record_running(running);
@@ -457,7 +494,7 @@ impl super::Node {
     fn reload(&mut self, reply: ReloadReply) {
         let shared = match &reply {
             ReloadReply::Shared(applied) => Some(applied.config.named_texts()),
-            ReloadReply::Operator(_) => self
+            ReloadReply::Operator(_) | ReloadReply::Replacing => self
                 .view
                 .shared_config
                 .read()
@@ -468,7 +505,8 @@ impl super::Node {
             file: self.config.file.clone(),
             shared,
             in_cluster: self.config.cluster.is_some(),
-            groups: self.config.groups.clone(),
+            current: self.config.clone(),
+            removing: self.removing.clone(),
             resources: self.handles.keys().cloned().collect(),
             plugins: self.plugins.clone(),
             store: self.store.clone(),
@@ -499,6 +537,12 @@ impl super::Node {
             .filter(|g| self.group_positions.contains_key(*g))
             .chain(plan.resources.iter().map(|r| r.name.as_str()).filter(|r| self.handles.contains_key(*r)))
             .collect();
+        if !taken.is_empty() && matches!(reply, ReloadReply::Replacing) {
+            // Another reload added some of them first: plan again from
+            // what the node has now.
+            self.reload(ReloadReply::Replacing);
+            return;
+        }
         if !taken.is_empty() {
             let taken = taken.join(", ");
             reply.answer(&self.view, Err(format!("{taken} were added meanwhile; nothing was changed (reload again)")));
@@ -511,15 +555,27 @@ impl super::Node {
             added_groups: plan.groups.iter().map(|g| g.name.clone()).collect(),
             added_resources: plan.resources.iter().map(|r| r.name.clone()).collect(),
             removed_groups: plan.removed.clone(),
-            not_applied: plan.not_applied,
+            replaced_groups: plan.replaced.clone(),
         };
         for group in plan.removed {
+            self.remove_group(group);
+        }
+        for group in plan.replaced {
+            let wanted = match self.config.cluster {
+                Some(_) => None,
+                None => self.store.group_wanted(&group).ok().flatten(),
+            };
+            let autostart = self.group_config(&group).is_some_and(|g| g.autostart);
+            self.replacing.insert(group.clone(), wanted.unwrap_or(autostart));
             self.remove_group(group);
         }
         let then: Vec<Input> = plan
             .groups
             .iter()
-            .map(|g| if g.autostart { Input::GroupOnline(g.name.clone()) } else { Input::GroupOffline(g.name.clone()) })
+            .map(|g| {
+                let wanted = self.readding.remove(&g.name).unwrap_or(g.autostart);
+                if wanted { Input::GroupOnline(g.name.clone()) } else { Input::GroupOffline(g.name.clone()) }
+            })
             .collect();
         let opening = self.add(plan.resources, plan.groups, plan.stored);
         let internal = self.internal_sender.clone();
@@ -530,10 +586,11 @@ impl super::Node {
         self.publish_node_event(
             "reloaded",
             format!(
-                "added groups: [{}]; resources: [{}]; removing groups: [{}]",
+                "added groups: [{}]; resources: [{}]; removing groups: [{}]; replacing groups: [{}]",
                 report.added_groups.join(", "),
                 report.added_resources.join(", "),
-                report.removed_groups.join(", ")
+                report.removed_groups.join(", "),
+                report.replaced_groups.join(", ")
             ),
         );
         reply.answer(&self.view, Ok(report));

@@ -76,6 +76,24 @@ impl StateStore {
         self.put(WANTED, group, &online)
     }
 
+    /// Forgets a group the configuration no longer has, and what was
+    /// remembered of its resources, in one commit: a group of that name
+    /// added later starts afresh.
+    pub fn forget_group(&self, group: &str, members: &[String]) -> Result<(), Error> {
+        let write = self.database.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut wanted = write.open_table(WANTED).map_err(|e| self.error(e))?;
+            wanted.remove(group).map_err(|e| self.error(e))?;
+            for table in [PROCESSES, RECORDS] {
+                let mut table = write.open_table(table).map_err(|e| self.error(e))?;
+                for member in members {
+                    table.remove(member.as_str()).map_err(|e| self.error(e))?;
+                }
+            }
+        }
+        write.commit().map_err(|e| self.error(e))
+    }
+
     /// The processes `resource` spawned, as last recorded.
     pub fn processes(&self, resource: &str) -> Result<Vec<TrackedProcess>, Error> {
         Ok(self.get(PROCESSES, resource)?.unwrap_or_default())

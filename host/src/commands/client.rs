@@ -258,8 +258,8 @@ pub async fn reload(api: &ApiArgs) -> anyhow::Result<ExitCode> {
     if !report.removed_groups.is_empty() {
         println!("removing groups: {}", safe(&report.removed_groups.join(", ")));
     }
-    for note in &report.not_applied {
-        println!("not applied: {}", safe(note));
+    if !report.replaced_groups.is_empty() {
+        println!("replacing groups (offline, then as now defined): {}", safe(&report.replaced_groups.join(", ")));
     }
     Ok(ExitCode::SUCCESS)
 }
