@@ -721,6 +721,25 @@ async fn steward_apply_shares_groups_with_every_node_and_a_bad_file_changes_noth
             && e["reason"].as_str().is_some_and(|r| r.contains("replacing groups [g2]"))),
         "{events:#?}"
     );
+
+    // Other settings only keep a group where it runs, unless the node may
+    // no longer run it: barred from node-b, g2 moves to node-a.
+    let barred = std::fs::read_to_string(&groups).expect("the applied file").replace(
+        "preferred_owners = [\"node-b\", \"node-a\"]",
+        "preferred_owners = [\"node-b\", \"node-a\"]\npossible_owners = [\"node-a\", \"node-c\"]",
+    );
+    std::fs::write(&groups, barred).expect("the changed file is written");
+    let applied = a.cli(&["apply", &groups.display().to_string()]);
+    assert!(applied.status.success(), "apply: {applied:?}");
+    a.wait_group("g2", "online", Duration::from_secs(30)).await;
+    assert_eq!(b.group_state("g2").await, "offline");
+    let events = b.events().await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "config-applied"
+            && e["reason"].as_str().is_some_and(|r| r.contains("retuned groups [g2]"))),
+        "{events:#?}"
+    );
+    assert!(!events.iter().any(|e| e["kind"] == "group-removed" && e["group"] == "g"), "g is untouched: {events:#?}");
     checked_journal(journal.path());
 }
 

@@ -387,9 +387,9 @@ async fn files_published_while_the_daemon_starts_are_not_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_replaces_a_changed_group_and_keeps_an_offline_one_offline() {
+async fn a_reload_replaces_a_changed_group_keeps_an_offline_one_offline_and_retunes_in_place() {
     let state = tempfile::tempdir().expect("a state directory");
-    let node = |marker: &str, interval: &str| {
+    let node = |marker: &str, interval: &str, threshold: u32| {
         format!(
             r#"
 [node]
@@ -424,11 +424,12 @@ resources = ["q"]
 [[group]]
 name = "same"
 resources = ["still"]
+policy = {{ restart_threshold = {threshold} }}
 "#,
             state.path().display()
         )
     };
-    let daemon = Daemon::start(&node("one", "1s"), &["dummy", "file_marker"]).await;
+    let daemon = Daemon::start(&node("one", "1s", 3), &["dummy", "file_marker"]).await;
     for group in ["m", "quiet", "same"] {
         daemon.wait_group(group, "online", Duration::from_secs(20)).await;
     }
@@ -436,17 +437,19 @@ resources = ["still"]
     daemon.wait_group("quiet", "offline", Duration::from_secs(20)).await;
     let still_restarts = daemon.get("/v1/resources/still").await["restarts"].clone();
 
-    // The marker's property and q's probe interval change; `same` does not.
+    // The marker's property and q's probe interval change; `same` gets
+    // another policy only.
     let config = daemon.path("steward.toml");
     let current = std::fs::read_to_string(&config).expect("config");
     let api_line = current.lines().find(|line| line.starts_with("api")).expect("an api line").to_string();
     let tokens_line = current.lines().find(|line| line.starts_with("api_tokens")).expect("a tokens line").to_string();
-    let changed = node("two", "2s").replace("api = \"{api}\"", &format!("{api_line}\n{tokens_line}"));
+    let changed = node("two", "2s", 5).replace("api = \"{api}\"", &format!("{api_line}\n{tokens_line}"));
     std::fs::write(&config, changed).expect("rewrite the config");
     let reloaded = daemon.cli(&["reload"]);
     let said = text(&reloaded.stdout);
     assert!(reloaded.status.success(), "{said}{}", text(&reloaded.stderr));
     assert!(said.contains("replacing groups (offline, then as now defined): m, quiet"), "{said}");
+    assert!(said.contains("new settings, kept running: same"), "{said}");
 
     let until = std::time::Instant::now() + Duration::from_secs(20);
     while !state.path().join("two").exists() {
@@ -463,7 +466,7 @@ resources = ["still"]
         "{events:#?}"
     );
     // quiet is back in the node, with its new interval, and still offline
-    // as its operator left it; `same` was never touched.
+    // as its operator left it; `same` kept running.
     let until = std::time::Instant::now() + Duration::from_secs(20);
     while daemon.get("/v1/groups").await.as_array().is_none_or(|groups| groups.len() != 3) {
         assert!(std::time::Instant::now() < until, "quiet was not added again");
@@ -475,6 +478,6 @@ resources = ["still"]
     assert_eq!(daemon.get("/v1/resources/still").await["restarts"], still_restarts);
     assert!(
         !events.iter().any(|e| e["group"] == "same" && e["kind"] == "group-removed"),
-        "an unchanged group is not replaced: {events:#?}"
+        "a group with other settings only is not replaced: {events:#?}"
     );
 }

@@ -101,6 +101,7 @@ pub fn reload(report: ReloadReport) -> wire::ReloadReport {
         added_resources: report.added_resources,
         removed_groups: report.removed_groups,
         replaced_groups: report.replaced_groups,
+        retuned_groups: report.retuned_groups,
     }
 }
 

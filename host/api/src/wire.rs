@@ -197,6 +197,9 @@ pub struct ReloadReport {
     /// again as they are now defined.
     #[serde(default)]
     pub replaced_groups: Vec<String>,
+    /// Groups with other settings only: they take them where they are.
+    #[serde(default)]
+    pub retuned_groups: Vec<String>,
 }
 
 /// `GET /v1/groups/{name}/why`: one decision a node made for the group.

@@ -284,6 +284,18 @@ pub struct GroupConfig {
 
 pub use steward_policy::Policy;
 
+/// How a group's definition changed between two configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupChange {
+    /// Alike.
+    Same,
+    /// Only its own settings (policy, autostart, owners, failback): a
+    /// running group takes them without going offline.
+    Settings,
+    /// Its members, or a member's definition: the group is replaced.
+    Members,
+}
+
 /// Reads and checks `file` and the files it includes.
 pub fn load(file: &Path) -> Result<NodeConfig, ConfigError> {
     let text = read(file)?;
@@ -355,22 +367,23 @@ impl NodeConfig {
         Ok(shared)
     }
 
-    /// Whether `group` is defined differently in `other`: its own
-    /// settings or members, or any member's settings (where they are
+    /// How `group` is defined in `other` compared with here (where it is
     /// written does not count). `None` when `other` has no such group.
-    pub fn group_changed_in(&self, group: &str, other: &NodeConfig) -> Option<bool> {
+    pub fn group_change(&self, group: &str, other: &NodeConfig) -> Option<GroupChange> {
         let ours = self.groups.iter().find(|g| g.name == group)?;
         let theirs = other.groups.iter().find(|g| g.name == group)?;
         let unplaced_group = |g: &GroupConfig| GroupConfig { defined_at: String::new(), ..g.clone() };
         let unplaced =
             |r: Option<&ResourceConfig>| r.map(|r| ResourceConfig { defined_at: String::new(), ..r.clone() });
-        Some(
-            unplaced_group(ours) != unplaced_group(theirs)
-                || ours
-                    .resources
-                    .iter()
-                    .any(|member| unplaced(self.resource(member)) != unplaced(other.resource(member))),
-        )
+        let members_differ = ours.resources != theirs.resources
+            || ours.resources.iter().any(|member| unplaced(self.resource(member)) != unplaced(other.resource(member)));
+        Some(if members_differ {
+            GroupChange::Members
+        } else if unplaced_group(ours) != unplaced_group(theirs) {
+            GroupChange::Settings
+        } else {
+            GroupChange::Same
+        })
     }
 
     /// The resource named `name`.

@@ -1445,6 +1445,30 @@ impl Node {
         self.finish_removals();
     }
 
+    /// Gives a group new settings of its own (policy, autostart, owners,
+    /// failback) where it is: its members are alike, so nothing of it goes
+    /// offline. In a cluster, placement takes the new owners from now on.
+    fn retune(&mut self, group: GroupConfig) {
+        let Some(at) = self.group_positions.get(&group.name).copied() else { return };
+        tracing::info!(group = %group.name, "the group has other settings now; it keeps running");
+        self.engine.set_policy(&group.name, group.policy);
+        if self.config.cluster.is_some() {
+            self.ownership.place(cluster::GroupOwners::of(std::slice::from_ref(&group), &self.config.resources));
+        }
+        // A group this node may no longer run moves to one that may.
+        let barred_here = !group.possible_owners.is_empty() && !group.possible_owners.contains(&self.config.name);
+        let name = group.name.clone();
+        if let Some(slot) = self.config.groups.get_mut(at) {
+            *slot = group;
+        }
+        if barred_here
+            && self.owned.contains_key(&name)
+            && let Err(error) = self.start_move(name.clone(), None)
+        {
+            tracing::warn!(group = %name, %error, "this node is no longer a possible owner, and the group cannot move");
+        }
+    }
+
     /// Starts removing `group`, which the configuration no longer has (or,
     /// when it is in `replacing`, defines differently): it goes offline here (not as an operator's wish: the group is gone, not
     /// wanted offline), and is removed once nothing of it runs.

@@ -112,6 +112,9 @@ pub struct ReloadReport {
     /// member's properties, grants or timing): taken offline here,
     /// removed, then added again as they are now defined.
     pub replaced_groups: Vec<String>,
+    /// Groups with other settings only (policy, autostart, owners,
+    /// failback): they take them where they are, without going offline.
+    pub retuned_groups: Vec<String>,
 }
 
 /// What the node's own tasks report back to its loop.
@@ -176,8 +179,10 @@ pub(super) struct ReloadPlan {
     stored: HashMap<String, super::Stored>,
     /// Groups the configuration no longer has.
     removed: Vec<String>,
-    /// Groups it defines differently.
+    /// Groups whose members it defines differently.
     replaced: Vec<String>,
+    /// Groups with other settings only, as now defined.
+    retuned: Vec<steward_config::GroupConfig>,
     /// Groups left to nodes that have a type this one lacks, with the type.
     lacking: Vec<(String, String)>,
 }
@@ -203,8 +208,20 @@ impl ReloadPlanner {
             .groups
             .iter()
             .filter(|group| !self.removing.contains(&group.name))
-            .filter(|group| self.current.group_changed_in(&group.name, &fresh) == Some(true))
+            .filter(|group| {
+                self.current.group_change(&group.name, &fresh) == Some(steward_config::GroupChange::Members)
+            })
             .map(|group| group.name.clone())
+            .collect();
+        // A group with other settings only takes them in place.
+        let retuned: Vec<steward_config::GroupConfig> = fresh
+            .groups
+            .iter()
+            .filter(|group| !self.removing.contains(&group.name))
+            .filter(|group| {
+                self.current.group_change(&group.name, &fresh) == Some(steward_config::GroupChange::Settings)
+            })
+            .cloned()
             .collect();
         let replaced_members: std::collections::HashSet<&str> = self
             .current
@@ -244,7 +261,7 @@ impl ReloadPlanner {
             }
         }
         let stored = super::read_stored(&self.store, &resources);
-        Ok(ReloadPlan { groups, resources, stored, removed, replaced, lacking })
+        Ok(ReloadPlan { groups, resources, stored, removed, replaced, retuned, lacking })
     }
 }
 
@@ -273,11 +290,12 @@ impl ReloadReply {
                         }
                         let reason = format!(
                             "shared configuration revision {revision}: added groups [{}], resources [{}]; removing \
-                             groups [{}]; replacing groups [{}]",
+                             groups [{}]; replacing groups [{}]; retuned groups [{}]",
                             report.added_groups.join(", "),
                             report.added_resources.join(", "),
                             report.removed_groups.join(", "),
-                            report.replaced_groups.join(", ")
+                            report.replaced_groups.join(", "),
+                            report.retuned_groups.join(", ")
                         );
                         ("config-applied", reason)
                     }
@@ -556,7 +574,11 @@ impl super::Node {
             added_resources: plan.resources.iter().map(|r| r.name.clone()).collect(),
             removed_groups: plan.removed.clone(),
             replaced_groups: plan.replaced.clone(),
+            retuned_groups: plan.retuned.iter().map(|group| group.name.clone()).collect(),
         };
+        for group in plan.retuned {
+            self.retune(group);
+        }
         for group in plan.removed {
             self.remove_group(group);
         }
@@ -586,11 +608,12 @@ impl super::Node {
         self.publish_node_event(
             "reloaded",
             format!(
-                "added groups: [{}]; resources: [{}]; removing groups: [{}]; replacing groups: [{}]",
+                "added groups: [{}]; resources: [{}]; removing groups: [{}]; replacing groups: [{}]; retuned groups: [{}]",
                 report.added_groups.join(", "),
                 report.added_resources.join(", "),
                 report.removed_groups.join(", "),
-                report.replaced_groups.join(", ")
+                report.replaced_groups.join(", "),
+                report.retuned_groups.join(", ")
             ),
         );
         reply.answer(&self.view, Ok(report));

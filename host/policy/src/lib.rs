@@ -237,6 +237,12 @@ impl PolicyEngine {
         self.groups.insert(group.name, GroupEntry { members: member_names, policy: group.policy, failed: false });
     }
 
+    /// Gives `group` another policy from its next decision on; the
+    /// restarts already counted still count. Returns whether it was known.
+    pub fn set_policy(&mut self, group: &str, policy: Policy) -> bool {
+        self.groups.get_mut(group).map(|entry| entry.policy = policy).is_some()
+    }
+
     /// Forgets `group` and its resources, which must be offline: inputs
     /// about them are ignored from now on. Returns whether it was known.
     pub fn remove_group(&mut self, group: &str) -> bool {
@@ -667,6 +673,26 @@ mod tests {
         engine.handle(Input::OfflineDone { resource: "disk".into() }, now);
         let retry = calls(&engine.handle(Input::GroupRetryDue("g".into()), now));
         assert_eq!(retry, ["group failed=false", "online disk"]);
+    }
+
+    #[test]
+    fn a_new_policy_counts_from_the_next_decision_with_the_restarts_so_far() {
+        let mut engine = engine(Policy { restart_threshold: 1, ..Policy::default() });
+        let now = Instant::now();
+        online(&mut engine, now);
+        let failed = Input::Failed { resource: "web".into(), failure: probe_failure("crash") };
+        engine.handle(failed.clone(), now);
+        engine.handle(Input::RestartDue("web".into()), now);
+        engine.handle(Input::OnlineDone { resource: "web".into(), result: Ok(()) }, now);
+        // Under the old policy the second failure would fail the group.
+        assert!(engine.set_policy("g", Policy { restart_threshold: 2, ..Policy::default() }));
+        assert!(!engine.set_policy("other", Policy::default()), "an unknown group is not");
+        let second = calls(&engine.handle(failed.clone(), now));
+        assert!(!second.contains(&"group failed=true".to_string()), "{second:?}");
+        engine.handle(Input::RestartDue("web".into()), now);
+        engine.handle(Input::OnlineDone { resource: "web".into(), result: Ok(()) }, now);
+        let third = calls(&engine.handle(failed, now));
+        assert!(third.contains(&"group failed=true".to_string()), "the first restart still counts: {third:?}");
     }
 
     #[test]

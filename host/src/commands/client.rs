@@ -261,6 +261,9 @@ pub async fn reload(api: &ApiArgs) -> anyhow::Result<ExitCode> {
     if !report.replaced_groups.is_empty() {
         println!("replacing groups (offline, then as now defined): {}", safe(&report.replaced_groups.join(", ")));
     }
+    if !report.retuned_groups.is_empty() {
+        println!("new settings, kept running: {}", safe(&report.retuned_groups.join(", ")));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
