@@ -311,3 +311,41 @@ async fn tokens_made_revoked_or_broken_count_without_a_restart() {
     std::fs::write(&file, good).expect("write");
     until_status(&daemon, "/v1/whoami", &daemon.token("operate"), 200).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_property_reaches_its_plugin_and_no_reader() {
+    let state = tempfile::tempdir().expect("a state directory");
+    let secrets = tempfile::tempdir().expect("a secrets directory");
+    let secret = secrets.path().join("marker-path");
+    std::fs::write(&secret, "/state/hidden-name\n").expect("the secret file");
+    let config = format!(
+        r#"
+[node]
+name = "node-secret"
+plugin_dir = "plugins"
+data_dir = "data"
+api = "{{api}}"
+
+[[resource]]
+name = "m"
+type = "file-marker"
+properties = {{ path = {{ file = "{}" }} }}
+grants = {{ directories = [{{ host = "{}", guest = "/state" }}] }}
+
+[[group]]
+name = "g"
+resources = ["m"]
+"#,
+        secret.display(),
+        state.path().display()
+    );
+    let daemon = Daemon::start(&config, &["file_marker"]).await;
+    daemon.wait_group("g", "online", Duration::from_secs(20)).await;
+    assert!(state.path().join("hidden-name").exists(), "the plugin got the secret's value");
+    let (status, resource) =
+        send(&daemon, reqwest::Method::GET, "/v1/resources/m", "", Some(&daemon.token("read")), None).await;
+    assert_eq!(status, 200, "{resource}");
+    assert_eq!(resource["properties"]["path"], "(secret)", "{resource}");
+    let everything = format!("{}{}", daemon.status_text().await, daemon.log());
+    assert!(!everything.contains("hidden-name"), "neither status nor the log shows the secret");
+}

@@ -231,8 +231,12 @@ pub struct ResourceConfig {
     pub name: String,
     /// Its type (a plugin's type name).
     pub type_name: String,
-    /// Its properties, as text.
+    /// Its properties, as text (secrets included: this is what the plugin
+    /// gets).
     pub properties: Vec<(String, String)>,
+    /// The properties whose value was read from a secret file
+    /// (`{ file = "..." }`): shown to nobody, kept out of etcd.
+    pub secret_properties: Vec<String>,
     /// What it may reach.
     pub grants: Grants,
     /// Resources of the same group it needs online first.
@@ -458,9 +462,22 @@ fn collect(
             })
             .collect::<Result<Vec<_>, _>>()?;
         let programs = grants.programs.into_iter().map(PathBuf::from).collect();
+        let mut properties = Vec::with_capacity(raw.properties.len());
+        let mut secret_properties = Vec::new();
+        for (key, value) in raw.properties {
+            let text = match value {
+                PropertyValue::Secret { file: secret } => {
+                    secret_properties.push(key.clone());
+                    read_secret(&base.join(secret)).map_err(|message| fail(format!("properties.{key}: {message}")))?
+                }
+                value => value.into_text(),
+            };
+            properties.push((key, text));
+        }
         resources.push(ResourceConfig {
             type_name: raw.type_name,
-            properties: raw.properties.into_iter().map(|(k, v)| (k, v.into_text())).collect(),
+            properties,
+            secret_properties,
             grants: Grants { programs, directories, network },
             depends_on: raw.depends_on,
             timing: TimingOverrides {
@@ -656,7 +673,8 @@ impl<'de> Deserialize<'de> for TextDuration {
     }
 }
 
-/// A property value: text, or a number or boolean written bare.
+/// A property value: text, or a number or boolean written bare, or a
+/// secret kept in a file of the node's (`{ file = "..." }`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum PropertyValue {
@@ -664,6 +682,7 @@ enum PropertyValue {
     Integer(i64),
     Boolean(bool),
     List(Vec<String>),
+    Secret { file: PathBuf },
 }
 
 impl PropertyValue {
@@ -673,7 +692,40 @@ impl PropertyValue {
             PropertyValue::Integer(number) => number.to_string(),
             PropertyValue::Boolean(flag) => flag.to_string(),
             PropertyValue::List(items) => items.join(","),
+            PropertyValue::Secret { file } => file.display().to_string(),
         }
+    }
+}
+
+/// The most bytes a secret file may hold: a password or a key, not data.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// What the API and the console show in place of a secret's value.
+pub const SECRET_SHOWN_AS: &str = "(secret)";
+
+/// A secret property's value: the file's text, less one final newline
+/// (editors add one; a password has none).
+fn read_secret(path: &Path) -> Result<String, String> {
+    let what = |error: String| format!("cannot read the secret file {}: {error}", path.display());
+    let metadata = std::fs::metadata(path).map_err(|e| what(e.to_string()))?;
+    if !metadata.is_file() || metadata.len() > MAX_SECRET_BYTES {
+        return Err(what("not a regular file of at most 64 KiB".into()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| what(format!("{e} (a secret is UTF-8 text)")))?;
+    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    Ok(text.to_string())
+}
+
+impl ResourceConfig {
+    /// Its properties as anyone may see them: secrets hidden.
+    pub fn shown_properties(&self) -> Vec<(String, String)> {
+        self.properties
+            .iter()
+            .map(|(key, value)| {
+                let shown = if self.secret_properties.contains(key) { SECRET_SHOWN_AS } else { value.as_str() };
+                (key.clone(), shown.to_string())
+            })
+            .collect()
     }
 }
 
@@ -1031,6 +1083,40 @@ mod tests {
 
     const CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
     const KEY: &str = "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn a_secret_property_is_read_from_its_file_and_shown_to_nobody() {
+        let scratch = Scratch::new("secret");
+        scratch.write("db.pass", "hunter2\n");
+        let node = |password: &str| {
+            let text = format!(
+                "[node]\nname = \"n\"\nplugin_dir = \"p\"\ndata_dir = \"d\"\n\n[[resource]]\nname = \"db\"\n\
+                 type = \"t\"\nproperties = {{ user = \"app\", password = {password} }}\n\n[[group]]\nname = \"g\"\n\
+                 resources = [\"db\"]\n"
+            );
+            let file = scratch.0.join("steward.toml");
+            std::fs::write(&file, text).expect("a node file");
+            super::load(&file)
+        };
+        let config = node("{ file = \"db.pass\" }").expect("the node file loads");
+        let db = config.resource("db").expect("the resource");
+        let value = |key: &str, of: &[(String, String)]| of.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        assert_eq!(
+            value("password", &db.properties).as_deref(),
+            Some("hunter2"),
+            "the plugin gets it, less the newline"
+        );
+        assert_eq!(value("password", &db.shown_properties()).as_deref(), Some(super::SECRET_SHOWN_AS));
+        assert_eq!(value("user", &db.shown_properties()).as_deref(), Some("app"));
+        assert!(!format!("{:?}", db.shown_properties()).contains("hunter2"));
+
+        let error = node("{ file = \"missing.pass\" }").expect_err("a missing secret file is refused");
+        let text = error.to_string();
+        assert!(
+            text.contains("resource `db`") && text.contains("properties.password") && text.contains("missing.pass"),
+            "the error names the resource, the property and the file: {text}"
+        );
+    }
 
     #[test]
     fn cluster_tls_files_are_read_relative_to_the_node_file() {

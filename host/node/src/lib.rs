@@ -173,7 +173,8 @@ pub struct ResourceView {
     pub worker: String,
     /// The sha256 of the plugin version its instance runs.
     pub plugin_hash: String,
-    /// Its properties as configured, as text (the console's property page).
+    /// Its properties as configured, as text (the console's property
+    /// page); secrets show as `(secret)`.
     pub properties: Vec<(String, String)>,
 }
 
@@ -987,7 +988,7 @@ impl Node {
                 pids: Vec::new(),
                 worker: handle.worker_name().to_string(),
                 plugin_hash: String::new(),
-                properties: resource.properties.clone(),
+                properties: resource.shown_properties(),
             };
             new_views.push((resource.name.clone(), view));
             self.handles.insert(resource.name.clone(), handle.clone());
@@ -2410,7 +2411,7 @@ fn waiting_resources(config: &NodeConfig) -> BTreeMap<String, ResourceView> {
         pids: Vec::new(),
         worker: String::new(),
         plugin_hash: String::new(),
-        properties: resource.properties.clone(),
+        properties: resource.shown_properties(),
     };
     config.resources.iter().map(|resource| (resource.name.clone(), view(resource))).collect()
 }
