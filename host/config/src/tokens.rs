@@ -123,34 +123,29 @@ pub fn generate(name: &str, role: Role) -> std::io::Result<(String, TokenEntry)>
 }
 
 /// Appends `entry` to the tokens file `file`, creating it (mode 0600) if
-/// it does not exist.
+/// it does not exist. The file is replaced in one rename, so a node that
+/// reads it meanwhile sees it before or after, never half written.
 pub fn append(file: &Path, entry: &TokenEntry) -> Result<(), ConfigError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let at = |message: String| ConfigError { location: file.display().to_string(), message };
+    let mut text = String::new();
     if file.exists() {
         let known = ApiTokens::load(file)?;
         if known.entries.iter().any(|known| known.name == entry.name) {
             return Err(at(format!("a token named `{}` exists; give the new one another name", entry.name)));
         }
+        text = std::fs::read_to_string(file).map_err(|e| at(format!("cannot read the tokens file: {e}")))?;
     }
     let table = toml::to_string(&TokensFile { token: vec![entry.clone()] })
         .map_err(|e| at(format!("cannot write the token: {e}")))?;
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(file)
-        .map_err(|e| at(format!("cannot open the tokens file: {e}")))?;
-    out.write_all(format!("\n{table}").as_bytes()).map_err(|e| at(format!("cannot write the tokens file: {e}")))
+    text.push('\n');
+    text.push_str(&table);
+    replace(file, &text).map_err(|e| at(format!("cannot write the tokens file: {e}")))
 }
 
 /// Takes the token named `name` out of `file`, which is written anew (in
 /// one rename, mode 0600; comments in it are not kept). Returns the entry
 /// that went.
 pub fn revoke(file: &Path, name: &str) -> Result<TokenEntry, ConfigError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let at = |message: String| ConfigError { location: file.display().to_string(), message };
     let mut known = ApiTokens::load(file)?;
     let Some(index) = known.entries.iter().position(|entry| entry.name == name) else {
@@ -160,20 +155,37 @@ pub fn revoke(file: &Path, name: &str) -> Result<TokenEntry, ConfigError> {
     let revoked = known.entries.remove(index);
     let text = toml::to_string(&TokensFile { token: known.entries })
         .map_err(|e| at(format!("cannot write the tokens: {e}")))?;
+    replace(file, &text).map_err(|e| at(format!("cannot write the tokens file: {e}")))?;
+    Ok(revoked)
+}
+
+/// Writes `text` to `file` through a file beside it and a rename. The new
+/// file keeps the old one's mode, owner and group (the daemon may read it
+/// as another user than the one who runs the CLI); a new file gets 0600.
+fn replace(file: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let partial = file.with_extension("partial");
+    let old = std::fs::metadata(file).ok();
     let written = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .mode(0o600)
         .open(&partial)
-        .and_then(|mut out| out.write_all(text.as_bytes()).and_then(|()| out.sync_all()))
+        .and_then(|mut out| {
+            if let Some(old) = &old {
+                out.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777))?;
+                // Only root may give a file away; anyone else keeps their own.
+                let _ = std::os::unix::fs::fchown(&out, Some(old.uid()), Some(old.gid()));
+            }
+            out.write_all(text.as_bytes()).and_then(|()| out.sync_all())
+        })
         .and_then(|()| std::fs::rename(&partial, file));
-    written.map_err(|e| {
+    if written.is_err() {
         let _ = std::fs::remove_file(&partial);
-        at(format!("cannot write the tokens file: {e}"))
-    })?;
-    Ok(revoked)
+    }
+    written
 }
 
 fn hash_hex(token: &str) -> String {
@@ -204,7 +216,11 @@ mod tests {
         let again = append(&file, &generate("ci", Role::Read).expect("random bytes").1);
         assert!(again.is_err_and(|e| e.message.contains("exists")));
 
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         assert_eq!(revoke(&file, "ci").expect("revoked").role, Role::Operate);
+        let mode = std::fs::metadata(&file).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "a rewritten file keeps its mode");
         let tokens = ApiTokens::load(&file).expect("the file reads back");
         assert!(tokens.check(&operate).is_none(), "a revoked token is refused");
         assert!(tokens.check(&read).is_some(), "the others stay");
