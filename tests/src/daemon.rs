@@ -247,8 +247,16 @@ impl Daemon {
     }
 
     /// The state of a group.
+    /// `absent` while the node does not have the group (a group an apply
+    /// adds or replaces is missing from a node for a moment).
     pub async fn group_state(&self, group: &str) -> String {
-        self.get(&format!("/v1/groups/{group}")).await["state"].as_str().unwrap_or_default().to_string()
+        let response = self.client().get(self.url(&format!("/v1/groups/{group}"))).send().await.expect("GET");
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return "absent".into();
+        }
+        assert!(response.status().is_success(), "GET /v1/groups/{group}: {}", response.status());
+        let group: Value = response.json().await.expect("JSON");
+        group["state"].as_str().unwrap_or_default().to_string()
     }
 
     /// Waits up to `limit` until `group` is in `state`.

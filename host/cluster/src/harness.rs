@@ -192,6 +192,7 @@ impl EtcdCluster {
             api_address: format!("{node}.test:7700"),
             version: "test".to_string(),
             plugins: PluginInventory::from([("dummy".to_string(), "hash-1".to_string())]),
+            plugins_known: true,
         };
         let mut config = ClusterConfig::new(cluster, self.endpoints(), node, info);
         config.lease_ttl = ttl;

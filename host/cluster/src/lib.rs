@@ -56,6 +56,15 @@ pub struct NodeInfo {
     pub version: String,
     /// The plugin types the node can run, by name, with their version hash.
     pub plugins: PluginInventory,
+    /// Whether `plugins` is what the node loaded: false from its join
+    /// until it publishes them (a node still loading its plugins is not
+    /// one that lacks them). Absent in older nodes' keys: true.
+    #[serde(default = "published")]
+    pub plugins_known: bool,
+}
+
+fn published() -> bool {
+    true
 }
 
 /// An etcd lease id.

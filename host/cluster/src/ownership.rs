@@ -273,10 +273,11 @@ impl Ownership {
                 .map_err(|error| Error::CorruptValue { key: key.clone(), reason: error.to_string() })?,
             _ => return Err(Error::NoLease { node: self.node.clone(), state: "without its node key" }),
         };
-        if info.plugins == *plugins {
+        if info.plugins == *plugins && info.plugins_known {
             return Ok(());
         }
         info.plugins = plugins.clone();
+        info.plugins_known = true;
         let value = serde_json::to_vec(&info)
             .map_err(|error| Error::CorruptValue { key: key.clone(), reason: error.to_string() })?;
         let update = Txn::new().when([Compare::lease(key.clone(), CompareOp::Equal, lease.0)]).and_then([TxnOp::put(

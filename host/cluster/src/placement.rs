@@ -37,6 +37,8 @@ pub struct GroupPlacement<'a> {
 pub struct LiveNode<'a> {
     pub name: &'a str,
     pub plugins: &'a PluginInventory,
+    /// Whether it has published its plugin types yet.
+    pub plugins_known: bool,
 }
 
 /// The group failed on `node` at `at`.
@@ -74,6 +76,8 @@ pub enum Verdict {
     NotPossibleOwner,
     /// Lacks a plugin type the group uses (the first missing one, by name).
     LacksType { plugin_type: String },
+    /// Has not published its plugin types yet (it is loading them).
+    PluginsUnknown,
     /// The group failed there `ago` before now, within its failover period.
     FailedRecently { ago: Duration },
 }
@@ -128,7 +132,11 @@ pub fn ineligibility(
         return Some(Verdict::NotPossibleOwner);
     }
     if let Some(missing) = group.plugin_types.iter().find(|plugin_type| !node.plugins.contains_key(*plugin_type)) {
-        return Some(Verdict::LacksType { plugin_type: missing.clone() });
+        return Some(if node.plugins_known {
+            Verdict::LacksType { plugin_type: missing.clone() }
+        } else {
+            Verdict::PluginsUnknown
+        });
     }
     failures
         .iter()
@@ -155,9 +163,9 @@ mod tests {
     fn preferred_owners_come_first_then_the_rest_by_name() {
         let full = inventory(&["dummy"]);
         let live = [
-            LiveNode { name: "c", plugins: &full },
-            LiveNode { name: "a", plugins: &full },
-            LiveNode { name: "b", plugins: &full },
+            LiveNode { name: "c", plugins: &full, plugins_known: true },
+            LiveNode { name: "a", plugins: &full, plugins_known: true },
+            LiveNode { name: "b", plugins: &full, plugins_known: true },
         ];
         let types = BTreeSet::from(["dummy".to_string()]);
         let preferred = names(&["x", "b"]);
@@ -182,14 +190,15 @@ mod tests {
         let full = inventory(&["dummy", "http-check"]);
         let partial = inventory(&["dummy"]);
         let live = [
-            LiveNode { name: "a", plugins: &full },
-            LiveNode { name: "b", plugins: &partial },
-            LiveNode { name: "c", plugins: &full },
-            LiveNode { name: "d", plugins: &full },
-            LiveNode { name: "e", plugins: &full },
+            LiveNode { name: "a", plugins: &full, plugins_known: true },
+            LiveNode { name: "b", plugins: &partial, plugins_known: true },
+            LiveNode { name: "c", plugins: &full, plugins_known: true },
+            LiveNode { name: "d", plugins: &full, plugins_known: true },
+            LiveNode { name: "e", plugins: &full, plugins_known: true },
+            LiveNode { name: "f", plugins: &partial, plugins_known: false },
         ];
         let types = BTreeSet::from(["dummy".to_string(), "http-check".to_string()]);
-        let possible = names(&["a", "b", "c", "e"]);
+        let possible = names(&["a", "b", "c", "e", "f"]);
         let group = GroupPlacement {
             preferred_owners: &[],
             possible_owners: &possible,
@@ -212,6 +221,7 @@ mod tests {
                 &Verdict::Chosen,
                 &Verdict::NotPossibleOwner,
                 &Verdict::Eligible,
+                &Verdict::PluginsUnknown,
             ]
         );
     }
@@ -219,7 +229,7 @@ mod tests {
     #[test]
     fn no_eligible_node_means_no_owner() {
         let empty = inventory(&[]);
-        let live = [LiveNode { name: "a", plugins: &empty }];
+        let live = [LiveNode { name: "a", plugins: &empty, plugins_known: true }];
         let types = BTreeSet::from(["dummy".to_string()]);
         let group = GroupPlacement {
             preferred_owners: &[],

@@ -602,7 +602,11 @@ impl Agent {
         let live: Vec<LiveNode<'_>> = nodes
             .iter()
             .filter(|node| Some(node.name.as_str()) != except)
-            .map(|node| LiveNode { name: &node.name, plugins: &node.info.plugins })
+            .map(|node| LiveNode {
+                name: &node.name,
+                plugins: &node.info.plugins,
+                plugins_known: node.info.plugins_known,
+            })
             .collect();
         Some(choose_owner(&placement, &live, &failures, now))
     }
@@ -625,7 +629,7 @@ impl Agent {
     /// every plugin type it uses.
     fn may_run(&self, group: &str) -> bool {
         let owners = self.groups.get(group).cloned().unwrap_or_default();
-        let this = LiveNode { name: &self.node, plugins: &self.inventory };
+        let this = LiveNode { name: &self.node, plugins: &self.inventory, plugins_known: true };
         steward_cluster::placement::ineligibility(&owners.placement(), &this, &[], std::time::Instant::now()).is_none()
     }
 

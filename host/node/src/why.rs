@@ -74,6 +74,7 @@ pub fn candidates(placement: &Placement) -> Vec<String> {
                 Verdict::NotLive => "skipped: not live (holds no lease)".to_string(),
                 Verdict::NotPossibleOwner => "skipped: not a possible owner".to_string(),
                 Verdict::LacksType { plugin_type } => format!("skipped: lacks plugin type `{plugin_type}`"),
+                Verdict::PluginsUnknown => "skipped: has not published its plugin types yet (loading them)".into(),
                 Verdict::FailedRecently { ago } => {
                     format!("skipped: the group failed there {}s ago, within its failover period", ago.as_secs())
                 }

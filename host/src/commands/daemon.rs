@@ -172,6 +172,7 @@ async fn join_cluster(
         api_address: api,
         version: env!("CARGO_PKG_VERSION").to_string(),
         plugins: steward_cluster::PluginInventory::new(),
+        plugins_known: false,
     };
     let mut settings =
         steward_cluster::ClusterConfig::new(cluster.name.clone(), cluster.endpoints.clone(), config.name.clone(), info);

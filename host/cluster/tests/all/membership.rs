@@ -45,7 +45,12 @@ async fn a_lease_ttl_below_a_second_is_refused() {
         "ttl",
         vec!["http://127.0.0.1:1".to_string()],
         "n1",
-        steward_cluster::NodeInfo { api_address: "a:1".into(), version: "v".into(), plugins: Default::default() },
+        steward_cluster::NodeInfo {
+            api_address: "a:1".into(),
+            version: "v".into(),
+            plugins: Default::default(),
+            plugins_known: true,
+        },
     );
     config.lease_ttl = Duration::from_millis(500);
     let error = join(config.clone()).await.err().expect("a 500 ms TTL is refused");

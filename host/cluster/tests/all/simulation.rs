@@ -838,7 +838,11 @@ impl Simulation {
         let live: Vec<LiveNode<'_>> = view
             .live
             .iter()
-            .map(|index| LiveNode { name: &self.nodes[*index].name, plugins: &self.nodes[*index].inventory })
+            .map(|index| LiveNode {
+                name: &self.nodes[*index].name,
+                plugins: &self.nodes[*index].inventory,
+                plugins_known: true,
+            })
             .collect();
         let failures: Vec<RecentFailure<'_>> = view
             .failures
