@@ -238,7 +238,7 @@ const DEMO_PLUGINS: &[&str] = &["dummy", "file_marker", "generic_app", "http_che
 fn demo() -> Result<(), String> {
     build_demo_binaries()?;
     let root = root();
-    let demo = root.join("target/demo");
+    let demo = target_dir().join("demo");
     let plugins = demo.join("plugins");
     for dir in [&plugins, &demo.join("state")] {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -250,13 +250,13 @@ fn demo() -> Result<(), String> {
         &[
             ("{dir}", &demo.display().to_string()),
             ("api = \"{api}\"", &format!("api = \"{DEMO_API}\"\napi_tokens = \"{}\"", tokens.display())),
-            ("{notepad}", &root.join("target/debug/notepad").display().to_string()),
+            ("{notepad}", &target_dir().join("debug/notepad").display().to_string()),
             ("{notepad_addr}", DEMO_NOTEPAD),
         ],
     )?;
     let config_file = demo.join("steward.toml");
     std::fs::write(&config_file, config).map_err(|e| format!("{}: {e}", config_file.display()))?;
-    let steward = root.join("target/debug/steward");
+    let steward = target_dir().join("debug/steward");
     println!("Starting the demo node; in another terminal try:");
     println!("  export STEWARD_API=unix:target/demo/data/api.sock   # the node's socket: no token needed");
     println!("  target/debug/steward status");
@@ -278,7 +278,7 @@ fn demo_tokens(dir: &Path) -> Result<PathBuf, String> {
     for stale in [&tokens, &token] {
         let _ = std::fs::remove_file(stale);
     }
-    let output = Command::new(root().join("target/debug/steward"))
+    let output = Command::new(target_dir().join("debug/steward"))
         .args(["token", "create", "--name", "demo-operator", "--role", "operate", "--file"])
         .arg(&tokens)
         .output()
@@ -298,7 +298,7 @@ fn build_demo_binaries() -> Result<(), String> {
 /// Copies the demo's plugins, as `guests` built them, into `plugins`.
 fn install_demo_plugins(plugins: &Path) -> Result<(), String> {
     std::fs::create_dir_all(plugins).map_err(|e| format!("{}: {e}", plugins.display()))?;
-    let guests = root().join("target").join(GUEST_TARGET).join(GUEST_PROFILE);
+    let guests = target_dir().join(GUEST_TARGET).join(GUEST_PROFILE);
     for plugin in DEMO_PLUGINS {
         let from = guests.join(format!("{plugin}.wasm"));
         std::fs::copy(&from, plugins.join(format!("{plugin}.wasm"))).map_err(|e| format!("{}: {e}", from.display()))?;
@@ -348,7 +348,7 @@ fn cluster_demo() -> Result<(), String> {
     };
     build_demo_binaries()?;
     let root = root();
-    let dir = root.join("target/cluster-demo");
+    let dir = target_dir().join("cluster-demo");
     let shared = dir.join("shared");
     let taken = |address: &str| TcpListener::bind(address).is_err();
     let addresses = CLUSTER_NODES.iter().map(|(_, api)| *api).chain(CLUSTER_ETCD.iter().flat_map(|(c, p)| [*c, *p]));
@@ -371,7 +371,7 @@ fn cluster_demo() -> Result<(), String> {
     // `steward why`, which asks every node) works on each.
     let tokens = demo_tokens(&dir)?;
     let endpoints: Vec<String> = CLUSTER_ETCD.iter().map(|(client, _)| format!("\"http://{client}\"")).collect();
-    let notepad = root.join("target/debug/notepad");
+    let notepad = target_dir().join("debug/notepad");
     let mut configs = Vec::new();
     for (node, api) in CLUSTER_NODES {
         let node_dir = dir.join(node);
@@ -425,7 +425,7 @@ fn cluster_demo() -> Result<(), String> {
     }
     println!("xtask: etcd answers on {}", endpoints.join(", ").replace('"', ""));
 
-    let steward = root.join("target/debug/steward");
+    let steward = target_dir().join("debug/steward");
     for ((node, _), config) in CLUSTER_NODES.iter().zip(&configs) {
         let mut command = Command::new(&steward);
         command.args(["daemon", "--config"]).arg(config);
