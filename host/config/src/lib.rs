@@ -371,23 +371,40 @@ impl NodeConfig {
         Ok(shared)
     }
 
-    /// How `group` is defined in `other` compared with here (where it is
-    /// written does not count). `None` when `other` has no such group.
-    pub fn group_change(&self, group: &str, other: &NodeConfig) -> Option<GroupChange> {
-        let ours = self.groups.iter().find(|g| g.name == group)?;
-        let theirs = other.groups.iter().find(|g| g.name == group)?;
+    /// How each of this configuration's groups is defined in `other`, in
+    /// this configuration's order: its definition there and how it
+    /// changed, or `None` when `other` no longer has it. Where a
+    /// definition is written does not count. One pass, through indexes:
+    /// a reload of 10,000 groups must not search per group.
+    pub fn group_changes<'a>(&self, other: &'a NodeConfig) -> Vec<(&str, Option<(&'a GroupConfig, GroupChange)>)> {
+        let their_groups: HashMap<&str, &GroupConfig> = other.groups.iter().map(|g| (g.name.as_str(), g)).collect();
+        let ours_by_name: HashMap<&str, &ResourceConfig> =
+            self.resources.iter().map(|r| (r.name.as_str(), r)).collect();
+        let theirs_by_name: HashMap<&str, &ResourceConfig> =
+            other.resources.iter().map(|r| (r.name.as_str(), r)).collect();
         let unplaced_group = |g: &GroupConfig| GroupConfig { defined_at: String::new(), ..g.clone() };
         let unplaced =
-            |r: Option<&ResourceConfig>| r.map(|r| ResourceConfig { defined_at: String::new(), ..r.clone() });
-        let members_differ = ours.resources != theirs.resources
-            || ours.resources.iter().any(|member| unplaced(self.resource(member)) != unplaced(other.resource(member)));
-        Some(if members_differ {
-            GroupChange::Members
-        } else if unplaced_group(ours) != unplaced_group(theirs) {
-            GroupChange::Settings
-        } else {
-            GroupChange::Same
-        })
+            |r: Option<&&ResourceConfig>| r.map(|r| ResourceConfig { defined_at: String::new(), ..(*r).clone() });
+        self.groups
+            .iter()
+            .map(|ours| {
+                let change = their_groups.get(ours.name.as_str()).map(|theirs| {
+                    let members_differ = ours.resources != theirs.resources
+                        || ours.resources.iter().any(|member| {
+                            unplaced(ours_by_name.get(member.as_str())) != unplaced(theirs_by_name.get(member.as_str()))
+                        });
+                    let change = if members_differ {
+                        GroupChange::Members
+                    } else if unplaced_group(ours) != unplaced_group(theirs) {
+                        GroupChange::Settings
+                    } else {
+                        GroupChange::Same
+                    };
+                    (*theirs, change)
+                });
+                (ours.name.as_str(), change)
+            })
+            .collect()
     }
 
     /// The resource named `name`.

@@ -507,6 +507,17 @@ impl Ownership for SingleNode {
     fn release(&mut self, _group: &str) {}
 }
 
+/// Why a group is being removed from the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// The configuration no longer has it.
+    Gone,
+    /// The configuration defines it with other members: once removed, it
+    /// is added again as now defined, wanted online or not as it was
+    /// (alone; in a cluster the operators' wishes live in etcd).
+    Replaced { wanted_online: bool },
+}
+
 /// Loads every `.wasm` in the plugin directory: the types that loaded, and a
 /// view of every file (with the reason for those that did not, which the
 /// caller reports: a bad file never stops the node). With `versions`, each
@@ -710,13 +721,10 @@ pub struct Node {
     /// Resources whose graceful offline would outlast the lease: they are
     /// terminated instead.
     hurried: std::collections::HashSet<String>,
-    /// Groups the configuration no longer has: removed once offline here.
-    removing: std::collections::HashSet<String>,
-    /// Of those, the groups a reload defines differently: once removed,
-    /// they are added again as now defined, wanted online or not as they
-    /// were (alone; in a cluster the operators' wishes live in etcd).
-    replacing: HashMap<String, bool>,
-    /// Replaced groups removed and not yet added again, with that wish.
+    /// Groups being removed, once offline here, and why.
+    removing: HashMap<String, Removal>,
+    /// Replaced groups removed and not yet added again: whether each is
+    /// to come back wanted online.
     readding: HashMap<String, bool>,
     /// Who watches the node from outside, if anyone (see [`Supervisor`]).
     supervisor: Option<Box<dyn Supervisor>>,
@@ -812,8 +820,7 @@ impl Node {
             shared_config: None,
             lease_until_ns: None,
             hurried: std::collections::HashSet::new(),
-            removing: std::collections::HashSet::new(),
-            replacing: HashMap::new(),
+            removing: HashMap::new(),
             readding: HashMap::new(),
             supervisor: None,
         })
@@ -1266,7 +1273,7 @@ impl Node {
     fn on_ownership(&mut self, event: OwnershipEvent) {
         match event {
             OwnershipEvent::Acquired { group, fencing_token } => {
-                if self.group_config(&group).is_none() || self.removing.contains(&group) {
+                if self.group_config(&group).is_none() || self.removing.contains_key(&group) {
                     // Removed from the configuration while it was acquired
                     // (or being removed: an owned group never finishes).
                     self.ownership.release(&group);
@@ -1470,12 +1477,13 @@ impl Node {
         }
     }
 
-    /// Starts removing `group`, which the configuration no longer has (or,
-    /// when it is in `replacing`, defines differently): it goes offline here (not as an operator's wish: the group is gone, not
-    /// wanted offline), and is removed once nothing of it runs.
-    fn remove_group(&mut self, group: String) {
-        tracing::info!(%group, replaced = self.replacing.contains_key(&group), "removing the group from the node");
-        self.removing.insert(group.clone());
+    /// Starts removing `group`, which the configuration no longer has or
+    /// defines with other members (`why`): it goes offline here (not as an
+    /// operator's wish: the group is gone, not wanted offline), and is
+    /// removed once nothing of it runs.
+    fn remove_group(&mut self, group: String, why: Removal) {
+        tracing::info!(%group, ?why, "removing the group from the node");
+        self.removing.insert(group.clone(), why);
         self.apply(Input::GroupOffline(group));
     }
 
@@ -1485,23 +1493,27 @@ impl Node {
     fn finish_removals(&mut self) {
         let settled: Vec<String> = self
             .removing
-            .iter()
+            .keys()
             .filter(|group| !self.owned.contains_key(*group))
             .filter(|group| self.group_members(group).iter().all(|member| !runs(self.engine.state(member))))
             .cloned()
             .collect();
+        if settled.is_empty() {
+            return;
+        }
         // A replaced group's instances must be closed before it is added
         // again: workers know instances by name.
         let mut closing = Vec::new();
         let mut replaceable = false;
+        let mut gone_groups = std::collections::HashSet::new();
+        let mut gone_members = std::collections::HashSet::new();
         for group in settled {
-            self.removing.remove(&group);
-            let replaced = match self.replacing.remove(&group) {
-                Some(wanted) => {
-                    self.readding.insert(group.clone(), wanted);
+            let replaced = match self.removing.remove(&group) {
+                Some(Removal::Replaced { wanted_online }) => {
+                    self.readding.insert(group.clone(), wanted_online);
                     true
                 }
-                None => false,
+                _ => false,
             };
             replaceable |= replaced;
             // The backend forgets it too: no node asks for a group it lost.
@@ -1522,28 +1534,11 @@ impl Node {
             self.awaiting_ownership.remove(&group);
             self.moving.remove(&group);
             self.failing_over.remove(&group);
-            self.config.groups.retain(|known| known.name != group);
-            self.config.resources.retain(|resource| !members.contains(&resource.name));
-            self.resource_index =
-                self.config.resources.iter().enumerate().map(|(at, resource)| (resource.name.clone(), at)).collect();
-            self.group_index = self
-                .config
-                .groups
-                .iter()
-                .enumerate()
-                .flat_map(|(at, known)| known.resources.iter().map(move |member| (member.clone(), at)))
-                .collect();
-            self.group_positions =
-                self.config.groups.iter().enumerate().map(|(at, known)| (known.name.clone(), at)).collect();
-            if let Ok(mut views) = self.view.resources.write() {
-                views.retain(|name, _| !members.contains(name));
-            }
-            if let Ok(mut metrics) = self.view.metrics.write() {
-                metrics.retain(|name, _| !members.contains(name));
-            }
             if let Ok(mut views) = self.view.groups.write() {
                 views.remove(&group);
             }
+            gone_members.extend(members);
+            gone_groups.insert(group.clone());
             self.view.publish(NodeEvent {
                 kind: "group-removed".into(),
                 group,
@@ -1556,6 +1551,27 @@ impl Node {
                 .into(),
                 ..blank_event()
             });
+        }
+        // The configuration, its indexes and the view lose them all in one
+        // pass: many groups removed at once must not cost a pass each.
+        self.config.groups.retain(|known| !gone_groups.contains(&known.name));
+        self.config.resources.retain(|resource| !gone_members.contains(&resource.name));
+        self.resource_index =
+            self.config.resources.iter().enumerate().map(|(at, resource)| (resource.name.clone(), at)).collect();
+        self.group_index = self
+            .config
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(at, known)| known.resources.iter().map(move |member| (member.clone(), at)))
+            .collect();
+        self.group_positions =
+            self.config.groups.iter().enumerate().map(|(at, known)| (known.name.clone(), at)).collect();
+        if let Ok(mut views) = self.view.resources.write() {
+            views.retain(|name, _| !gone_members.contains(name));
+        }
+        if let Ok(mut metrics) = self.view.metrics.write() {
+            metrics.retain(|name, _| !gone_members.contains(name));
         }
         if closing.is_empty() && !replaceable {
             return;

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use super::{NodeEvent, NodePhase, PluginView, blank_event, check_config, load_plugin};
 use crate::plugin_dir::PluginFileChange;
 use steward_cluster::shared_config::{Applied, SharedConfig, SharedConfigStore, SharedFile};
+use steward_config::GroupChange;
 use steward_monitor::monitor::CallError;
 use steward_monitor::plugin::Plugin;
 use steward_monitor::process::TrackedProcess;
@@ -196,47 +197,36 @@ impl ReloadPlanner {
             fresh = fresh.with_shared(files).map_err(|e| format!("{e}; nothing was changed"))?;
         }
         let lacking = if self.in_cluster { super::set_aside_lacking(&mut fresh, &self.plugins) } else { Vec::new() };
-        let known = |name: &str| self.current.groups.iter().any(|g| g.name == name);
-        let groups: Vec<_> = fresh.groups.iter().filter(|g| !known(&g.name)).cloned().collect();
+        let known: std::collections::HashSet<&str> = self.current.groups.iter().map(|g| g.name.as_str()).collect();
+        let groups: Vec<_> = fresh.groups.iter().filter(|g| !known.contains(g.name.as_str())).cloned().collect();
         let members: std::collections::HashSet<&str> =
             groups.iter().flat_map(|g| g.resources.iter().map(String::as_str)).collect();
         let resources: Vec<_> = fresh.resources.iter().filter(|r| members.contains(r.name.as_str())).cloned().collect();
-        // A changed group is replaced: removed, then added as it is now.
-        // Its new definition is checked here, before it goes offline.
-        let replaced: Vec<String> = self
-            .current
-            .groups
-            .iter()
-            .filter(|group| !self.removing.contains(&group.name))
-            .filter(|group| {
-                self.current.group_change(&group.name, &fresh) == Some(steward_config::GroupChange::Members)
-            })
-            .map(|group| group.name.clone())
-            .collect();
-        // A group with other settings only takes them in place.
-        let retuned: Vec<steward_config::GroupConfig> = fresh
-            .groups
-            .iter()
-            .filter(|group| !self.removing.contains(&group.name))
-            .filter(|group| {
-                self.current.group_change(&group.name, &fresh) == Some(steward_config::GroupChange::Settings)
-            })
-            .cloned()
-            .collect();
-        let replaced_members: std::collections::HashSet<&str> = self
-            .current
-            .groups
-            .iter()
-            .filter(|group| replaced.contains(&group.name))
-            .flat_map(|group| group.resources.iter().map(String::as_str))
-            .collect();
-        let replacements: Vec<_> = fresh
-            .groups
-            .iter()
-            .filter(|group| replaced.contains(&group.name))
-            .flat_map(|group| group.resources.iter())
-            .filter_map(|member| fresh.resource(member).cloned())
-            .collect();
+        // Groups being removed are left alone: neither removed nor changed
+        // again, they are added back (if still configured) once gone. A
+        // group with other members is replaced: removed, then added as it
+        // is now (its new members are checked here, before it goes
+        // offline). A group with other settings only takes them in place.
+        let mut removed = Vec::new();
+        let mut replaced = Vec::new();
+        let mut replaced_members = std::collections::HashSet::new();
+        let mut replacements = Vec::new();
+        let mut retuned = Vec::new();
+        for (before, (name, change)) in self.current.groups.iter().zip(self.current.group_changes(&fresh)) {
+            if self.removing.contains(name) {
+                continue;
+            }
+            match change {
+                None if !lacking.iter().any(|(set_aside, _)| set_aside == name) => removed.push(name.to_string()),
+                None | Some((_, GroupChange::Same)) => {}
+                Some((now, GroupChange::Members)) => {
+                    replaced.push(name.to_string());
+                    replaced_members.extend(before.resources.iter().map(String::as_str));
+                    replacements.extend(now.resources.iter().filter_map(|member| fresh.resource(member)).cloned());
+                }
+                Some((now, GroupChange::Settings)) => retuned.push(now.clone()),
+            }
+        }
         let mut errors = Vec::new();
         for resource in &resources {
             if self.resources.contains(&resource.name) && !replaced_members.contains(resource.name.as_str()) {
@@ -251,14 +241,6 @@ impl ReloadPlanner {
         errors.extend(check_config(&additions, &self.plugins).await.iter().map(ToString::to_string));
         if !errors.is_empty() {
             return Err(format!("{}; nothing was changed", errors.join("; ")));
-        }
-        let mut removed = Vec::new();
-        for group in &self.current.groups {
-            let set_aside = lacking.iter().any(|(name, _)| *name == group.name);
-            let gone = !fresh.groups.iter().any(|g| g.name == group.name);
-            if !set_aside && gone && !self.removing.contains(&group.name) {
-                removed.push(group.name.clone());
-            }
         }
         let stored = super::read_stored(&self.store, &resources);
         Ok(ReloadPlan { groups, resources, stored, removed, replaced, retuned, lacking })
@@ -524,7 +506,7 @@ impl super::Node {
             shared,
             in_cluster: self.config.cluster.is_some(),
             current: self.config.clone(),
-            removing: self.removing.clone(),
+            removing: self.removing.keys().cloned().collect(),
             resources: self.handles.keys().cloned().collect(),
             plugins: self.plugins.clone(),
             store: self.store.clone(),
@@ -580,7 +562,7 @@ impl super::Node {
             self.retune(group);
         }
         for group in plan.removed {
-            self.remove_group(group);
+            self.remove_group(group, super::Removal::Gone);
         }
         for group in plan.replaced {
             let wanted = match self.config.cluster {
@@ -588,8 +570,7 @@ impl super::Node {
                 None => self.store.group_wanted(&group).ok().flatten(),
             };
             let autostart = self.group_config(&group).is_some_and(|g| g.autostart);
-            self.replacing.insert(group.clone(), wanted.unwrap_or(autostart));
-            self.remove_group(group);
+            self.remove_group(group, super::Removal::Replaced { wanted_online: wanted.unwrap_or(autostart) });
         }
         let then: Vec<Input> = plan
             .groups

@@ -583,6 +583,17 @@ mod tests {
             .collect()
     }
 
+    /// `web` crashes: what the engine does about it.
+    fn crash_web(engine: &mut PolicyEngine, now: Instant) -> Vec<String> {
+        calls(&engine.handle(Input::Failed { resource: "web".into(), failure: probe_failure("crash") }, now))
+    }
+
+    /// `web`'s restart comes due and succeeds.
+    fn restart_web(engine: &mut PolicyEngine, now: Instant) {
+        engine.handle(Input::RestartDue("web".into()), now);
+        engine.handle(Input::OnlineDone { resource: "web".into(), result: Ok(()) }, now);
+    }
+
     fn online(engine: &mut PolicyEngine, now: Instant) {
         engine.handle(Input::GroupOnline("g".into()), now);
         engine.handle(Input::OnlineDone { resource: "disk".into(), result: Ok(()) }, now);
@@ -661,11 +672,9 @@ mod tests {
         let mut engine = engine(policy);
         let now = Instant::now();
         online(&mut engine, now);
-        let failed = Input::Failed { resource: "web".into(), failure: probe_failure("crash") };
-        engine.handle(failed.clone(), now);
-        engine.handle(Input::RestartDue("web".into()), now);
-        engine.handle(Input::OnlineDone { resource: "web".into(), result: Ok(()) }, now);
-        let actions = calls(&engine.handle(failed, now));
+        crash_web(&mut engine, now);
+        restart_web(&mut engine, now);
+        let actions = crash_web(&mut engine, now);
         assert!(actions.contains(&"group failed=true".to_string()), "{actions:?}");
         assert!(actions.contains(&"after 3600s: GroupRetryDue(\"g\")".to_string()), "{actions:?}");
         assert!(actions.contains(&"offline disk".to_string()), "the rest of the group goes offline: {actions:?}");
@@ -680,18 +689,15 @@ mod tests {
         let mut engine = engine(Policy { restart_threshold: 1, ..Policy::default() });
         let now = Instant::now();
         online(&mut engine, now);
-        let failed = Input::Failed { resource: "web".into(), failure: probe_failure("crash") };
-        engine.handle(failed.clone(), now);
-        engine.handle(Input::RestartDue("web".into()), now);
-        engine.handle(Input::OnlineDone { resource: "web".into(), result: Ok(()) }, now);
+        crash_web(&mut engine, now);
+        restart_web(&mut engine, now);
         // Under the old policy the second failure would fail the group.
         assert!(engine.set_policy("g", Policy { restart_threshold: 2, ..Policy::default() }));
         assert!(!engine.set_policy("other", Policy::default()), "an unknown group is not");
-        let second = calls(&engine.handle(failed.clone(), now));
+        let second = crash_web(&mut engine, now);
         assert!(!second.contains(&"group failed=true".to_string()), "{second:?}");
-        engine.handle(Input::RestartDue("web".into()), now);
-        engine.handle(Input::OnlineDone { resource: "web".into(), result: Ok(()) }, now);
-        let third = calls(&engine.handle(failed, now));
+        restart_web(&mut engine, now);
+        let third = crash_web(&mut engine, now);
         assert!(third.contains(&"group failed=true".to_string()), "the first restart still counts: {third:?}");
     }
 
